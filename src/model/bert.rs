@@ -1,0 +1,208 @@
+//! Our own BERT encoder forward pass on candle ops, with a per-head attention
+//! plan in every layer and per-layer timers.
+
+use std::time::Instant;
+
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+
+use super::attention::{AttentionOutput, SelfAttention};
+use super::batch::Batch;
+use super::config::{BertConfig, ModelShape};
+use super::plan::{LayerPlan, Planner};
+use super::timing::{ForwardTimings, LayerTiming};
+
+/// Token, position and token-type embeddings followed by a layer norm.
+#[derive(Debug, Clone)]
+struct Embeddings {
+    words: Embedding,
+    positions: Embedding,
+    token_types: Embedding,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
+        let d = config.hidden_size;
+        Ok(Self {
+            words: candle_nn::embedding(config.vocab_size, d, vb.pp("word_embeddings"))?,
+            positions: candle_nn::embedding(
+                config.max_position_embeddings,
+                d,
+                vb.pp("position_embeddings"),
+            )?,
+            token_types: candle_nn::embedding(
+                config.type_vocab_size,
+                d,
+                vb.pp("token_type_embeddings"),
+            )?,
+            norm: candle_nn::layer_norm(d, config.layer_norm_eps, vb.pp("LayerNorm"))?,
+        })
+    }
+
+    fn forward(&self, batch: &Batch) -> Result<Tensor> {
+        let (_, s) = batch.input_ids.dims2()?;
+        let positions = Tensor::arange(0u32, s as u32, batch.input_ids.device())?;
+        let x = self
+            .words
+            .forward(&batch.input_ids)?
+            .add(&self.token_types.forward(&batch.type_ids)?)?
+            .broadcast_add(&self.positions.forward(&positions)?)?;
+        self.norm.forward(&x)
+    }
+}
+
+/// One encoder layer: self-attention, output projection + residual + norm,
+/// feed-forward + residual + norm.
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    attention: SelfAttention,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+impl EncoderLayer {
+    fn load(vb: VarBuilder, config: &BertConfig, shape: &ModelShape) -> Result<Self> {
+        let (d, ffn, eps) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.layer_norm_eps,
+        );
+        Ok(Self {
+            attention: SelfAttention::load(vb.pp("attention.self"), shape)?,
+            attention_out: candle_nn::linear(d, d, vb.pp("attention.output.dense"))?,
+            attention_norm: candle_nn::layer_norm(d, eps, vb.pp("attention.output.LayerNorm"))?,
+            intermediate: candle_nn::linear(d, ffn, vb.pp("intermediate.dense"))?,
+            output: candle_nn::linear(ffn, d, vb.pp("output.dense"))?,
+            output_norm: candle_nn::layer_norm(d, eps, vb.pp("output.LayerNorm"))?,
+        })
+    }
+
+    /// The layer's self-attention (for inspecting one layer in isolation).
+    pub fn attention(&self) -> &SelfAttention {
+        &self.attention
+    }
+
+    /// Everything after attention: `[B, S, D]` context → layer output.
+    fn finish(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let attended = self
+            .attention_norm
+            .forward(&(self.attention_out.forward(context)? + x)?)?;
+        let hidden = self.intermediate.forward(&attended)?.gelu_erf()?;
+        self.output_norm
+            .forward(&(self.output.forward(&hidden)? + attended)?)
+    }
+}
+
+/// What a forward pass produced.
+#[derive(Debug, Clone)]
+pub struct ForwardOutput {
+    /// Last hidden state `[B, S, D]`.
+    pub hidden: Tensor,
+    /// Captured post-softmax maps `[B, S, S]`, by layer then head (`None` where
+    /// the plan did not capture).
+    pub maps: Vec<Vec<Option<Tensor>>>,
+    /// Wall-clock timers.
+    pub timings: ForwardTimings,
+}
+
+/// A BERT encoder (embeddings + layers) that runs under per-head plans.
+#[derive(Debug, Clone)]
+pub struct BertEncoder {
+    embeddings: Embeddings,
+    layers: Vec<EncoderLayer>,
+    shape: ModelShape,
+    pad_token_id: u32,
+    device: Device,
+}
+
+impl BertEncoder {
+    /// Loads the encoder from a var builder rooted at the model (a `bert.`
+    /// prefix, as in checkpoints with heads, is detected).
+    pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
+        let shape = ModelShape::of(config);
+        let layers = (0..shape.layers)
+            .map(|i| EncoderLayer::load(vb.pp(format!("encoder.layer.{i}")), config, &shape))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings: Embeddings::load(vb.pp("embeddings"), config)?,
+            layers,
+            shape,
+            pad_token_id: config.pad_token_id as u32,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// The encoder's sizes.
+    pub fn shape(&self) -> &ModelShape {
+        &self.shape
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[EncoderLayer] {
+        &self.layers
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The token id used for padding.
+    pub fn pad_token_id(&self) -> u32 {
+        self.pad_token_id
+    }
+
+    /// Runs the encoder on `batch`, asking `planner` for each layer's plan
+    /// right before that layer's attention.
+    pub fn forward(&self, batch: &Batch, planner: &mut dyn Planner) -> Result<ForwardOutput> {
+        let start = Instant::now();
+        let mut x = self.embeddings.forward(batch)?;
+        let mut timings = ForwardTimings {
+            embeddings: start.elapsed(),
+            layers: Vec::with_capacity(self.layers.len()),
+        };
+        let mut maps = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let start = Instant::now();
+            let plan: LayerPlan = planner.plan_layer(i, &x)?;
+            let AttentionOutput { context, captured } =
+                layer.attention.forward(&x, batch.mask.as_ref(), &plan)?;
+            let attention = start.elapsed();
+            let start = Instant::now();
+            x = layer.finish(&x, &context)?;
+            timings.layers.push(LayerTiming {
+                attention,
+                rest: start.elapsed(),
+            });
+            maps.push(captured);
+        }
+        Ok(ForwardOutput {
+            hidden: x,
+            maps,
+            timings,
+        })
+    }
+
+    /// Mean of the last hidden state over each input's real tokens, L2
+    /// normalised: the sentence embedding, `[B, D]`.
+    pub fn sentence_embeddings(&self, hidden: &Tensor, batch: &Batch) -> Result<Tensor> {
+        let pooled = match &batch.token_mask {
+            None => hidden.mean(1)?,
+            Some(token_mask) => {
+                let summed = hidden.broadcast_mul(&token_mask.unsqueeze(2)?)?.sum(1)?;
+                summed.broadcast_div(&token_mask.sum_keepdim(1)?)?
+            }
+        };
+        let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?;
+        pooled.broadcast_div(&norm.maximum(1e-12)?)
+    }
+}

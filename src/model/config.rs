@@ -1,0 +1,97 @@
+//! Reading and checking a BERT `config.json` (candle-transformers' config type).
+
+use std::path::Path;
+
+pub use candle_transformers::models::bert::Config as BertConfig;
+
+use super::error::ModelError;
+
+/// The sizes of an encoder that the rest of attncache works with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ModelShape {
+    /// Number of transformer layers.
+    pub layers: usize,
+    /// Attention heads per layer.
+    pub heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Hidden size (`heads * head_dim`).
+    pub hidden: usize,
+    /// Longest input the position embeddings allow.
+    pub max_positions: usize,
+}
+
+impl ModelShape {
+    /// The shape described by a BERT config.
+    pub fn of(config: &BertConfig) -> Self {
+        Self {
+            layers: config.num_hidden_layers,
+            heads: config.num_attention_heads,
+            head_dim: config.hidden_size / config.num_attention_heads.max(1),
+            hidden: config.hidden_size,
+            max_positions: config.max_position_embeddings,
+        }
+    }
+}
+
+/// Reads `path`, checks that it describes a BERT encoder attncache can run and
+/// returns it.
+pub fn load_bert_config(path: &Path) -> Result<BertConfig, ModelError> {
+    let malformed = |detail: String| ModelError::MalformedConfig {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| malformed(e.to_string()))?;
+    let raw: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+    check_is_bert(path, &raw)?;
+    let config: BertConfig = serde_json::from_value(raw).map_err(|e| malformed(e.to_string()))?;
+    check_shape(path, &config)?;
+    Ok(config)
+}
+
+/// Accepts `model_type: "bert"`, or, without a model type, a `Bert*` architecture.
+fn check_is_bert(path: &Path, raw: &serde_json::Value) -> Result<(), ModelError> {
+    let not_bert = |found: &str| ModelError::NotBert {
+        path: path.to_path_buf(),
+        found: found.to_string(),
+    };
+    if let Some(model_type) = raw.get("model_type") {
+        let model_type = model_type.as_str().unwrap_or("?");
+        return if model_type == "bert" {
+            Ok(())
+        } else {
+            Err(not_bert(model_type))
+        };
+    }
+    let architectures: Vec<&str> = raw
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    match architectures.first() {
+        Some(arch) if arch.starts_with("Bert") => Ok(()),
+        Some(arch) => Err(not_bert(arch)),
+        None => Err(not_bert("unknown (no model_type or architectures)")),
+    }
+}
+
+fn check_shape(path: &Path, config: &BertConfig) -> Result<(), ModelError> {
+    let bad = |detail: String| ModelError::BadShape {
+        path: path.to_path_buf(),
+        detail,
+    };
+    if config.num_attention_heads == 0 || config.num_hidden_layers == 0 {
+        return Err(bad("it has no layers or no attention heads".into()));
+    }
+    if config.hidden_size % config.num_attention_heads != 0 {
+        return Err(bad(format!(
+            "hidden_size {} is not a multiple of num_attention_heads {}",
+            config.hidden_size, config.num_attention_heads
+        )));
+    }
+    if config.max_position_embeddings < 2 {
+        return Err(bad("max_position_embeddings must be at least 2".into()));
+    }
+    Ok(())
+}

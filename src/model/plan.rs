@@ -1,0 +1,139 @@
+//! Per-head attention plans: what each head of a layer does in a forward pass.
+
+use candle_core::{Result, Tensor};
+
+/// What one attention head does.
+#[derive(Debug, Clone)]
+pub enum HeadPlan {
+    /// Compute the attention map exactly.
+    Exact,
+    /// Compute exactly and hand the post-softmax map out (shape `[B, S, S]`).
+    Capture,
+    /// Skip this head's Q and K work and use the given post-softmax map
+    /// (`[S, S]`, shared by the batch, or `[B, S, S]`): output = map · V.
+    Reuse(Tensor),
+}
+
+impl HeadPlan {
+    /// True when the head's map is computed (exactly) in this pass.
+    pub fn computes(&self) -> bool {
+        !matches!(self, HeadPlan::Reuse(_))
+    }
+}
+
+/// The plans of every head of one layer.
+#[derive(Debug, Clone)]
+pub struct LayerPlan {
+    heads: Vec<HeadPlan>,
+}
+
+impl LayerPlan {
+    /// One plan per head, in head order.
+    pub fn new(heads: Vec<HeadPlan>) -> Self {
+        Self { heads }
+    }
+
+    /// Every head exact.
+    pub fn exact(heads: usize) -> Self {
+        Self::new(vec![HeadPlan::Exact; heads])
+    }
+
+    /// Every head exact, every map captured.
+    pub fn capture_all(heads: usize) -> Self {
+        Self::new(vec![HeadPlan::Capture; heads])
+    }
+
+    /// The head plans, in head order.
+    pub fn heads(&self) -> &[HeadPlan] {
+        &self.heads
+    }
+
+    /// Number of heads that reuse a given map.
+    pub fn reused(&self) -> usize {
+        self.heads.iter().filter(|h| !h.computes()).count()
+    }
+
+    /// Maximal runs of consecutive heads that are all computed or all reused,
+    /// as `(first, end, computed)`: each run becomes one batched operation.
+    pub(crate) fn runs(&self) -> Vec<(usize, usize, bool)> {
+        let mut runs = Vec::new();
+        let mut start = 0;
+        for h in 1..=self.heads.len() {
+            let boundary =
+                h == self.heads.len() || self.heads[h].computes() != self.heads[start].computes();
+            if boundary {
+                runs.push((start, h, self.heads[start].computes()));
+                start = h;
+            }
+        }
+        runs
+    }
+}
+
+/// Chooses each layer's plan during a forward pass, seeing the layer's input
+/// hidden state (`[B, S, D]`) before its attention runs: this is where a
+/// per-layer look-up plugs in.
+pub trait Planner {
+    /// The plan for `layer`, given that layer's input.
+    fn plan_layer(&mut self, layer: usize, input: &Tensor) -> Result<LayerPlan>;
+}
+
+/// A fixed plan for every layer, decided before the pass.
+#[derive(Debug, Clone)]
+pub struct StaticPlan {
+    layers: Vec<LayerPlan>,
+}
+
+impl StaticPlan {
+    /// One plan per layer, in layer order.
+    pub fn new(layers: Vec<LayerPlan>) -> Self {
+        Self { layers }
+    }
+
+    /// Every head of every layer exact.
+    pub fn exact(layers: usize, heads: usize) -> Self {
+        Self::new(vec![LayerPlan::exact(heads); layers])
+    }
+
+    /// Every head of every layer exact, every map captured.
+    pub fn capture_all(layers: usize, heads: usize) -> Self {
+        Self::new(vec![LayerPlan::capture_all(heads); layers])
+    }
+
+    /// The layer plans.
+    pub fn layers(&self) -> &[LayerPlan] {
+        &self.layers
+    }
+}
+
+impl Planner for StaticPlan {
+    fn plan_layer(&mut self, layer: usize, _input: &Tensor) -> Result<LayerPlan> {
+        self.layers.get(layer).cloned().ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "the plan has {} layers but the model asked for layer {layer}",
+                self.layers.len()
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_computed_and_reused_heads() {
+        let map =
+            Tensor::zeros((2, 2), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let plan = LayerPlan::new(vec![
+            HeadPlan::Exact,
+            HeadPlan::Capture,
+            HeadPlan::Reuse(map.clone()),
+            HeadPlan::Reuse(map),
+            HeadPlan::Exact,
+        ]);
+        assert_eq!(plan.runs(), vec![(0, 2, true), (2, 4, false), (4, 5, true)]);
+        assert_eq!(plan.reused(), 2);
+        assert_eq!(LayerPlan::exact(3).runs(), vec![(0, 3, true)]);
+    }
+}

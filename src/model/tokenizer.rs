@@ -1,0 +1,68 @@
+//! Tokenizing text with a Hugging Face `tokenizer.json`, without padding or
+//! truncation surprises.
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationParams};
+
+use super::error::ModelError;
+
+/// One tokenized text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedText {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// Token type (segment) ids.
+    pub type_ids: Vec<u32>,
+    /// Token strings, for display.
+    pub tokens: Vec<String>,
+    /// True when the text was cut to the model's maximum length.
+    pub truncated: bool,
+}
+
+/// A tokenizer that never pads and truncates only at the model's maximum
+/// length (reporting when it does).
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer").finish_non_exhaustive()
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`, turning its padding off and its truncation to
+    /// `max_len` tokens.
+    pub fn from_file(path: &Path, max_len: usize) -> Result<Self, ModelError> {
+        let err = |detail: String| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let mut inner = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Self { inner })
+    }
+
+    /// Tokenizes one text (special tokens added).
+    pub fn encode(&self, text: &str) -> anyhow::Result<TokenizedText> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| anyhow::anyhow!("cannot tokenize {text:?}: {e}"))?;
+        Ok(TokenizedText {
+            ids: encoding.get_ids().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+            tokens: encoding.get_tokens().to_vec(),
+            truncated: !encoding.get_overflowing().is_empty(),
+        })
+    }
+}
