@@ -86,8 +86,8 @@ impl SelfAttention {
             } else {
                 stack_maps(&plan.heads()[first..end], b, s, first)?
             };
-            for h in first..end {
-                if matches!(plan.heads()[h], HeadPlan::Capture) {
+            for (h, head) in plan.heads().iter().enumerate().take(end).skip(first) {
+                if matches!(head, HeadPlan::Capture) {
                     captured[h] = Some(probs.i((.., h - first))?);
                 }
             }
@@ -98,6 +98,9 @@ impl SelfAttention {
         } else {
             Tensor::cat(&parts, 1)?
         };
+        // candle concatenates along a non-leading axis through a transposed
+        // layout; the batched matmul needs plain strides (a no-op otherwise).
+        let probs = probs.contiguous()?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
         Ok(AttentionOutput { context, captured })
     }

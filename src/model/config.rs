@@ -84,7 +84,7 @@ fn check_shape(path: &Path, config: &BertConfig) -> Result<(), ModelError> {
     if config.num_attention_heads == 0 || config.num_hidden_layers == 0 {
         return Err(bad("it has no layers or no attention heads".into()));
     }
-    if config.hidden_size % config.num_attention_heads != 0 {
+    if !config.hidden_size.is_multiple_of(config.num_attention_heads) {
         return Err(bad(format!(
             "hidden_size {} is not a multiple of num_attention_heads {}",
             config.hidden_size, config.num_attention_heads

@@ -1,0 +1,164 @@
+//! The `attncache` binary: JSON contracts scripts rely on, and one-line errors.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn attncache(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attncache"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+/// Asserts a failure with exactly one `error:` line on stderr containing `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {stderr}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn embed_json_has_the_documented_fields_and_values() {
+    common::real_model();
+    let v = json_of(&attncache(&[
+        "embed",
+        "--json",
+        "The new movie is awesome",
+        "The new movie is so great",
+    ]));
+    assert_eq!(v["texts"][1], "The new movie is so great");
+    assert_eq!(v["tokens"], serde_json::json!([7, 8]));
+    let c = v["cosine"][0][1].as_f64().unwrap();
+    assert!((c - 0.8939).abs() <= 0.002, "cosine {c}");
+    assert!((v["cosine"][1][1].as_f64().unwrap() - 1.0).abs() < 1e-5);
+    for key in ["tokenize", "attention", "rest", "forward", "total"] {
+        assert!(
+            v["timings_ms"][key].as_f64().unwrap() >= 0.0,
+            "timings_ms.{key}"
+        );
+    }
+}
+
+#[test]
+fn attention_json_gives_a_row_stochastic_map() {
+    common::real_model();
+    let v = json_of(&attncache(&[
+        "attention",
+        "--layer",
+        "0",
+        "--head",
+        "2",
+        "--json",
+        "Wonderful film",
+    ]));
+    let tokens = v["tokens"].as_array().unwrap();
+    assert_eq!(tokens[0], "[CLS]");
+    let map = v["map"].as_array().unwrap();
+    assert_eq!(map.len(), tokens.len());
+    for row in map {
+        let row = row.as_array().unwrap();
+        assert_eq!(row.len(), tokens.len());
+        let sum: f64 = row.iter().map(|x| x.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-5, "row sums to {sum}");
+    }
+    let text = attncache(&["attention", "--layer", "0", "--head", "2", "Wonderful film"]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2 + tokens.len(), "{text}");
+}
+
+#[test]
+fn a_local_model_directory_needs_no_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_tiny_model(dir.path());
+    let model = dir.path().to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attncache"))
+        .args(["--model", model, "embed", "--json", "the movie", "a plot"])
+        .env("ATTNCACHE_HOME", dir.path().join("empty-home"))
+        .env("ATTNCACHE_PYTHON", "/nonexistent/python3")
+        .output()
+        .unwrap();
+    let v = json_of(&out);
+    assert_eq!(v["dim"], common::HIDDEN);
+    assert!(
+        !dir.path().join("empty-home").exists(),
+        "a local model must not touch the data directory"
+    );
+}
+
+#[test]
+fn bad_arguments_give_one_line_errors() {
+    assert_one_line_error(
+        &attncache(&["--model", "/no/such/dir", "embed", "x"]),
+        "does not exist",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    common::write_tiny_model(dir.path());
+    let model = dir.path().to_str().unwrap();
+    assert_one_line_error(
+        &attncache(&[
+            "--model",
+            model,
+            "attention",
+            "--layer",
+            "9",
+            "--head",
+            "0",
+            "x",
+        ]),
+        "--layer 9 is out of range",
+    );
+    assert_one_line_error(
+        &attncache(&[
+            "--model",
+            model,
+            "attention",
+            "--layer",
+            "0",
+            "--head",
+            "4",
+            "x",
+        ]),
+        "--head 4 is out of range",
+    );
+}
+
+#[test]
+fn fetch_without_python_is_a_one_line_error() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attncache"))
+        .args(["fetch"])
+        .env("ATTNCACHE_HOME", home.path())
+        .env("ATTNCACHE_PYTHON", "/nonexistent/python3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: cannot run `/nonexistent/python3`"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,252 @@
+//! Fast tests of the forward pass and its plans on a tiny randomly
+//! initialised BERT generated in the test (no download).
+
+mod common;
+
+use attncache::model::{HeadPlan, LayerPlan, Model, StaticPlan};
+use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::BertModel;
+use common::*;
+
+#[test]
+fn self_reuse_reproduces_the_exact_output() {
+    let (_dir, model) = tiny_model();
+    for text in [
+        "the movie was great",
+        "a film is not fun and the plot was bad",
+        "x",
+    ] {
+        let t = &model.tokenize(&[text]).unwrap()[0];
+        check_self_reuse_is_exact(&model, t);
+    }
+}
+
+#[test]
+fn reusing_another_inputs_maps_acts_only_through_those_heads() {
+    let (_dir, model) = tiny_model();
+    let t = model
+        .tokenize(&["the movie was great", "the plot was bad"])
+        .unwrap();
+    check_partial_reuse_acts_only_through_its_heads(&model, &t[0], &t[1], 0, &[1, 2]);
+    check_partial_reuse_acts_only_through_its_heads(&model, &t[0], &t[1], 1, &[0]);
+}
+
+#[test]
+fn matches_candle_transformers_bert_on_padded_batches() {
+    let (dir, model) = tiny_model();
+    let config: attncache::model::BertConfig = serde_json::from_value(tiny_config()).unwrap();
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.path().join("model.safetensors")],
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )
+    }
+    .unwrap();
+    let reference = BertModel::load(vb, &config).unwrap();
+    let texts = model
+        .tokenize(&["the movie was great and fun", "a plot", "bad"])
+        .unwrap();
+    let (batch, ours) = model
+        .forward(&texts, &mut StaticPlan::exact(LAYERS, HEADS))
+        .unwrap();
+    let ones = batch.token_mask.clone().unwrap();
+    let theirs = reference
+        .forward(&batch.input_ids, &batch.type_ids, Some(&ones))
+        .unwrap();
+    // Compare real tokens only: padded positions are undefined in both.
+    for (i, &len) in batch.lengths.iter().enumerate() {
+        let a = ours.hidden.get(i).unwrap().narrow(0, 0, len).unwrap();
+        let b = theirs.get(i).unwrap().narrow(0, 0, len).unwrap();
+        let diff = max_abs_diff(&a, &b);
+        assert!(
+            diff <= 1e-5,
+            "text {i}: max |ours − candle-transformers| = {diff}"
+        );
+    }
+}
+
+#[test]
+fn a_padded_batch_equals_one_text_at_a_time() {
+    let (_dir, model) = tiny_model();
+    let texts = model
+        .tokenize(&["the movie was great and fun", "a plot", "the film"])
+        .unwrap();
+    let (batch, out) = model
+        .forward(&texts, &mut StaticPlan::capture_all(LAYERS, HEADS))
+        .unwrap();
+    let pooled = model
+        .encoder
+        .sentence_embeddings(&out.hidden, &batch)
+        .unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        let len = text.ids.len();
+        let single = exact_hidden(&model, text);
+        let diff = max_abs_diff(
+            &out.hidden.get(i).unwrap().narrow(0, 0, len).unwrap(),
+            &single.squeeze(0).unwrap(),
+        );
+        assert!(
+            diff <= 1e-5,
+            "text {i} differs from its unbatched forward by {diff}"
+        );
+        let (single_batch, _) = model
+            .forward(
+                std::slice::from_ref(text),
+                &mut StaticPlan::exact(LAYERS, HEADS),
+            )
+            .unwrap();
+        let single_pooled = model
+            .encoder
+            .sentence_embeddings(&single, &single_batch)
+            .unwrap();
+        let diff = max_abs_diff(&pooled.get(i).unwrap(), &single_pooled.squeeze(0).unwrap());
+        assert!(
+            diff <= 1e-5,
+            "embedding {i} differs from its unbatched one by {diff}"
+        );
+        // Captured maps give no weight to padding.
+        let map = out.maps[0][0].as_ref().unwrap().get(i).unwrap();
+        let pad_mass = map
+            .narrow(1, len, batch.input_ids.dim(1).unwrap() - len)
+            .unwrap();
+        assert_eq!(pad_mass.sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    }
+}
+
+#[test]
+fn embeddings_are_unit_length() {
+    let (_dir, model) = tiny_model();
+    let embedded = model.embed(&["the movie", "a plot was bad"]).unwrap();
+    for e in &embedded.embeddings {
+        let norm: f32 = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+    assert_eq!(embedded.forward.layers.len(), LAYERS);
+}
+
+#[test]
+fn bad_plans_are_errors_not_panics() {
+    let (_dir, model) = tiny_model();
+    let t = model.tokenize(&["the movie was great"]).unwrap();
+    let short = StaticPlan::new(vec![LayerPlan::exact(HEADS)]);
+    let err = model.forward(&t, &mut short.clone()).unwrap_err();
+    assert!(format!("{err:#}").contains("plan has 1 layers"), "{err:#}");
+
+    let wrong_heads = StaticPlan::new(vec![LayerPlan::exact(HEADS - 1); LAYERS]);
+    let err = model.forward(&t, &mut wrong_heads.clone()).unwrap_err();
+    assert!(format!("{err:#}").contains("heads"), "{err:#}");
+
+    let bad_map = Tensor::ones((3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let mut heads = vec![HeadPlan::Exact; HEADS];
+    heads[1] = HeadPlan::Reuse(bad_map);
+    let mut layers = vec![LayerPlan::exact(HEADS); LAYERS];
+    layers[0] = LayerPlan::new(heads);
+    let err = model.forward(&t, &mut StaticPlan::new(layers)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("head 1 has shape [3, 3]"),
+        "{err:#}"
+    );
+}
+
+/// Writes the tiny model, lets `spoil` damage it, and returns the load error.
+fn load_error(spoil: impl FnOnce(&std::path::Path)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path());
+    spoil(dir.path());
+    let err = Model::load_dir(dir.path(), &Device::Cpu).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(!msg.contains('\n'), "error is not one line: {msg}");
+    msg
+}
+
+#[test]
+fn model_directory_errors_say_what_is_wrong() {
+    let err = Model::load_dir(std::path::Path::new("/no/such/model"), &Device::Cpu).unwrap_err();
+    assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+
+    let msg = load_error(|d| std::fs::remove_file(d.join("config.json")).unwrap());
+    assert!(msg.contains("has no config.json"), "{msg}");
+
+    let msg = load_error(|d| std::fs::remove_file(d.join("tokenizer.json")).unwrap());
+    assert!(msg.contains("has no tokenizer.json"), "{msg}");
+
+    let msg = load_error(|d| std::fs::write(d.join("config.json"), "{ not json").unwrap());
+    assert!(msg.contains("config.json is malformed"), "{msg}");
+
+    let msg = load_error(|d| {
+        let mut c = tiny_config();
+        c.as_object_mut().unwrap().remove("hidden_size");
+        std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    });
+    assert!(
+        msg.contains("malformed") && msg.contains("hidden_size"),
+        "{msg}"
+    );
+
+    let msg = load_error(|d| {
+        let mut c = tiny_config();
+        c["model_type"] = "gpt2".into();
+        std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    });
+    assert!(msg.contains("`gpt2` model, not BERT"), "{msg}");
+
+    let msg = load_error(|d| {
+        let mut c = tiny_config();
+        c.as_object_mut().unwrap().remove("model_type");
+        c["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+        std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    });
+    assert!(msg.contains("`LlamaForCausalLM` model, not BERT"), "{msg}");
+
+    let msg = load_error(|d| {
+        let mut c = tiny_config();
+        c["num_attention_heads"] = 3.into();
+        std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    });
+    assert!(
+        msg.contains("not a multiple of num_attention_heads 3"),
+        "{msg}"
+    );
+
+    let msg = load_error(|d| std::fs::write(d.join("model.safetensors"), b"garbage").unwrap());
+    assert!(msg.contains("cannot load the weights"), "{msg}");
+
+    let msg = load_error(|d| std::fs::write(d.join("tokenizer.json"), "{}").unwrap());
+    assert!(msg.contains("cannot load the tokenizer"), "{msg}");
+}
+
+#[test]
+fn a_padded_batch_reuses_its_own_batched_maps_exactly() {
+    let (_dir, model) = tiny_model();
+    let texts = model
+        .tokenize(&["the movie was great and fun", "a plot"])
+        .unwrap();
+    let (_, captured) = model
+        .forward(&texts, &mut StaticPlan::capture_all(LAYERS, HEADS))
+        .unwrap();
+    let plan = StaticPlan::new(
+        captured
+            .maps
+            .iter()
+            .map(|heads| {
+                LayerPlan::new(
+                    heads
+                        .iter()
+                        .map(|m| HeadPlan::Reuse(m.clone().unwrap()))
+                        .collect(),
+                )
+            })
+            .collect(),
+    );
+    let (batch, reused) = model.forward(&texts, &mut { plan }).unwrap();
+    for (i, &len) in batch.lengths.iter().enumerate() {
+        let real = |t: &Tensor| t.get(i).unwrap().narrow(0, 0, len).unwrap();
+        let diff = max_abs_diff(&real(&captured.hidden), &real(&reused.hidden));
+        assert!(
+            diff <= 1e-5,
+            "text {i}: batched self-reuse changed the output by {diff}"
+        );
+    }
+}
