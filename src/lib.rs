@@ -4,10 +4,16 @@
 //!   installed atomically.
 //! - [`model`]: our own BERT forward pass with per-head attention plans
 //!   (exact, capture, reuse) and per-layer timers.
+//! - [`data`]: the built-in Rotten Tomatoes splits and user corpora.
+//! - [`cache`]: the memorization database, features, index and policy.
+//! - [`engine`]: exact / cached / shadow runs and their traces.
 //! - [`eval`]: map similarity and timing statistics.
 //! - [`cli`]: the command-line interface.
 
+pub mod cache;
 pub mod cli;
+pub mod data;
+pub mod engine;
 pub mod eval;
 pub mod fetch;
 pub mod model;

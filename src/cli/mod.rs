@@ -1,10 +1,14 @@
 //! The `attncache` command line: one module per subcommand.
 
 mod attention;
+mod build;
+mod db_info;
 mod demo;
 mod embed;
 mod fetch;
 mod heatmap;
+mod run;
+mod setup;
 
 use std::path::PathBuf;
 
@@ -57,6 +61,69 @@ pub enum Command {
         #[arg(value_name = "TEXT")]
         text: String,
     },
+    /// Build a database: run the exact model over a corpus and store every
+    /// map (f16), per-layer features and the index.
+    Build {
+        /// The corpus: rt:db, rt:calib, rt:test, rt-plot:SPLIT, or a .txt
+        /// (one text per line), .jsonl (`text`, optional `label`) or .csv file.
+        #[arg(long, value_name = "SPEC")]
+        corpus: String,
+        /// Where to write the database (replaced only when the build succeeds).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Use only the first N texts of the corpus.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// The look-up feature.
+        #[arg(long, default_value = "pooled", value_name = "KIND")]
+        feature: String,
+        /// (layer, length) buckets with at least this many entries get an
+        /// HNSW index; smaller ones are scanned exactly.
+        #[arg(long, default_value_t = crate::cache::DEFAULT_HNSW_MIN_BUCKET, value_name = "N")]
+        hnsw_min_bucket: usize,
+        /// CSV corpora: the text column (default `text`).
+        #[arg(long, value_name = "NAME")]
+        text_column: Option<String>,
+        /// CSV corpora: the label column.
+        #[arg(long, value_name = "NAME")]
+        label_column: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe a database: counts, size, lengths, model, feature.
+    DbInfo {
+        /// The database directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Also re-check every file's checksum (maps included).
+        #[arg(long)]
+        verify: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run texts exactly, from the cache, or both side by side (shadow), and
+    /// show every decision and timing.
+    Run {
+        /// The database (without it only exact mode runs).
+        #[arg(long, value_name = "DIR")]
+        db: Option<PathBuf>,
+        /// strict (identical inputs only), global:D, paper:D (D = largest
+        /// feature distance that reuses) or a policy file; default: the
+        /// database's policy.json if present, else strict.
+        #[arg(long, value_name = "P")]
+        policy: Option<String>,
+        /// exact, cached or shadow (default: shadow with --db, else exact).
+        #[arg(long, value_name = "M")]
+        mode: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The texts.
+        #[arg(required = true, value_name = "TEXT")]
+        texts: Vec<String>,
+    },
     /// A short tour: embeddings, one attention map, and capture → reuse of
     /// every map with its effect on output and time.
     Demo,
@@ -74,6 +141,45 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             text,
         } => attention::run(model, layer, head, &text, json),
+        Command::Build {
+            corpus,
+            out,
+            limit,
+            feature,
+            hnsw_min_bucket,
+            text_column,
+            label_column,
+            json,
+        } => build::run(
+            model,
+            build::BuildArgs {
+                corpus: &corpus,
+                out: &out,
+                limit,
+                feature: &feature,
+                hnsw_min_bucket,
+                columns: crate::data::CorpusOptions {
+                    text_column,
+                    label_column,
+                },
+                json,
+            },
+        ),
+        Command::DbInfo { dir, verify, json } => db_info::run(&dir, verify, json),
+        Command::Run {
+            db,
+            policy,
+            mode,
+            json,
+            texts,
+        } => run::run(
+            model,
+            db.as_deref(),
+            policy.as_deref(),
+            mode.as_deref(),
+            &texts,
+            json,
+        ),
         Command::Demo => demo::run(model),
     }
 }

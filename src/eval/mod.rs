@@ -3,5 +3,5 @@
 mod similarity;
 mod stats;
 
-pub use similarity::map_similarity;
+pub use similarity::{js_divergence, map_similarity, similarity};
 pub use stats::median;

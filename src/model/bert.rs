@@ -174,12 +174,15 @@ impl BertEncoder {
         for (i, layer) in self.layers.iter().enumerate() {
             let start = Instant::now();
             let plan: LayerPlan = planner.plan_layer(i, &x)?;
+            let planned = start.elapsed();
+            let start = Instant::now();
             let AttentionOutput { context, captured } =
                 layer.attention.forward(&x, batch.mask.as_ref(), &plan)?;
             let attention = start.elapsed();
             let start = Instant::now();
             x = layer.finish(&x, &context)?;
             timings.layers.push(LayerTiming {
+                plan: planned,
                 attention,
                 rest: start.elapsed(),
             });

@@ -7,7 +7,7 @@ pub use candle_transformers::models::bert::Config as BertConfig;
 use super::error::ModelError;
 
 /// The sizes of an encoder that the rest of attncache works with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ModelShape {
     /// Number of transformer layers.
     pub layers: usize,
@@ -84,7 +84,10 @@ fn check_shape(path: &Path, config: &BertConfig) -> Result<(), ModelError> {
     if config.num_attention_heads == 0 || config.num_hidden_layers == 0 {
         return Err(bad("it has no layers or no attention heads".into()));
     }
-    if !config.hidden_size.is_multiple_of(config.num_attention_heads) {
+    if !config
+        .hidden_size
+        .is_multiple_of(config.num_attention_heads)
+    {
         return Err(bad(format!(
             "hidden_size {} is not a multiple of num_attention_heads {}",
             config.hidden_size, config.num_attention_heads

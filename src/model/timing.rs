@@ -7,8 +7,11 @@ use serde::Serialize;
 /// Time spent in one encoder layer.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct LayerTiming {
+    /// The planner's decision for the layer (look-up, map loading).
+    #[serde(serialize_with = "as_ms")]
+    pub plan: Duration,
     /// Q/K/V projections and the attention core (QKᵀ, softmax, map·V), or the
-    /// map·V of reused heads; includes the planner's decision for the layer.
+    /// map·V of reused heads.
     #[serde(serialize_with = "as_ms")]
     pub attention: Duration,
     /// Output projection, residual + layer norm, feed-forward block.
@@ -27,6 +30,11 @@ pub struct ForwardTimings {
 }
 
 impl ForwardTimings {
+    /// Sum of the planning time of all layers.
+    pub fn plan(&self) -> Duration {
+        self.layers.iter().map(|l| l.plan).sum()
+    }
+
     /// Sum of the attention time of all layers.
     pub fn attention(&self) -> Duration {
         self.layers.iter().map(|l| l.attention).sum()
@@ -37,9 +45,9 @@ impl ForwardTimings {
         self.layers.iter().map(|l| l.rest).sum()
     }
 
-    /// Embeddings + every layer.
+    /// Embeddings + every layer (planning included).
     pub fn total(&self) -> Duration {
-        self.embeddings + self.attention() + self.rest()
+        self.embeddings + self.plan() + self.attention() + self.rest()
     }
 }
 

@@ -1,0 +1,249 @@
+//! Building a database: run the exact model over a corpus, capture every map
+//! and each layer's input feature, write everything into a temporary
+//! directory beside the target, then swap it into place.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use candle_core::Tensor;
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use super::feature::{FeatureKind, pooled_feature};
+use super::index::{Features, Index};
+use super::manifest::{FORMAT_VERSION, FileRecord, Manifest, ModelIdentity};
+use super::store::Entry;
+use crate::data::Corpus;
+use crate::model::{LayerPlan, Model, Planner};
+
+/// Choices for a build.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildOptions {
+    /// The look-up feature.
+    pub feature: FeatureKind,
+    /// Buckets with at least this many entries get an HNSW index.
+    pub hnsw_min_bucket: usize,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            feature: FeatureKind::Pooled,
+            hnsw_min_bucket: DEFAULT_HNSW_MIN_BUCKET,
+        }
+    }
+}
+
+/// Bucket size from which HNSW replaces the exact scan (see the README's
+/// measurement: below it the scan is as fast and exact).
+pub const DEFAULT_HNSW_MIN_BUCKET: usize = 1024;
+
+/// What a finished build holds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildSummary {
+    /// Where the database now is.
+    pub dir: PathBuf,
+    /// Entries stored.
+    pub entries: usize,
+    /// Corpus items skipped as duplicates.
+    pub duplicates: usize,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
+/// Captures every map and records each layer input's feature.
+struct Capture {
+    heads: usize,
+    features: Vec<Vec<f32>>,
+}
+
+impl Planner for Capture {
+    fn plan_layer(&mut self, _layer: usize, input: &Tensor) -> candle_core::Result<LayerPlan> {
+        self.features.push(pooled_feature(input)?);
+        Ok(LayerPlan::capture_all(self.heads))
+    }
+}
+
+/// Builds a database for `model` from `corpus` at `out`. `progress(done,
+/// total)` is called after each item; setting `cancel` stops the build and
+/// leaves any database already at `out` untouched.
+pub fn build(
+    model: &Model,
+    corpus: &Corpus,
+    out: &Path,
+    options: BuildOptions,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> anyhow::Result<BuildSummary> {
+    let shape = *model.shape();
+    let identity = ModelIdentity::of(model)?;
+    let tmp = sibling(out, "building")?;
+    let _cleanup = RemoveOnDrop(tmp.clone());
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+
+    let mut maps = BufWriter::new(File::create(tmp.join("maps.bin"))?);
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut layer_features: Vec<Vec<f32>> = vec![Vec::new(); shape.layers];
+    let mut seen = HashSet::new();
+    let mut offset = 0u64;
+    let mut buf16: Vec<f16> = Vec::new();
+    let total = corpus.items.len();
+    for (done, item) in corpus.items.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            bail!(
+                "build cancelled; the database at {} is unchanged",
+                out.display()
+            );
+        }
+        if !seen.insert(item.text.as_str()) {
+            progress(done + 1, total);
+            continue;
+        }
+        let tokenized = model.tokenize(&[item.text.as_str()])?;
+        let mut capture = Capture {
+            heads: shape.heads,
+            features: Vec::new(),
+        };
+        let (_, output) = model.forward(&tokenized, &mut capture)?;
+        let s = tokenized[0].ids.len();
+        for layer in &output.maps {
+            for map in layer {
+                let values = map
+                    .as_ref()
+                    .expect("captured")
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                buf16.resize(values.len(), f16::ZERO);
+                buf16.convert_from_f32_slice(&values);
+                maps.write_all(bytemuck::cast_slice(&buf16))?;
+            }
+        }
+        for (l, f) in capture.features.into_iter().enumerate() {
+            layer_features[l].extend(f);
+        }
+        entries.push(Entry {
+            id: entries.len() as u32,
+            text: item.text.clone(),
+            label: item.label.clone(),
+            tokens: s,
+            offset,
+        });
+        offset += (shape.layers * shape.heads * s * s) as u64;
+        progress(done + 1, total);
+    }
+    if entries.is_empty() {
+        bail!("corpus {} yielded no entries", corpus.name);
+    }
+    maps.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+
+    let dim = options.feature.dim(shape.hidden);
+    let features = Features::new(layer_features.concat(), shape.layers, entries.len(), dim)?;
+    write_f32(&tmp.join("features.bin"), features.as_slice())?;
+    std::fs::write(tmp.join("entries.json"), serde_json::to_vec(&entries)?)?;
+    let lengths: Vec<usize> = entries.iter().map(|e| e.tokens).collect();
+    let buckets = Index::build_hnsw(&lengths, &features, shape.layers, options.hnsw_min_bucket);
+    std::fs::write(tmp.join("index.bin"), postcard::to_stdvec(&buckets)?)?;
+
+    let mut files = BTreeMap::new();
+    for name in ["entries.json", "features.bin", "index.bin", "maps.bin"] {
+        files.insert(name.to_string(), FileRecord::of(&tmp.join(name))?);
+    }
+    let bytes = files.values().map(|f| f.bytes).sum();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        model: identity,
+        map_dtype: "f16".into(),
+        feature: options.feature,
+        feature_dim: dim,
+        entries: entries.len(),
+        corpus: corpus.name.clone(),
+        hnsw_min_bucket: options.hnsw_min_bucket,
+        files,
+        built_by: format!("attncache {}", env!("CARGO_PKG_VERSION")),
+    };
+    std::fs::write(
+        tmp.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    if cancel.load(Ordering::Relaxed) {
+        bail!(
+            "build cancelled; the database at {} is unchanged",
+            out.display()
+        );
+    }
+    swap_into_place(&tmp, out)?;
+    Ok(BuildSummary {
+        dir: out.to_path_buf(),
+        entries: entries.len(),
+        duplicates: total - entries.len(),
+        bytes,
+    })
+}
+
+/// Replaces `out` by `new`: the old database is moved aside first and removed
+/// only once the new one is in place.
+fn swap_into_place(new: &Path, out: &Path) -> anyhow::Result<()> {
+    if out.exists() {
+        if !out.join("manifest.json").is_file() && std::fs::read_dir(out)?.next().is_some() {
+            bail!(
+                "{} exists and is not an attncache database: choose another --out",
+                out.display()
+            );
+        }
+        let old = sibling(out, "old")?;
+        std::fs::rename(out, &old)
+            .with_context(|| format!("cannot move {} aside", out.display()))?;
+        std::fs::rename(new, out)
+            .with_context(|| format!("cannot move the new database to {}", out.display()))?;
+        std::fs::remove_dir_all(&old).ok();
+    } else {
+        std::fs::rename(new, out)
+            .with_context(|| format!("cannot move the new database to {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// A hidden path next to `out`: `.NAME.WHAT-PID`.
+fn sibling(out: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {} has no directory name", out.display()))?
+        .to_string_lossy();
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    Ok(parent.join(format!(".{name}.{what}-{}", std::process::id())))
+}
+
+/// Removes a temporary directory when the build ends, however it ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_f32(path: &Path, values: &[f32]) -> std::io::Result<()> {
+    let mut w = BufWriter::new(File::create(path)?);
+    for v in values {
+        w.write_all(&v.to_le_bytes())?;
+    }
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers
+/// never see a partial file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = sibling(path, "tmp")?;
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

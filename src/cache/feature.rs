@@ -1,0 +1,114 @@
+//! Feature vectors for the look-up, computed from a layer's input hidden state.
+//!
+//! `pooled` (parameter-free): the input `[S, D]` is cut into
+//! [`SEGMENTS`] contiguous position segments; each segment's mean is L2
+//! normalised and scaled by 1/√SEGMENTS, so the whole vector has unit length
+//! and the cosine distance `1 − a·b` lies in [0, 2]. Position-aware: two
+//! inputs are close only when their tokens are alike segment by segment.
+
+use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Number of position segments of the pooled feature.
+pub const SEGMENTS: usize = 4;
+
+/// Which feature a database was built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureKind {
+    /// Parameter-free position-segment pooling of each layer's input.
+    Pooled,
+}
+
+impl FeatureKind {
+    /// Parses a `--feature` value.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "pooled" => Ok(FeatureKind::Pooled),
+            other => anyhow::bail!("unknown feature `{other}`: use `pooled`"),
+        }
+    }
+
+    /// Dimension of the feature for a model of hidden size `hidden`.
+    pub fn dim(self, hidden: usize) -> usize {
+        match self {
+            FeatureKind::Pooled => SEGMENTS * hidden,
+        }
+    }
+}
+
+/// The pooled feature of one input's hidden state `[1, S, D]` (or `[S, D]`).
+pub fn pooled_feature(hidden: &Tensor) -> Result<Vec<f32>> {
+    let hidden = if hidden.rank() == 3 {
+        hidden.squeeze(0)?
+    } else {
+        hidden.clone()
+    };
+    let (s, d) = hidden.dims2()?;
+    let rows = hidden.to_vec2::<f32>()?;
+    let mut feature = vec![0f32; SEGMENTS * d];
+    let scale = 1.0 / (SEGMENTS as f32).sqrt();
+    for (k, chunk) in feature.chunks_mut(d).enumerate() {
+        let (start, end) = segment(s, k);
+        for row in &rows[start..end] {
+            for (f, x) in chunk.iter_mut().zip(row) {
+                *f += x;
+            }
+        }
+        let norm = chunk.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            chunk.iter_mut().for_each(|x| *x *= scale / norm);
+        }
+    }
+    Ok(feature)
+}
+
+/// Token range `[start, end)` of segment `k` of a length-`s` input (empty
+/// when `s < SEGMENTS` leaves nothing for it).
+fn segment(s: usize, k: usize) -> (usize, usize) {
+    (k * s / SEGMENTS, (k + 1) * s / SEGMENTS)
+}
+
+/// Cosine distance `1 − a·b` of two unit-length features (rounding below 0
+/// is clamped to 0).
+pub fn distance(a: &[f32], b: &[f32]) -> f32 {
+    (1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn segments_cover_every_token_once() {
+        for s in 1..40 {
+            let covered: usize = (0..SEGMENTS)
+                .map(|k| segment(s, k))
+                .map(|(a, b)| b - a)
+                .sum();
+            assert_eq!(covered, s);
+            assert_eq!(segment(s, SEGMENTS - 1).1, s);
+        }
+    }
+
+    #[test]
+    fn feature_is_unit_length_and_position_aware() {
+        let a = Tensor::new(
+            &[[1f32, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let b = Tensor::new(
+            &[[0f32, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (fa, fb) = (pooled_feature(&a).unwrap(), pooled_feature(&b).unwrap());
+        assert!((distance(&fa, &fa)).abs() < 1e-6);
+        // Same tokens in another order: mean pooling would call them equal.
+        assert!(distance(&fa, &fb) > 0.9, "{}", distance(&fa, &fb));
+        let norm: f32 = fa.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-6);
+    }
+}

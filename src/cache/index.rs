@@ -1,0 +1,303 @@
+//! Nearest-entry search per layer, bucketed by token length.
+//!
+//! Every (layer, length) bucket is searched either by an exact scan or, when
+//! it holds at least `hnsw_min` entries, by an `instant-distance` HNSW index
+//! (which has no incremental insert: a rebuild rebuilds it). Oracle
+//! measurements always use the exact scan.
+
+use std::collections::BTreeMap;
+
+use instant_distance::{Builder, HnswMap, Search};
+use serde::{Deserialize, Serialize};
+
+use super::feature::distance;
+use super::policy::LengthPolicy;
+
+/// Feature vectors of every entry for every layer, `[L][N][F]` flat.
+#[derive(Debug, Clone)]
+pub struct Features {
+    data: Vec<f32>,
+    entries: usize,
+    dim: usize,
+}
+
+impl Features {
+    /// Wraps flat `[L][N][F]` data.
+    pub fn new(data: Vec<f32>, layers: usize, entries: usize, dim: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            data.len() == layers * entries * dim,
+            "feature data has {} values, expected {layers} layers × {entries} entries × {dim}",
+            data.len()
+        );
+        Ok(Self { data, entries, dim })
+    }
+
+    /// The feature of `entry` at `layer`.
+    pub fn get(&self, layer: usize, entry: usize) -> &[f32] {
+        let start = (layer * self.entries + entry) * self.dim;
+        &self.data[start..start + self.dim]
+    }
+
+    /// The flat data.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+}
+
+/// A feature vector as an HNSW point (cosine distance of unit vectors).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeaturePoint(pub Vec<f32>);
+
+impl instant_distance::Point for FeaturePoint {
+    fn distance(&self, other: &Self) -> f32 {
+        distance(&self.0, &other.0)
+    }
+}
+
+/// The entry found for a query and its feature distance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Neighbour {
+    /// Entry number in the database.
+    pub entry: u32,
+    /// Cosine distance of the features, in [0, 2].
+    pub distance: f32,
+}
+
+/// How a search is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchMethod {
+    /// HNSW where a bucket has one, exact scan elsewhere.
+    Indexed,
+    /// Exact scan everywhere (oracle measurements, comparisons).
+    ExactScan,
+}
+
+/// One serialised HNSW bucket.
+#[derive(Serialize, Deserialize)]
+pub struct HnswBucket {
+    layer: usize,
+    length: usize,
+    map: HnswMap<FeaturePoint, u32>,
+}
+
+/// The per-layer, per-length search structure of a database.
+pub struct Index {
+    /// Entry numbers by token length (shared by all layers).
+    by_length: BTreeMap<usize, Vec<u32>>,
+    /// HNSW maps by (layer, length), for large buckets.
+    hnsw: BTreeMap<(usize, usize), HnswMap<FeaturePoint, u32>>,
+}
+
+impl Index {
+    /// Builds the HNSW buckets for every (layer, length) with at least
+    /// `hnsw_min` entries.
+    pub fn build_hnsw(
+        lengths: &[usize],
+        features: &Features,
+        layers: usize,
+        hnsw_min: usize,
+    ) -> Vec<HnswBucket> {
+        let by_length = group_by_length(lengths);
+        let mut buckets = Vec::new();
+        for (&length, ids) in by_length.iter().filter(|(_, ids)| ids.len() >= hnsw_min) {
+            for layer in 0..layers {
+                let points = ids
+                    .iter()
+                    .map(|&e| FeaturePoint(features.get(layer, e as usize).to_vec()))
+                    .collect();
+                let map = Builder::default().seed(0x5eed).build(points, ids.clone());
+                buckets.push(HnswBucket { layer, length, map });
+            }
+        }
+        buckets
+    }
+
+    /// Assembles the index from entry lengths and prebuilt HNSW buckets.
+    pub fn new(lengths: &[usize], buckets: Vec<HnswBucket>) -> Self {
+        Self {
+            by_length: group_by_length(lengths),
+            hnsw: buckets
+                .into_iter()
+                .map(|b| ((b.layer, b.length), b.map))
+                .collect(),
+        }
+    }
+
+    /// Number of entries of each token length.
+    pub fn length_histogram(&self) -> BTreeMap<usize, usize> {
+        self.by_length
+            .iter()
+            .map(|(&l, ids)| (l, ids.len()))
+            .collect()
+    }
+
+    /// Number of HNSW buckets.
+    pub fn hnsw_buckets(&self) -> usize {
+        self.hnsw.len()
+    }
+
+    /// The nearest entry for a query of `length` tokens with feature `query`
+    /// at `layer`: among same-length entries, or (crop policy) entries at
+    /// least as long. `None` when no entry qualifies.
+    pub fn search(
+        &self,
+        layer: usize,
+        query: &[f32],
+        length: usize,
+        lengths: LengthPolicy,
+        features: &Features,
+        method: SearchMethod,
+    ) -> Option<Neighbour> {
+        let buckets: Box<dyn Iterator<Item = (&usize, &Vec<u32>)>> = match lengths {
+            LengthPolicy::Exact => Box::new(self.by_length.get_key_value(&length).into_iter()),
+            LengthPolicy::Crop => Box::new(self.by_length.range(length..)),
+        };
+        let mut best: Option<Neighbour> = None;
+        for (&len, ids) in buckets {
+            let found = match (method, self.hnsw.get(&(layer, len))) {
+                (SearchMethod::Indexed, Some(map)) => {
+                    let mut search = Search::default();
+                    map.search(&FeaturePoint(query.to_vec()), &mut search)
+                        .next()
+                        .map(|item| Neighbour {
+                            entry: *item.value,
+                            distance: item.distance,
+                        })
+                }
+                _ => scan(ids, |e| distance(query, features.get(layer, e as usize))),
+            };
+            if let Some(n) = found
+                && best.is_none_or(|b| n.distance < b.distance)
+            {
+                best = Some(n);
+            }
+        }
+        best
+    }
+}
+
+/// The entry of `ids` with the smallest distance.
+fn scan(ids: &[u32], dist: impl Fn(u32) -> f32) -> Option<Neighbour> {
+    ids.iter()
+        .map(|&entry| Neighbour {
+            entry,
+            distance: dist(entry),
+        })
+        .min_by(|a, b| a.distance.total_cmp(&b.distance))
+}
+
+fn group_by_length(lengths: &[usize]) -> BTreeMap<usize, Vec<u32>> {
+    let mut by_length: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for (e, &l) in lengths.iter().enumerate() {
+        by_length.entry(l).or_default().push(e as u32);
+    }
+    by_length
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    /// Features of `n` entries in 1 layer, dim 3, lengths alternating 5/7.
+    fn sample(n: usize) -> (Vec<usize>, Features) {
+        let mut data = Vec::new();
+        for i in 0..n {
+            let a = i as f32 * 0.37;
+            data.extend(unit(&[a.cos(), a.sin(), 0.3]));
+        }
+        let lengths = (0..n).map(|i| if i % 2 == 0 { 5 } else { 7 }).collect();
+        (lengths, Features::new(data, 1, n, 3).unwrap())
+    }
+
+    #[test]
+    fn exact_length_search_stays_in_its_bucket_and_finds_itself() {
+        let (lengths, features) = sample(40);
+        let index = Index::new(&lengths, Vec::new());
+        for (e, &len) in lengths.iter().enumerate() {
+            let q = features.get(0, e).to_vec();
+            let n = index
+                .search(
+                    0,
+                    &q,
+                    len,
+                    LengthPolicy::Exact,
+                    &features,
+                    SearchMethod::ExactScan,
+                )
+                .unwrap();
+            assert_eq!(n.entry as usize, e);
+            assert!(n.distance.abs() < 1e-6);
+        }
+        assert!(
+            index
+                .search(
+                    0,
+                    features.get(0, 0),
+                    6,
+                    LengthPolicy::Exact,
+                    &features,
+                    SearchMethod::ExactScan
+                )
+                .is_none()
+        );
+        // Crop: a length-6 query may use the length-7 entries only.
+        let n = index
+            .search(
+                0,
+                features.get(0, 0),
+                6,
+                LengthPolicy::Crop,
+                &features,
+                SearchMethod::ExactScan,
+            )
+            .unwrap();
+        assert_eq!(lengths[n.entry as usize], 7);
+    }
+
+    #[test]
+    fn hnsw_agrees_with_the_exact_scan() {
+        let (lengths, features) = sample(400);
+        let buckets = Index::build_hnsw(&lengths, &features, 1, 100);
+        assert_eq!(buckets.len(), 2);
+        let bytes = postcard::to_stdvec(&buckets).unwrap();
+        let buckets: Vec<HnswBucket> = postcard::from_bytes(&bytes).unwrap();
+        let index = Index::new(&lengths, buckets);
+        assert_eq!(index.hnsw_buckets(), 2);
+        let mut agree = 0;
+        for i in 0..50 {
+            let a = i as f32 * 0.91 + 0.05;
+            let q = unit(&[a.cos(), a.sin(), 0.3]);
+            let exact = index
+                .search(
+                    0,
+                    &q,
+                    5,
+                    LengthPolicy::Exact,
+                    &features,
+                    SearchMethod::ExactScan,
+                )
+                .unwrap();
+            let hnsw = index
+                .search(
+                    0,
+                    &q,
+                    5,
+                    LengthPolicy::Exact,
+                    &features,
+                    SearchMethod::Indexed,
+                )
+                .unwrap();
+            assert!(hnsw.distance >= exact.distance - 1e-6);
+            agree += usize::from(hnsw.entry == exact.entry);
+        }
+        assert!(
+            agree >= 45,
+            "HNSW found the exact neighbour in only {agree} of 50 queries"
+        );
+    }
+}

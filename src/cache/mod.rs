@@ -1,0 +1,20 @@
+//! The memorization database: entries, f16 maps in a memory-mapped file,
+//! per-layer features, the index, and the hit/miss policy.
+
+mod build;
+mod crop;
+mod error;
+pub mod feature;
+mod index;
+mod manifest;
+pub mod policy;
+mod store;
+
+pub use build::{BuildOptions, BuildSummary, DEFAULT_HNSW_MIN_BUCKET, build, write_atomically};
+pub use crop::{aligned_indices, crop_map};
+pub use error::DbError;
+pub use feature::FeatureKind;
+pub use index::{Features, Index, Neighbour, SearchMethod};
+pub use manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
+pub use policy::{LengthPolicy, Lookup, Policy};
+pub use store::{Database, Entry};

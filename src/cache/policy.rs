@@ -1,0 +1,264 @@
+//! Hit/miss decisions: thresholds on the look-up distance per layer × head.
+//!
+//! Head `h` of layer `l` reuses the neighbour's map when the feature distance
+//! found at that layer's look-up is at most `max_distance[l][h]`. A policy
+//! also says how the look-up runs (one per layer, or one per input as in the
+//! paper), which entry lengths qualify, and how to predict a reused map's
+//! similarity from the distance (fitted by calibration).
+
+use std::path::Path;
+
+use anyhow::{Context, bail, ensure};
+use serde::{Deserialize, Serialize};
+
+use crate::model::ModelShape;
+
+/// Which database entries may serve a query of a given length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LengthPolicy {
+    /// Entries of exactly the query's length.
+    Exact,
+    /// Entries at least as long, cropped with [CLS]/[SEP] aligned and rows
+    /// renormalised.
+    Crop,
+}
+
+impl LengthPolicy {
+    /// Parses `exact` or `crop`.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "exact" => Ok(LengthPolicy::Exact),
+            "crop" => Ok(LengthPolicy::Crop),
+            other => bail!("unknown length policy `{other}`: use exact or crop"),
+        }
+    }
+}
+
+/// How often the database is searched per input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lookup {
+    /// A search per layer, from that layer's own input (ours).
+    PerLayer,
+    /// One search from the layer-0 input serves every layer (the paper's).
+    Single,
+}
+
+/// How a policy was calibrated, kept with it for reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// The corpus it was calibrated on.
+    pub split: String,
+    /// The objective (`fidelity` or `accuracy`).
+    pub objective: String,
+    /// The error budget.
+    pub budget: f64,
+    /// Measured error on the calibration split at these thresholds.
+    pub measured_error: f64,
+    /// Share of query × layer × head slots reused on the calibration split.
+    pub expected_hit_rate: f64,
+}
+
+/// A complete decision policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Name for displays (`strict`, `global:0.05`, `paper:0.05`, `calibrated`…).
+    pub name: String,
+    /// One look-up per layer or per input.
+    pub lookup: Lookup,
+    /// Which entry lengths qualify.
+    pub lengths: LengthPolicy,
+    /// Reuse every map or none (the paper's rule): all heads of all layers
+    /// hit when the single look-up's distance is within layer 0 head 0's
+    /// threshold.
+    pub all_or_nothing: bool,
+    /// Largest feature distance that still counts as a hit, `[L][H]`.
+    pub max_distance: Vec<Vec<f32>>,
+    /// Predicted similarity `clamp(a − b·distance, 0, 1)` per head, `[L][H]`
+    /// of `[a, b]`.
+    pub predictor: Vec<Vec<[f32; 2]>>,
+    /// How the thresholds were chosen, when calibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// Distance under which two features count as the same input.
+pub const IDENTICAL: f32 = 1e-5;
+
+impl Policy {
+    /// One threshold for every head, per-layer look-up, exact lengths.
+    pub fn global(shape: &ModelShape, max_distance: f32) -> Self {
+        Self {
+            name: format!("global:{max_distance}"),
+            lookup: Lookup::PerLayer,
+            lengths: LengthPolicy::Exact,
+            all_or_nothing: false,
+            max_distance: vec![vec![max_distance; shape.heads]; shape.layers],
+            predictor: vec![vec![[1.0, 1.0]; shape.heads]; shape.layers],
+            calibration: None,
+        }
+    }
+
+    /// Reuse only for inputs identical to an entry.
+    pub fn strict(shape: &ModelShape) -> Self {
+        Self {
+            name: "strict".into(),
+            ..Self::global(shape, IDENTICAL)
+        }
+    }
+
+    /// The paper's rule: one look-up from the layer-0 input, every map or
+    /// none, one global threshold.
+    pub fn paper(shape: &ModelShape, max_distance: f32) -> Self {
+        Self {
+            name: format!("paper:{max_distance}"),
+            lookup: Lookup::Single,
+            all_or_nothing: true,
+            ..Self::global(shape, max_distance)
+        }
+    }
+
+    /// Parses a `--policy` value: `strict`, `global:D`, `paper:D` (D = the
+    /// largest feature distance that hits) or a policy JSON file.
+    pub fn parse(spec: &str, shape: &ModelShape) -> anyhow::Result<Self> {
+        let distance = |v: &str| -> anyhow::Result<f32> {
+            let d: f32 = v
+                .parse()
+                .with_context(|| format!("`{v}` in --policy {spec} is not a number"))?;
+            ensure!(
+                (0.0..=2.0).contains(&d),
+                "--policy {spec}: the distance must be in [0, 2]"
+            );
+            Ok(d)
+        };
+        if spec == "strict" {
+            return Ok(Self::strict(shape));
+        }
+        if let Some(v) = spec.strip_prefix("global:") {
+            return Ok(Self::global(shape, distance(v)?));
+        }
+        if let Some(v) = spec.strip_prefix("paper:") {
+            return Ok(Self::paper(shape, distance(v)?));
+        }
+        let path = Path::new(spec);
+        ensure!(
+            path.is_file(),
+            "--policy {spec} is neither strict, global:D, paper:D nor a policy file"
+        );
+        let policy = Self::load(path)?;
+        policy
+            .check_shape(shape)
+            .with_context(|| format!("policy {spec} does not fit the model"))?;
+        Ok(policy)
+    }
+
+    /// Reads a policy JSON file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read policy {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("policy {} is malformed", path.display()))
+    }
+
+    /// Writes the policy as JSON (temp file, then rename).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        crate::cache::write_atomically(path, serde_json::to_string_pretty(self)?.as_bytes())
+    }
+
+    /// Fails unless the thresholds cover exactly the model's layers and heads.
+    pub fn check_shape(&self, shape: &ModelShape) -> anyhow::Result<()> {
+        let fits =
+            |rows: &[usize]| rows.len() == shape.layers && rows.iter().all(|&c| c == shape.heads);
+        let distance_rows: Vec<usize> = self.max_distance.iter().map(Vec::len).collect();
+        let predictor_rows: Vec<usize> = self.predictor.iter().map(Vec::len).collect();
+        ensure!(
+            fits(&distance_rows) && fits(&predictor_rows),
+            "it has thresholds for {} layers, the model has {} layers × {} heads",
+            self.max_distance.len(),
+            shape.layers,
+            shape.heads
+        );
+        ensure!(
+            self.max_distance.iter().flatten().all(|d| d.is_finite()),
+            "it has a threshold that is not a number"
+        );
+        Ok(())
+    }
+
+    /// Whether head `head` of `layer` reuses a neighbour found at `distance`.
+    pub fn hits(&self, layer: usize, head: usize, distance: f32) -> bool {
+        if self.all_or_nothing {
+            distance <= self.max_distance[0][0]
+        } else {
+            distance <= self.max_distance[layer][head]
+        }
+    }
+
+    /// The predicted similarity of the neighbour's map at `distance`.
+    pub fn predicted(&self, layer: usize, head: usize, distance: f32) -> f32 {
+        let [a, b] = self.predictor[layer][head];
+        (a - b * distance).clamp(0.0, 1.0)
+    }
+
+    /// Multiplies every threshold by `factor` (> 1 loosens, < 1 tightens).
+    pub fn scale(&mut self, factor: f32) {
+        self.max_distance
+            .iter_mut()
+            .flatten()
+            .for_each(|d| *d = (*d * factor).min(2.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> ModelShape {
+        ModelShape {
+            layers: 2,
+            heads: 3,
+            head_dim: 4,
+            hidden: 12,
+            max_positions: 16,
+        }
+    }
+
+    #[test]
+    fn parses_presets_and_decides_per_head() {
+        let s = shape();
+        let strict = Policy::parse("strict", &s).unwrap();
+        assert!(strict.hits(1, 2, 0.0) && !strict.hits(1, 2, 0.01));
+        let mut p = Policy::parse("global:0.1", &s).unwrap();
+        p.max_distance[1][2] = 0.3;
+        assert!(p.hits(1, 2, 0.2) && !p.hits(1, 1, 0.2));
+        let paper = Policy::parse("paper:0.1", &s).unwrap();
+        assert_eq!(paper.lookup, Lookup::Single);
+        assert!(paper.hits(1, 2, 0.05) && !paper.hits(0, 0, 0.2));
+        assert!(Policy::parse("global:abc", &s).is_err());
+        assert!(Policy::parse("global:3", &s).is_err());
+        assert!(
+            Policy::parse("nonsense", &s)
+                .unwrap_err()
+                .to_string()
+                .contains("neither")
+        );
+    }
+
+    #[test]
+    fn round_trips_through_a_file_and_checks_its_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        let mut p = Policy::global(&shape(), 0.2);
+        p.scale(0.5);
+        p.save(&path).unwrap();
+        let back = Policy::parse(path.to_str().unwrap(), &shape()).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.max_distance[0][0], 0.1);
+        let other = ModelShape {
+            layers: 3,
+            ..shape()
+        };
+        assert!(Policy::parse(path.to_str().unwrap(), &other).is_err());
+    }
+}

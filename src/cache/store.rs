@@ -1,0 +1,286 @@
+//! An opened database: manifest, entries, features, index and the
+//! memory-mapped f16 maps.
+//!
+//! Files: `manifest.json`; `entries.json` (id, text, label, token count, map
+//! offset); `features.bin` (f32 LE, `[L][N][F]`); `index.bin` (postcard HNSW
+//! buckets); `maps.bin` (f16 LE; entry `e` of `S` tokens holds `[L][H][S][S]`
+//! from its offset). Opening checks the version, the model, every file's size,
+//! the checksums of all files but `maps.bin` (which is checked per map as it
+//! is loaded: finite, rows summing to 1), and the features for NaNs.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+
+use super::crop::crop_map;
+use super::error::DbError;
+use super::index::{Features, HnswBucket, Index};
+use super::manifest::{FORMAT_VERSION, FileRecord, Manifest, ModelIdentity};
+
+/// Tolerance on a stored row's sum (f16 storage rounds each value).
+const ROW_SUM_TOLERANCE: f32 = 1e-2;
+
+/// One stored input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Entry number (its position).
+    pub id: u32,
+    /// The text.
+    pub text: String,
+    /// Its label, if the corpus had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Token count.
+    pub tokens: usize,
+    /// Offset of its maps in `maps.bin`, in f16 values.
+    pub offset: u64,
+}
+
+/// An open, checked database.
+pub struct Database {
+    dir: PathBuf,
+    manifest: Manifest,
+    entries: Vec<Entry>,
+    features: Features,
+    index: Index,
+    maps: Mmap,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("dir", &self.dir)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Opens the database at `dir` for the model `model`, refusing one built
+    /// for another model.
+    pub fn open(dir: &Path, model: &ModelIdentity) -> Result<Self, DbError> {
+        let db = Self::open_any(dir)?;
+        if !db.manifest.model.same_model(model) {
+            return Err(DbError::WrongModel {
+                dir: dir.to_path_buf(),
+                built_for: db.manifest.model.describe(),
+                model: model.describe(),
+            });
+        }
+        Ok(db)
+    }
+
+    /// Opens and checks the database without comparing models (`db-info`).
+    pub fn open_any(dir: &Path) -> Result<Self, DbError> {
+        let corrupt = |detail: String| DbError::Corrupt {
+            dir: dir.to_path_buf(),
+            detail,
+        };
+        let manifest_path = dir.join("manifest.json");
+        if !manifest_path.is_file() {
+            return Err(DbError::NotADatabase(dir.to_path_buf()));
+        }
+        let manifest: Manifest = std::fs::read(&manifest_path)
+            .map_err(|e| corrupt(format!("cannot read manifest.json ({e})")))
+            .and_then(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| corrupt(format!("manifest.json is malformed ({e})")))
+            })?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(DbError::WrongVersion {
+                dir: dir.to_path_buf(),
+                found: manifest.format_version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        for (name, record) in &manifest.files {
+            let path = dir.join(name);
+            let actual = std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(|_| corrupt(format!("{name} is missing")))?;
+            if actual != record.bytes {
+                return Err(corrupt(format!(
+                    "{name} has {actual} bytes, expected {}",
+                    record.bytes
+                )));
+            }
+            if name != "maps.bin" {
+                let sha = crate::fetch::sha256_file(&path)
+                    .map_err(|e| corrupt(format!("cannot read {name} ({e})")))?;
+                if sha != record.sha256 {
+                    return Err(corrupt(format!("{name} fails its checksum")));
+                }
+            }
+        }
+        for name in ["entries.json", "features.bin", "index.bin", "maps.bin"] {
+            if !manifest.files.contains_key(name) {
+                return Err(corrupt(format!("the manifest does not list {name}")));
+            }
+        }
+        let entries: Vec<Entry> = serde_json::from_slice(
+            &std::fs::read(dir.join("entries.json"))
+                .map_err(|e| corrupt(format!("entries.json: {e}")))?,
+        )
+        .map_err(|e| corrupt(format!("entries.json is malformed ({e})")))?;
+        let shape = manifest.model.shape;
+        if entries.len() != manifest.entries {
+            return Err(corrupt(format!(
+                "{} entries listed, manifest says {}",
+                entries.len(),
+                manifest.entries
+            )));
+        }
+        let maps_len = manifest.files["maps.bin"].bytes / 2;
+        for (i, e) in entries.iter().enumerate() {
+            let need = (shape.layers * shape.heads * e.tokens * e.tokens) as u64;
+            if e.id as usize != i || e.tokens == 0 || e.offset + need > maps_len {
+                return Err(corrupt(format!("entry {i} points outside maps.bin")));
+            }
+        }
+        let features = read_f32(&dir.join("features.bin"))
+            .map_err(|e| corrupt(format!("features.bin: {e}")))?;
+        if features.iter().any(|x| !x.is_finite()) {
+            return Err(corrupt("features.bin holds NaN or infinite values".into()));
+        }
+        let features = Features::new(features, shape.layers, entries.len(), manifest.feature_dim)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let buckets: Vec<HnswBucket> = postcard::from_bytes(
+            &std::fs::read(dir.join("index.bin"))
+                .map_err(|e| corrupt(format!("index.bin: {e}")))?,
+        )
+        .map_err(|e| corrupt(format!("index.bin is malformed ({e})")))?;
+        let lengths: Vec<usize> = entries.iter().map(|e| e.tokens).collect();
+        let index = Index::new(&lengths, buckets);
+        let file =
+            File::open(dir.join("maps.bin")).map_err(|e| corrupt(format!("maps.bin: {e}")))?;
+        // SAFETY: the file is opened read-only and attncache never modifies a
+        // finished database in place (rebuilds write a new directory).
+        let maps = unsafe { Mmap::map(&file) }
+            .map_err(|e| corrupt(format!("cannot map maps.bin ({e})")))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            entries,
+            features,
+            index,
+            maps,
+        })
+    }
+
+    /// The database directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Its manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// All entries.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Per-layer features of all entries.
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+
+    /// The search structure.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Total size of the database files in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.manifest.files.values().map(|f| f.bytes).sum()
+    }
+
+    /// The stored f16 map of `entry`, `layer`, `head` as a row-major
+    /// `S × S` f32 vector (S = the entry's length), checked.
+    pub fn map_values(&self, entry: usize, layer: usize, head: usize) -> Result<Vec<f32>, DbError> {
+        let e = &self.entries[entry];
+        let s = e.tokens;
+        let shape = self.manifest.model.shape;
+        let start = e.offset as usize + (layer * shape.heads + head) * s * s;
+        let all: &[f16] = bytemuck::cast_slice(&self.maps[..self.maps.len() / 2 * 2]);
+        let mut out = vec![0f32; s * s];
+        all[start..start + s * s].convert_to_f32_slice(&mut out);
+        for (r, row) in out.chunks(s).enumerate() {
+            let sum: f32 = row.iter().sum();
+            if !sum.is_finite() || (sum - 1.0).abs() > ROW_SUM_TOLERANCE {
+                return Err(DbError::Corrupt {
+                    dir: self.dir.clone(),
+                    detail: format!(
+                        "the map of entry {entry} layer {layer} head {head} row {r} sums to {sum}"
+                    ),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The map of `entry`, `layer`, `head` for a query of `query_len` tokens
+    /// as a `[S, S]` tensor: as stored when the lengths match, cropped and
+    /// renormalised when the entry is longer.
+    pub fn map_for(
+        &self,
+        entry: usize,
+        layer: usize,
+        head: usize,
+        query_len: usize,
+        device: &Device,
+    ) -> anyhow::Result<Tensor> {
+        let entry_len = self.entries[entry].tokens;
+        anyhow::ensure!(
+            entry_len >= query_len,
+            "entry {entry} has {entry_len} tokens, fewer than the query's {query_len}"
+        );
+        let values = self.map_values(entry, layer, head)?;
+        let values = if entry_len == query_len {
+            values
+        } else {
+            crop_map(&values, entry_len, query_len)
+        };
+        Ok(Tensor::from_vec(values, (query_len, query_len), device)?)
+    }
+
+    /// Re-reads every file and compares it with its recorded checksum,
+    /// `maps.bin` included.
+    pub fn verify(&self) -> Result<(), DbError> {
+        for (name, record) in &self.manifest.files {
+            let actual = FileRecord::of(&self.dir.join(name)).map_err(|e| DbError::Corrupt {
+                dir: self.dir.clone(),
+                detail: format!("cannot read {name} ({e})"),
+            })?;
+            if &actual != record {
+                return Err(DbError::Corrupt {
+                    dir: self.dir.clone(),
+                    detail: format!("{name} fails its checksum"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a little-endian f32 file.
+fn read_f32(path: &Path) -> std::io::Result<Vec<f32>> {
+    let bytes = std::fs::read(path)?;
+    if bytes.len() % 4 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "length is not a multiple of 4",
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect())
+}

@@ -1,0 +1,65 @@
+//! `attncache build`: a database from a corpus.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::setup::{load_corpus, load_model};
+use crate::cache::{BuildOptions, FeatureKind, build};
+use crate::data::CorpusOptions;
+
+/// Options of `attncache build`.
+pub struct BuildArgs<'a> {
+    pub corpus: &'a str,
+    pub out: &'a Path,
+    pub limit: Option<usize>,
+    pub feature: &'a str,
+    pub hnsw_min_bucket: usize,
+    pub columns: CorpusOptions,
+    pub json: bool,
+}
+
+pub fn run(model: Option<&Path>, args: BuildArgs) -> anyhow::Result<()> {
+    let options = BuildOptions {
+        feature: FeatureKind::parse(args.feature)?,
+        hnsw_min_bucket: args.hnsw_min_bucket,
+    };
+    let model = load_model(model, "build")?;
+    let corpus = load_corpus(args.corpus, &args.columns, args.limit)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    // Ctrl-C stops the build cleanly: the temporary directory is removed and
+    // any database already at --out stays as it was.
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).ok();
+    let bar = ProgressBar::new(corpus.items.len() as u64).with_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("building {}", corpus.name));
+    let summary = build(
+        &model,
+        &corpus,
+        args.out,
+        options,
+        &mut |done, _| bar.set_position(done as u64),
+        &cancel,
+    );
+    bar.finish_and_clear();
+    let summary = summary?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "built {}: {} entries from {} ({} duplicates skipped), {:.1} MiB",
+            summary.dir.display(),
+            summary.entries,
+            corpus.name,
+            summary.duplicates,
+            summary.bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
+    Ok(())
+}

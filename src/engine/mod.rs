@@ -1,0 +1,286 @@
+//! The engine: run a text exactly, from the cache, or both side by side, and
+//! say what happened in a [`Trace`].
+
+mod planner;
+mod trace;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::Tensor;
+
+pub use planner::{CachePlanner, LayerDecision};
+pub use trace::{HeadTrace, LayerTrace, Mode, NeighbourTrace, StageTimings, Trace};
+
+use crate::cache::{Database, ModelIdentity, Policy};
+use crate::eval::{js_divergence, similarity};
+use crate::model::{ForwardOutput, Model, Planner, StaticPlan, TokenizedText, cosine, ms};
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// The sentence embedding (mean pooling + L2 normalisation).
+    pub embedding: Vec<f32>,
+    /// The last hidden state `[1, S, D]`.
+    pub hidden: Tensor,
+    /// What happened.
+    pub trace: Trace,
+}
+
+/// A model, optionally a database, and a policy.
+#[derive(Clone)]
+pub struct Engine {
+    model: Arc<Model>,
+    db: Option<Arc<Database>>,
+    policy: Policy,
+}
+
+impl Engine {
+    /// An engine without a database: exact mode only.
+    pub fn exact_only(model: Arc<Model>) -> Self {
+        let policy = Policy::strict(model.shape());
+        Self {
+            model,
+            db: None,
+            policy,
+        }
+    }
+
+    /// An engine serving from `db` under `policy`; refuses a database or a
+    /// policy made for another model.
+    pub fn new(model: Arc<Model>, db: Arc<Database>, policy: Policy) -> anyhow::Result<Self> {
+        let identity = ModelIdentity::of(&model)?;
+        anyhow::ensure!(
+            db.manifest().model.same_model(&identity),
+            "database {} was built for model {}, not {}: rebuild it for this model",
+            db.dir().display(),
+            db.manifest().model.describe(),
+            identity.describe()
+        );
+        policy.check_shape(model.shape())?;
+        Ok(Self {
+            model,
+            db: Some(db),
+            policy,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The database, if any.
+    pub fn database(&self) -> Option<&Arc<Database>> {
+        self.db.as_ref()
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Replaces the policy (e.g. after tuning thresholds).
+    pub fn set_policy(&mut self, policy: Policy) -> anyhow::Result<()> {
+        policy.check_shape(self.model.shape())?;
+        self.policy = policy;
+        Ok(())
+    }
+
+    /// Runs `text` in `mode`.
+    pub fn run(&self, text: &str, mode: Mode) -> anyhow::Result<RunOutput> {
+        let start = Instant::now();
+        let tokenized = self.model.tokenizer.encode(text)?;
+        let tokenize = start.elapsed();
+        let db = match mode {
+            Mode::Exact => None,
+            Mode::Cached | Mode::Shadow => Some(
+                self.db
+                    .as_deref()
+                    .context("cached and shadow modes need a database: pass --db DIR")?,
+            ),
+        };
+        let mut pass = match db {
+            None => self.exact_pass(&tokenized, false)?,
+            Some(db) => self.cached_pass(db, &tokenized)?,
+        };
+        pass.timings.tokenize = ms(tokenize);
+        pass.timings.total = ms(start.elapsed());
+        let exact = match mode {
+            Mode::Shadow => Some(self.exact_pass(&tokenized, true)?),
+            _ => None,
+        };
+        let layers = self.layer_traces(db, &tokenized, &pass, exact.as_ref())?;
+        Ok(RunOutput {
+            trace: Trace {
+                text: text.to_string(),
+                tokens: tokenized.tokens.clone(),
+                mode,
+                policy: match mode {
+                    Mode::Exact => "exact".into(),
+                    _ => self.policy.name.clone(),
+                },
+                hit_rate: hit_rate(&layers),
+                layers,
+                fidelity: exact
+                    .as_ref()
+                    .map(|e| cosine(&pass.embedding, &e.embedding)),
+                timings: pass.timings,
+                exact_timings: exact.map(|e| e.timings),
+            },
+            embedding: pass.embedding,
+            hidden: pass.out.hidden,
+        })
+    }
+
+    /// The exact forward (capturing every map when `capture`).
+    fn exact_pass(&self, tokenized: &TokenizedText, capture: bool) -> anyhow::Result<Pass> {
+        let shape = self.model.shape();
+        let mut plan = if capture {
+            StaticPlan::capture_all(shape.layers, shape.heads)
+        } else {
+            StaticPlan::exact(shape.layers, shape.heads)
+        };
+        let decisions = vec![
+            LayerDecision {
+                neighbour: None,
+                hits: vec![false; shape.heads],
+            };
+            shape.layers
+        ];
+        self.pass(tokenized, &mut plan, decisions)
+    }
+
+    /// The forward pass under the policy, look-up and map loading timed.
+    fn cached_pass(&self, db: &Database, tokenized: &TokenizedText) -> anyhow::Result<Pass> {
+        let device = self.model.encoder.device();
+        let mut planner = CachePlanner::new(db, &self.policy, tokenized.ids.len(), device);
+        let mut pass = self.pass(tokenized, &mut planner, Vec::new())?;
+        pass.decisions = planner.decisions;
+        pass.timings.feature = ms(planner.feature_time);
+        pass.timings.search = ms(planner.search_time);
+        pass.timings.map_load = ms(planner.load_time);
+        Ok(pass)
+    }
+
+    /// Forward + pooling under `planner`, timed.
+    fn pass(
+        &self,
+        tokenized: &TokenizedText,
+        planner: &mut dyn Planner,
+        decisions: Vec<LayerDecision>,
+    ) -> anyhow::Result<Pass> {
+        let start = Instant::now();
+        let (batch, out) = self
+            .model
+            .forward(std::slice::from_ref(tokenized), planner)?;
+        let pool_start = Instant::now();
+        let embedding = self
+            .model
+            .encoder
+            .sentence_embeddings(&out.hidden, &batch)?;
+        let embedding = embedding.squeeze(0)?.to_vec1::<f32>()?;
+        let pooling = pool_start.elapsed();
+        let timings = StageTimings {
+            embeddings: ms(out.timings.embeddings),
+            attention: ms(out.timings.attention()),
+            rest: ms(out.timings.rest()),
+            pooling: ms(pooling),
+            total: ms(start.elapsed()),
+            ..StageTimings::default()
+        };
+        Ok(Pass {
+            out,
+            embedding,
+            timings,
+            decisions,
+        })
+    }
+
+    /// Per-layer traces; with the exact pass's maps, the true similarity of
+    /// every neighbour map (reused or not) to the exact one.
+    fn layer_traces(
+        &self,
+        db: Option<&Database>,
+        tokenized: &TokenizedText,
+        pass: &Pass,
+        exact: Option<&Pass>,
+    ) -> anyhow::Result<Vec<LayerTrace>> {
+        let s = tokenized.ids.len();
+        let device = self.model.encoder.device();
+        pass.decisions
+            .iter()
+            .enumerate()
+            .map(|(l, decision)| {
+                let found = decision.neighbour.zip(db);
+                let heads = decision
+                    .hits
+                    .iter()
+                    .enumerate()
+                    .map(|(h, &hit)| {
+                        let predicted = found.map(|(n, _)| self.policy.predicted(l, h, n.distance));
+                        let (similarity, js) = match (found, exact) {
+                            (Some((n, db)), Some(exact)) => {
+                                let ours = db.map_for(n.entry as usize, l, h, s, device)?;
+                                let ours = ours.flatten_all()?.to_vec1::<f32>()?;
+                                let truth = exact.out.maps[l][h]
+                                    .as_ref()
+                                    .expect("shadow captures every map");
+                                let truth = truth.flatten_all()?.to_vec1::<f32>()?;
+                                (
+                                    Some(similarity(&ours, &truth, s)),
+                                    Some(js_divergence(&ours, &truth, s)),
+                                )
+                            }
+                            _ => (None, None),
+                        };
+                        Ok(HeadTrace {
+                            hit,
+                            predicted,
+                            similarity,
+                            js,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let neighbour = found.map(|(n, db)| {
+                    let e = &db.entries()[n.entry as usize];
+                    NeighbourTrace {
+                        entry: n.entry,
+                        text: e.text.clone(),
+                        tokens: e.tokens,
+                        distance: n.distance,
+                    }
+                });
+                Ok(LayerTrace {
+                    neighbour,
+                    heads,
+                    timing: pass.out.timings.layers[l],
+                })
+            })
+            .collect()
+    }
+}
+
+/// One timed forward pass and what its planner decided.
+struct Pass {
+    out: ForwardOutput,
+    embedding: Vec<f32>,
+    timings: StageTimings,
+    decisions: Vec<LayerDecision>,
+}
+
+/// Share of heads that hit.
+fn hit_rate(layers: &[LayerTrace]) -> f64 {
+    let (hits, all) = layers
+        .iter()
+        .flat_map(|l| &l.heads)
+        .fold((0usize, 0usize), |(h, a), head| {
+            (h + usize::from(head.hit), a + 1)
+        });
+    if all == 0 {
+        0.0
+    } else {
+        hits as f64 / all as f64
+    }
+}

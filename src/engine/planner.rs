@@ -1,0 +1,126 @@
+//! The cached-mode planner: look-up, decision and map loading per layer.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+use crate::cache::feature::pooled_feature;
+use crate::cache::{Database, Lookup, Neighbour, Policy, SearchMethod};
+use crate::model::{HeadPlan, LayerPlan, Planner};
+
+/// What the planner decided for one layer.
+#[derive(Debug, Clone)]
+pub struct LayerDecision {
+    /// The neighbour found, if any.
+    pub neighbour: Option<Neighbour>,
+    /// Per head: reused or not.
+    pub hits: Vec<bool>,
+}
+
+/// Plans each layer from the database under a policy, timing each stage.
+pub struct CachePlanner<'a> {
+    db: &'a Database,
+    policy: &'a Policy,
+    query_len: usize,
+    device: Device,
+    method: SearchMethod,
+    /// When false, look up and decide but reuse nothing (calibration data).
+    reuse: bool,
+    /// The layer-0 neighbour for single look-up policies.
+    single: Option<Option<Neighbour>>,
+    /// Decisions so far, by layer.
+    pub decisions: Vec<LayerDecision>,
+    /// Time spent computing features.
+    pub feature_time: Duration,
+    /// Time spent searching.
+    pub search_time: Duration,
+    /// Time spent loading maps.
+    pub load_time: Duration,
+}
+
+impl<'a> CachePlanner<'a> {
+    /// A planner for a query of `query_len` tokens.
+    pub fn new(db: &'a Database, policy: &'a Policy, query_len: usize, device: &Device) -> Self {
+        Self {
+            db,
+            policy,
+            query_len,
+            device: device.clone(),
+            method: SearchMethod::Indexed,
+            reuse: true,
+            single: None,
+            decisions: Vec::new(),
+            feature_time: Duration::ZERO,
+            search_time: Duration::ZERO,
+            load_time: Duration::ZERO,
+        }
+    }
+
+    /// Searches with an exact scan instead of the index.
+    pub fn exact_search(mut self) -> Self {
+        self.method = SearchMethod::ExactScan;
+        self
+    }
+
+    /// Looks up and decides in every layer but computes every head exactly.
+    pub fn observe_only(mut self) -> Self {
+        self.reuse = false;
+        self
+    }
+
+    fn search(&mut self, layer: usize, input: &Tensor) -> candle_core::Result<Option<Neighbour>> {
+        let start = Instant::now();
+        let feature = pooled_feature(input)?;
+        self.feature_time += start.elapsed();
+        let start = Instant::now();
+        let found = self.db.index().search(
+            layer,
+            &feature,
+            self.query_len,
+            self.policy.lengths,
+            self.db.features(),
+            self.method,
+        );
+        self.search_time += start.elapsed();
+        Ok(found)
+    }
+}
+
+impl Planner for CachePlanner<'_> {
+    fn plan_layer(&mut self, layer: usize, input: &Tensor) -> candle_core::Result<LayerPlan> {
+        let neighbour = match self.policy.lookup {
+            Lookup::PerLayer => self.search(layer, input)?,
+            Lookup::Single => match self.single {
+                Some(n) => n,
+                None => {
+                    let n = self.search(0, input)?;
+                    self.single = Some(n);
+                    n
+                }
+            },
+        };
+        let heads = self.policy.max_distance[layer].len();
+        let hits: Vec<bool> = (0..heads)
+            .map(|h| neighbour.is_some_and(|n| self.policy.hits(layer, h, n.distance)))
+            .collect();
+        let start = Instant::now();
+        let plans = hits
+            .iter()
+            .enumerate()
+            .map(|(h, &hit)| match neighbour {
+                Some(n) if hit && self.reuse => self
+                    .db
+                    .map_for(n.entry as usize, layer, h, self.query_len, &self.device)
+                    .map(HeadPlan::Reuse)
+                    .map_err(|e| candle_core::Error::Msg(format!("{e:#}"))),
+                _ => Ok(HeadPlan::Exact),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        self.load_time += start.elapsed();
+        self.decisions.push(LayerDecision {
+            neighbour,
+            hits: if self.reuse { hits } else { vec![false; heads] },
+        });
+        Ok(LayerPlan::new(plans))
+    }
+}

@@ -1,0 +1,123 @@
+//! What one run did, for displays and scripts (serde-serialisable).
+
+use serde::Serialize;
+
+use crate::model::LayerTiming;
+
+/// How a text is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The exact model, no look-up.
+    Exact,
+    /// Look-up and reuse under the policy.
+    Cached,
+    /// Cached, plus an exact run to measure the true similarity of every
+    /// neighbour map and the output fidelity (the cached run is the one timed).
+    Shadow,
+}
+
+impl Mode {
+    /// Parses `exact`, `cached` or `shadow`.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "exact" => Ok(Mode::Exact),
+            "cached" => Ok(Mode::Cached),
+            "shadow" => Ok(Mode::Shadow),
+            other => anyhow::bail!("unknown mode `{other}`: use exact, cached or shadow"),
+        }
+    }
+}
+
+/// The neighbour a layer's look-up found.
+#[derive(Debug, Clone, Serialize)]
+pub struct NeighbourTrace {
+    /// Entry number.
+    pub entry: u32,
+    /// Its text.
+    pub text: String,
+    /// Its token count.
+    pub tokens: usize,
+    /// Feature distance.
+    pub distance: f32,
+}
+
+/// One head's decision.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HeadTrace {
+    /// True when the neighbour's map was reused.
+    pub hit: bool,
+    /// Similarity predicted from the distance (`None` without a neighbour).
+    pub predicted: Option<f32>,
+    /// Shadow mode: similarity (1 − mean row TV) of the neighbour's map to
+    /// the exact map.
+    pub similarity: Option<f32>,
+    /// Shadow mode: mean row JS divergence of the same two maps.
+    pub js: Option<f32>,
+}
+
+/// One layer of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerTrace {
+    /// The neighbour used by this layer (`None`: no qualifying entry or no
+    /// look-up in exact mode).
+    pub neighbour: Option<NeighbourTrace>,
+    /// Per head, in order.
+    pub heads: Vec<HeadTrace>,
+    /// Time of this layer.
+    pub timing: LayerTiming,
+}
+
+/// Wall-clock time of each stage, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimings {
+    /// Tokenization.
+    pub tokenize: f64,
+    /// Embedding look-up and norm.
+    pub embeddings: f64,
+    /// Computing look-up features.
+    pub feature: f64,
+    /// Searching the index.
+    pub search: f64,
+    /// Loading (and converting, cropping) reused maps.
+    pub map_load: f64,
+    /// Attention (projections + core) of all layers.
+    pub attention: f64,
+    /// Everything else in the layers.
+    pub rest: f64,
+    /// Pooling the sentence embedding.
+    pub pooling: f64,
+    /// Tokenization to output.
+    pub total: f64,
+}
+
+impl StageTimings {
+    /// Attention including the look-up and map loading that served it: the
+    /// cached side of an honest attention speedup.
+    pub fn attention_with_lookup(&self) -> f64 {
+        self.attention + self.feature + self.search + self.map_load
+    }
+}
+
+/// Everything one run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trace {
+    /// The input text.
+    pub text: String,
+    /// Its tokens.
+    pub tokens: Vec<String>,
+    /// How it was run.
+    pub mode: Mode,
+    /// The policy's name.
+    pub policy: String,
+    /// Per layer, in order.
+    pub layers: Vec<LayerTrace>,
+    /// Share of heads served from the cache.
+    pub hit_rate: f64,
+    /// Shadow mode: cosine of the cached to the exact sentence embedding.
+    pub fidelity: Option<f32>,
+    /// Stage timings of the run (the cached run in shadow mode).
+    pub timings: StageTimings,
+    /// Shadow mode: the same stages for the exact run.
+    pub exact_timings: Option<StageTimings>,
+}
