@@ -1,0 +1,273 @@
+//! The attention cache on the real model: database round trip, identical
+//! queries, strict thresholds, and refusal of damaged or foreign databases.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use attncache::cache::{BuildOptions, Database, DbError, ModelIdentity, Policy, build};
+use attncache::data::{Corpus, CorpusOptions, CorpusSpec};
+use attncache::engine::{Engine, Mode};
+use attncache::model::Model;
+use half::f16;
+
+fn corpus(limit: usize) -> Corpus {
+    CorpusSpec::parse("rt:db")
+        .unwrap()
+        .load(&CorpusOptions::default())
+        .unwrap()
+        .limited(Some(limit))
+}
+
+fn build_db(model: &Model, corpus: &Corpus, out: &Path) {
+    build(
+        model,
+        corpus,
+        out,
+        BuildOptions::default(),
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+}
+
+fn engine(dir: &Path, policy: Policy) -> Engine {
+    let model = Arc::new(common::real_model().clone());
+    let db = Database::open(dir, &ModelIdentity::of(&model).unwrap()).unwrap();
+    Engine::new(model, Arc::new(db), policy).unwrap()
+}
+
+#[test]
+fn a_database_round_trips_through_disk_bit_exactly() {
+    let model = common::real_model();
+    let corpus = corpus(30);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db");
+    build_db(model, &corpus, &out);
+    let db = Database::open(&out, &ModelIdentity::of(model).unwrap()).unwrap();
+    assert_eq!(db.entries().len(), 30);
+    db.verify().unwrap();
+    let s = *model.shape();
+    for (i, item) in corpus.items.iter().enumerate().step_by(7) {
+        let entry = &db.entries()[i];
+        assert_eq!(entry.text, item.text);
+        assert_eq!(entry.label, item.label);
+        let tokenized = model.tokenize(&[item.text.as_str()]).unwrap();
+        assert_eq!(entry.tokens, tokenized[0].ids.len());
+        let maps = common::capture_all(model, &tokenized[0]);
+        for l in 0..s.layers {
+            for h in 0..s.heads {
+                let stored = db.map_values(i, l, h).unwrap();
+                let expected: Vec<f32> = maps[l][h]
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .into_iter()
+                    .map(|x| f16::from_f32(x).to_f32())
+                    .collect();
+                assert_eq!(stored, expected, "entry {i} layer {l} head {h}");
+            }
+        }
+    }
+}
+
+#[test]
+fn identical_queries_hit_everywhere_and_others_follow_the_thresholds() {
+    let model = common::real_model();
+    let corpus = corpus(30);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db");
+    build_db(model, &corpus, &out);
+    let strict = engine(&out, Policy::strict(model.shape()));
+
+    // A query identical to an entry hits in every head and reproduces the
+    // exact output up to the f16 storage of the maps.
+    let text = &corpus.items[5].text;
+    let cached = strict.run(text, Mode::Shadow).unwrap();
+    assert_eq!(cached.trace.hit_rate, 1.0);
+    for layer in &cached.trace.layers {
+        assert_eq!(layer.neighbour.as_ref().unwrap().entry, 5);
+        assert!(layer.heads.iter().all(|h| h.similarity.unwrap() > 0.999));
+    }
+    let exact = strict.run(text, Mode::Exact).unwrap();
+    let diff = common::max_abs_diff(&exact.hidden, &cached.hidden);
+    assert!(
+        diff <= 2e-3,
+        "identical query: max |cached − exact| = {diff}"
+    );
+    assert!(cached.trace.fidelity.unwrap() > 0.99999);
+
+    // With the strictest thresholds nothing else is reused and the output is
+    // the exact output, bit for bit.
+    let other = "An unseen sentence about a film that is not in the database.";
+    let run = strict.run(other, Mode::Cached).unwrap();
+    assert_eq!(run.trace.hit_rate, 0.0);
+    let exact = strict.run(other, Mode::Exact).unwrap();
+    assert_eq!(common::max_abs_diff(&exact.hidden, &run.hidden), 0.0);
+
+    // The loosest thresholds reuse every head whenever an entry of the same
+    // length exists, and nothing otherwise.
+    let loose = engine(&out, Policy::global(model.shape(), 2.0));
+    let lengths: Vec<usize> = corpus
+        .items
+        .iter()
+        .map(|i| model.tokenize(&[i.text.as_str()]).unwrap()[0].ids.len())
+        .collect();
+    let mut matched = 0;
+    for words in 3..40 {
+        let text = vec!["film"; words].join(" ");
+        let run = loose.run(&text, Mode::Cached).unwrap();
+        let has_entry = lengths.contains(&run.trace.tokens.len());
+        matched += usize::from(has_entry);
+        assert_eq!(
+            run.trace.hit_rate,
+            if has_entry { 1.0 } else { 0.0 },
+            "{} tokens",
+            run.trace.tokens.len()
+        );
+    }
+    assert!(matched > 0, "no test text matched an entry length");
+    let query = &corpus.items[0].text;
+
+    // The paper's rule: one look-up, every layer uses the same neighbour.
+    let paper = engine(&out, Policy::paper(model.shape(), 2.0));
+    let run = paper.run(query, Mode::Cached).unwrap();
+    let first = run.trace.layers[0].neighbour.as_ref().unwrap().entry;
+    assert!(
+        run.trace
+            .layers
+            .iter()
+            .all(|l| l.neighbour.as_ref().unwrap().entry == first)
+    );
+}
+
+/// Builds a small database, lets `spoil` damage it, and returns the open error.
+fn open_error(spoil: impl FnOnce(&Path)) -> DbError {
+    let model = common::real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db");
+    build_db(model, &corpus(6), &out);
+    spoil(&out);
+    let err = Database::open(&out, &ModelIdentity::of(model).unwrap()).unwrap_err();
+    assert!(!err.to_string().contains('\n'), "not one line: {err}");
+    err
+}
+
+fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut m);
+    std::fs::write(path, serde_json::to_vec(&m).unwrap()).unwrap();
+}
+
+#[test]
+fn damaged_and_foreign_databases_are_refused() {
+    let err = open_error(|d| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.join("maps.bin"))
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len - 100).unwrap();
+    });
+    assert!(
+        matches!(err, DbError::Corrupt { .. }) && err.to_string().contains("maps.bin has"),
+        "{err}"
+    );
+
+    let err = open_error(|d| {
+        let mut entries = std::fs::read_to_string(d.join("entries.json")).unwrap();
+        entries = entries.replacen("\"tokens\":", "\"tokens\": ", 1);
+        std::fs::write(d.join("entries.json"), entries).unwrap();
+    });
+    assert!(err.to_string().contains("entries.json"), "{err}");
+
+    let err = open_error(|d| edit_manifest(d, |m| m["format_version"] = 99.into()));
+    assert!(
+        matches!(err, DbError::WrongVersion { found: 99, .. }),
+        "{err}"
+    );
+
+    let err = open_error(|d| std::fs::remove_file(d.join("index.bin")).unwrap());
+    assert!(err.to_string().contains("index.bin is missing"), "{err}");
+
+    let err = open_error(|d| std::fs::write(d.join("manifest.json"), "{").unwrap());
+    assert!(
+        err.to_string().contains("manifest.json is malformed"),
+        "{err}"
+    );
+
+    // NaN features, with the checksum updated so only the values are wrong.
+    let err = open_error(|d| {
+        let path = d.join("features.bin");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let sha = attncache::fetch::sha256_file(&path).unwrap();
+        edit_manifest(d, |m| m["files"]["features.bin"]["sha256"] = sha.into());
+    });
+    assert!(err.to_string().contains("NaN"), "{err}");
+
+    // A database of another model: the tiny test model.
+    let tiny_dir = tempfile::tempdir().unwrap();
+    common::write_tiny_model(tiny_dir.path());
+    let tiny = Model::load_dir(tiny_dir.path(), &candle_core::Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    build_db(common::real_model(), &corpus(3), &dir.path().join("db"));
+    let err =
+        Database::open(&dir.path().join("db"), &ModelIdentity::of(&tiny).unwrap()).unwrap_err();
+    assert!(matches!(err, DbError::WrongModel { .. }), "{err}");
+    assert!(err.to_string().contains("all-minilm-l6-v2"), "{err}");
+}
+
+#[test]
+fn a_corrupted_map_is_an_error_when_loaded_not_a_wrong_answer() {
+    let model = common::real_model();
+    let corpus = corpus(4);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db");
+    build_db(model, &corpus, &out);
+    // Overwrite the first map values of entry 0 with 1.0 (f16 0x3C00).
+    let mut bytes = std::fs::read(out.join("maps.bin")).unwrap();
+    for b in bytes[..16].chunks_mut(2) {
+        b.copy_from_slice(&f16::ONE.to_le_bytes());
+    }
+    std::fs::write(out.join("maps.bin"), bytes).unwrap();
+    let e = engine(&out, Policy::strict(model.shape()));
+    let err = e.run(&corpus.items[0].text, Mode::Cached).unwrap_err();
+    assert!(format!("{err:#}").contains("is corrupt"), "{err:#}");
+    // An exact run is unaffected.
+    e.run(&corpus.items[0].text, Mode::Exact).unwrap();
+}
+
+#[test]
+fn a_cancelled_rebuild_leaves_the_old_database_in_place() {
+    let model = common::real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db");
+    build_db(model, &corpus(3), &out);
+    let before = std::fs::read(out.join("manifest.json")).unwrap();
+    let cancel = AtomicBool::new(true);
+    let err = build(
+        model,
+        &corpus(10),
+        &out,
+        BuildOptions::default(),
+        &mut |_, _| {},
+        &cancel,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
+    // A successful rebuild replaces it.
+    build_db(model, &corpus(5), &out);
+    assert_eq!(Database::open_any(&out).unwrap().entries().len(), 5);
+}
