@@ -57,10 +57,11 @@ fn a_database_round_trips_through_disk_bit_exactly() {
         let tokenized = model.tokenize(&[item.text.as_str()]).unwrap();
         assert_eq!(entry.tokens, tokenized[0].ids.len());
         let maps = common::capture_all(model, &tokenized[0]);
-        for l in 0..s.layers {
-            for h in 0..s.heads {
+        assert_eq!(maps.len() * maps[0].len(), s.layers * s.heads);
+        for (l, layer) in maps.iter().enumerate() {
+            for (h, map) in layer.iter().enumerate() {
                 let stored = db.map_values(i, l, h).unwrap();
-                let expected: Vec<f32> = maps[l][h]
+                let expected: Vec<f32> = map
                     .flatten_all()
                     .unwrap()
                     .to_vec1::<f32>()
