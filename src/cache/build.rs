@@ -88,6 +88,7 @@ pub fn build(
     let mut maps = BufWriter::new(File::create(tmp.join("maps.bin"))?);
     let mut entries: Vec<Entry> = Vec::new();
     let mut layer_features: Vec<Vec<f32>> = vec![Vec::new(); shape.layers];
+    let mut embeddings: Vec<f32> = Vec::new();
     let mut seen = HashSet::new();
     let mut offset = 0u64;
     let mut buf16: Vec<f16> = Vec::new();
@@ -108,8 +109,10 @@ pub fn build(
             heads: shape.heads,
             features: Vec::new(),
         };
-        let (_, output) = model.forward(&tokenized, &mut capture)?;
+        let (batch, output) = model.forward(&tokenized, &mut capture)?;
         let s = tokenized[0].ids.len();
+        let embedding = model.encoder.sentence_embeddings(&output.hidden, &batch)?;
+        embeddings.extend(embedding.flatten_all()?.to_vec1::<f32>()?);
         for layer in &output.maps {
             for map in layer {
                 let values = map
@@ -143,13 +146,14 @@ pub fn build(
     let dim = options.feature.dim(shape.hidden);
     let features = Features::new(layer_features.concat(), shape.layers, entries.len(), dim)?;
     write_f32(&tmp.join("features.bin"), features.as_slice())?;
+    write_f32(&tmp.join("embeddings.bin"), &embeddings)?;
     std::fs::write(tmp.join("entries.json"), serde_json::to_vec(&entries)?)?;
     let lengths: Vec<usize> = entries.iter().map(|e| e.tokens).collect();
     let buckets = Index::build_hnsw(&lengths, &features, shape.layers, options.hnsw_min_bucket);
     std::fs::write(tmp.join("index.bin"), postcard::to_stdvec(&buckets)?)?;
 
     let mut files = BTreeMap::new();
-    for name in ["entries.json", "features.bin", "index.bin", "maps.bin"] {
+    for name in super::store::DATA_FILES {
         files.insert(name.to_string(), FileRecord::of(&tmp.join(name))?);
     }
     let bytes = files.values().map(|f| f.bytes).sum();

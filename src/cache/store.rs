@@ -2,7 +2,8 @@
 //! memory-mapped f16 maps.
 //!
 //! Files: `manifest.json`; `entries.json` (id, text, label, token count, map
-//! offset); `features.bin` (f32 LE, `[L][N][F]`); `index.bin` (postcard HNSW
+//! offset); `features.bin` (f32 LE, `[L][N][F]`); `embeddings.bin` (f32 LE,
+//! the exact sentence embedding of each entry, `[N][D]`); `index.bin` (postcard HNSW
 //! buckets); `maps.bin` (f16 LE; entry `e` of `S` tokens holds `[L][H][S][S]`
 //! from its offset). Opening checks the version, the model, every file's size,
 //! the checksums of all files but `maps.bin` (which is checked per map as it
@@ -21,6 +22,15 @@ use super::crop::crop_map;
 use super::error::DbError;
 use super::index::{Features, HnswBucket, Index};
 use super::manifest::{FORMAT_VERSION, FileRecord, Manifest, ModelIdentity};
+
+/// The data files every database holds (besides `manifest.json`).
+pub const DATA_FILES: [&str; 5] = [
+    "entries.json",
+    "features.bin",
+    "embeddings.bin",
+    "index.bin",
+    "maps.bin",
+];
 
 /// Tolerance on a stored row's sum (f16 storage rounds each value).
 const ROW_SUM_TOLERANCE: f32 = 1e-2;
@@ -47,6 +57,7 @@ pub struct Database {
     manifest: Manifest,
     entries: Vec<Entry>,
     features: Features,
+    embeddings: Vec<f32>,
     index: Index,
     maps: Mmap,
 }
@@ -117,7 +128,7 @@ impl Database {
                 }
             }
         }
-        for name in ["entries.json", "features.bin", "index.bin", "maps.bin"] {
+        for name in DATA_FILES {
             if !manifest.files.contains_key(name) {
                 return Err(corrupt(format!("the manifest does not list {name}")));
             }
@@ -149,6 +160,15 @@ impl Database {
         }
         let features = Features::new(features, shape.layers, entries.len(), manifest.feature_dim)
             .map_err(|e| corrupt(e.to_string()))?;
+        let embeddings = read_f32(&dir.join("embeddings.bin"))
+            .map_err(|e| corrupt(format!("embeddings.bin: {e}")))?;
+        if embeddings.len() != entries.len() * shape.hidden
+            || embeddings.iter().any(|x| !x.is_finite())
+        {
+            return Err(corrupt(
+                "embeddings.bin has the wrong size or NaN values".into(),
+            ));
+        }
         let buckets: Vec<HnswBucket> = postcard::from_bytes(
             &std::fs::read(dir.join("index.bin"))
                 .map_err(|e| corrupt(format!("index.bin: {e}")))?,
@@ -167,6 +187,7 @@ impl Database {
             manifest,
             entries,
             features,
+            embeddings,
             index,
             maps,
         })
@@ -190,6 +211,12 @@ impl Database {
     /// Per-layer features of all entries.
     pub fn features(&self) -> &Features {
         &self.features
+    }
+
+    /// The exact sentence embedding of `entry` (computed at build time).
+    pub fn embedding(&self, entry: usize) -> &[f32] {
+        let d = self.manifest.model.shape.hidden;
+        &self.embeddings[entry * d..(entry + 1) * d]
     }
 
     /// The search structure.

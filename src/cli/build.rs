@@ -4,8 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
+use super::progress;
 use super::setup::{load_corpus, load_model};
 use crate::cache::{BuildOptions, FeatureKind, build};
 use crate::data::CorpusOptions;
@@ -33,12 +32,7 @@ pub fn run(model: Option<&Path>, args: BuildArgs) -> anyhow::Result<()> {
     // Ctrl-C stops the build cleanly: the temporary directory is removed and
     // any database already at --out stays as it was.
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).ok();
-    let bar = ProgressBar::new(corpus.items.len() as u64).with_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("building {}", corpus.name));
+    let bar = progress::bar(corpus.items.len(), &format!("building {}", corpus.name));
     let summary = build(
         &model,
         &corpus,

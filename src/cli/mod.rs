@@ -5,14 +5,16 @@ mod build;
 mod db_info;
 mod demo;
 mod embed;
+mod eval;
 mod fetch;
 mod heatmap;
+mod progress;
 mod run;
 mod setup;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Faster transformer prefill by reusing attention maps.
 #[derive(Debug, Parser)]
@@ -26,6 +28,41 @@ pub struct Cli {
     /// What to do (default: `demo`).
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The database and queries of `eval`, `calibrate` and `sweep`.
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    /// The database.
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    /// The queries: rt:calib, rt:test, rt-plot:SPLIT, or a .txt, .jsonl or
+    /// .csv file (never the database's own split, for honest numbers).
+    #[arg(long, value_name = "SPEC")]
+    pub split: String,
+    /// Use only the first N queries.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// CSV corpora: the text column (default `text`).
+    #[arg(long, value_name = "NAME")]
+    pub text_column: Option<String>,
+    /// CSV corpora: the label column.
+    #[arg(long, value_name = "NAME")]
+    pub label_column: Option<String>,
+}
+
+impl WorkloadArgs {
+    fn workload(&self) -> eval::Workload<'_> {
+        eval::Workload {
+            db: &self.db,
+            split: &self.split,
+            limit: self.limit,
+            columns: crate::data::CorpusOptions {
+                text_column: self.text_column.clone(),
+                label_column: self.label_column.clone(),
+            },
+        }
+    }
 }
 
 /// The subcommands.
@@ -124,6 +161,78 @@ pub enum Command {
         #[arg(required = true, value_name = "TEXT")]
         texts: Vec<String>,
     },
+    /// Evaluate a policy over a split: hit rate, fidelity, accuracy (probe
+    /// on frozen exact embeddings of the database entries) and speedups over
+    /// all queries, look-up and map loading counted on the cached side.
+    Eval {
+        #[command(flatten)]
+        work: WorkloadArgs,
+        /// strict, global:D, paper:D or a policy file (default: the
+        /// database's policy.json, else strict).
+        #[arg(long, value_name = "P")]
+        policy: Option<String>,
+        /// Timed passes over the split (speedups are medians over them).
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        repeats: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Choose the loosest thresholds whose measured error on a calibration
+    /// split stays within a budget. Objectives: `fidelity` = mean over
+    /// queries of 1 − cosine(cached, exact sentence embedding); `accuracy` =
+    /// probe accuracy on exact minus on cached embeddings, in percentage
+    /// points.
+    Calibrate {
+        #[command(flatten)]
+        work: WorkloadArgs,
+        /// The error budget δ, in the objective's units.
+        #[arg(long, value_name = "DELTA")]
+        budget: f64,
+        /// fidelity or accuracy.
+        #[arg(long, default_value = "fidelity", value_name = "O")]
+        objective: String,
+        /// ours (per-layer look-up, per-head thresholds) or paper (one
+        /// look-up, all or nothing, one threshold).
+        #[arg(long, default_value = "ours", value_name = "K")]
+        kind: String,
+        /// exact (same-length entries) or crop (longer entries cropped with
+        /// [CLS]/[SEP] aligned, rows renormalised).
+        #[arg(long, default_value = "exact", value_name = "L")]
+        length_policy: String,
+        /// Where to write the policy (default: DB/policy.json, which later
+        /// commands use by default).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate over a range of global thresholds (feature distances).
+    Sweep {
+        #[command(flatten)]
+        work: WorkloadArgs,
+        /// Comma-separated thresholds.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0,0.05,0.1,0.15,0.2,0.3,0.4",
+            value_name = "LIST"
+        )]
+        thresholds: Vec<f32>,
+        /// Sweep the paper's rule (one look-up, all or nothing) instead.
+        #[arg(long)]
+        paper: bool,
+        /// Timed passes per point.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        repeats: usize,
+        /// Print CSV instead of JSON.
+        #[arg(long)]
+        csv: bool,
+        /// Print JSON (the default).
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+    },
     /// A short tour: embeddings, one attention map, and capture → reuse of
     /// every map with its effect on output and time.
     Demo,
@@ -180,6 +289,40 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             &texts,
             json,
         ),
+        Command::Eval {
+            work,
+            policy,
+            repeats,
+            json,
+        } => eval::run_eval(model, work.workload(), policy.as_deref(), repeats, json),
+        Command::Calibrate {
+            work,
+            budget,
+            objective,
+            kind,
+            length_policy,
+            out,
+            json,
+        } => eval::run_calibrate(
+            model,
+            work.workload(),
+            eval::CalibrateArgs {
+                budget,
+                objective: &objective,
+                kind: &kind,
+                length_policy: &length_policy,
+                out: out.as_deref(),
+                json,
+            },
+        ),
+        Command::Sweep {
+            work,
+            thresholds,
+            paper,
+            repeats,
+            csv,
+            json: _,
+        } => eval::run_sweep(model, work.workload(), &thresholds, paper, repeats, csv),
         Command::Demo => demo::run(model),
     }
 }

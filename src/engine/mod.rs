@@ -22,6 +22,8 @@ use crate::model::{ForwardOutput, Model, Planner, StaticPlan, TokenizedText, cos
 pub struct RunOutput {
     /// The sentence embedding (mean pooling + L2 normalisation).
     pub embedding: Vec<f32>,
+    /// Shadow mode: the exact run's sentence embedding.
+    pub exact_embedding: Option<Vec<f32>>,
     /// The last hidden state `[1, S, D]`.
     pub hidden: Tensor,
     /// What happened.
@@ -127,10 +129,61 @@ impl Engine {
                     .as_ref()
                     .map(|e| cosine(&pass.embedding, &e.embedding)),
                 timings: pass.timings,
-                exact_timings: exact.map(|e| e.timings),
+                exact_timings: exact.as_ref().map(|e| e.timings),
             },
+            exact_embedding: exact.map(|e| e.embedding),
             embedding: pass.embedding,
             hidden: pass.out.hidden,
+        })
+    }
+
+    /// What the exact model's own layer inputs retrieve: per layer the
+    /// neighbour, per head the true similarity of its map to the exact map
+    /// (calibration data; nothing is reused).
+    pub fn observe(&self, text: &str) -> anyhow::Result<Observation> {
+        let db = self
+            .db
+            .as_deref()
+            .context("observing needs a database: pass --db DIR")?;
+        let tokenized = self.model.tokenizer.encode(text)?;
+        let device = self.model.encoder.device();
+        let mut planner = CachePlanner::new(db, &self.policy, tokenized.ids.len(), device)
+            .exact_search()
+            .observe_only();
+        let decisions = Vec::new();
+        let pass = self.pass(&tokenized, &mut planner, decisions)?;
+        let s = tokenized.ids.len();
+        let layers = planner
+            .decisions
+            .iter()
+            .enumerate()
+            .map(|(l, d)| {
+                let Some(n) = d.neighbour else {
+                    return Ok(None);
+                };
+                let sims = (0..d.hits.len())
+                    .map(|h| {
+                        let ours = db
+                            .map_for(n.entry as usize, l, h, s, device)?
+                            .flatten_all()?
+                            .to_vec1::<f32>()?;
+                        let truth = pass.out.maps[l][h]
+                            .as_ref()
+                            .expect("observe captures every map");
+                        Ok(similarity(
+                            &ours,
+                            &truth.flatten_all()?.to_vec1::<f32>()?,
+                            s,
+                        ))
+                    })
+                    .collect::<anyhow::Result<Vec<f32>>>()?;
+                Ok(Some((n.distance, sims)))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Observation {
+            tokens: s,
+            layers,
+            embedding: pass.embedding,
         })
     }
 
@@ -260,6 +313,18 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// What the exact model's inputs retrieve for one text (see [`Engine::observe`]).
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// Token count.
+    pub tokens: usize,
+    /// Per layer: the neighbour's distance and, per head, the true similarity
+    /// of its map (`None` when no entry qualifies).
+    pub layers: Vec<Option<(f32, Vec<f32>)>>,
+    /// The exact sentence embedding.
+    pub embedding: Vec<f32>,
 }
 
 /// One timed forward pass and what its planner decided.

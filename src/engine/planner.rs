@@ -62,7 +62,8 @@ impl<'a> CachePlanner<'a> {
         self
     }
 
-    /// Looks up and decides in every layer but computes every head exactly.
+    /// Looks up in every layer but computes (and captures) every head
+    /// exactly: what the exact model's own inputs would retrieve.
     pub fn observe_only(mut self) -> Self {
         self.reuse = false;
         self
@@ -113,6 +114,7 @@ impl Planner for CachePlanner<'_> {
                     .map_for(n.entry as usize, layer, h, self.query_len, &self.device)
                     .map(HeadPlan::Reuse)
                     .map_err(|e| candle_core::Error::Msg(format!("{e:#}"))),
+                _ if !self.reuse => Ok(HeadPlan::Capture),
                 _ => Ok(HeadPlan::Exact),
             })
             .collect::<candle_core::Result<Vec<_>>>()?;

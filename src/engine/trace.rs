@@ -92,6 +92,31 @@ pub struct StageTimings {
 }
 
 impl StageTimings {
+    /// Applies `f` to each field of `self` with the same field of `other`.
+    fn zip_with(&mut self, other: &Self, f: impl Fn(&mut f64, f64)) {
+        f(&mut self.tokenize, other.tokenize);
+        f(&mut self.embeddings, other.embeddings);
+        f(&mut self.feature, other.feature);
+        f(&mut self.search, other.search);
+        f(&mut self.map_load, other.map_load);
+        f(&mut self.attention, other.attention);
+        f(&mut self.rest, other.rest);
+        f(&mut self.pooling, other.pooling);
+        f(&mut self.total, other.total);
+    }
+
+    /// Adds `other` field by field.
+    pub fn accumulate(&mut self, other: &Self) {
+        self.zip_with(other, |a, b| *a += b);
+    }
+
+    /// Every field multiplied by `factor`.
+    pub fn scaled(mut self, factor: f64) -> Self {
+        let copy = self;
+        self.zip_with(&copy, |a, _| *a *= factor);
+        self
+    }
+
     /// Attention including the look-up and map loading that served it: the
     /// cached side of an honest attention speedup.
     pub fn attention_with_lookup(&self) -> f64 {

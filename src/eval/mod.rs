@@ -1,7 +1,14 @@
-//! Measuring attention reuse: map similarity and robust timing statistics.
+//! Measuring attention reuse: map similarity, timing statistics, the
+//! downstream probe, evaluation of a policy and calibration of thresholds.
 
+mod calibrate;
+mod evaluate;
+mod probe;
 mod similarity;
 mod stats;
 
+pub use calibrate::{CalibrateOptions, Objective, PolicyKind, calibrate};
+pub use evaluate::{Evaluation, MeanTimings, evaluate, train_probe};
+pub use probe::Probe;
 pub use similarity::{js_divergence, map_similarity, similarity};
-pub use stats::median;
+pub use stats::{mean, median, percentile};

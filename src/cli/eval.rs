@@ -1,0 +1,230 @@
+//! `attncache eval`, `attncache calibrate` and `attncache sweep`.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::progress;
+use super::setup::{load_corpus, load_model, load_policy, open_database};
+use crate::cache::{LengthPolicy, Policy};
+use crate::data::CorpusOptions;
+use crate::engine::Engine;
+use crate::eval::{
+    CalibrateOptions, Evaluation, Objective, PolicyKind, calibrate, evaluate, train_probe,
+};
+
+/// Where a command reads its database and queries.
+pub struct Workload<'a> {
+    pub db: &'a Path,
+    pub split: &'a str,
+    pub limit: Option<usize>,
+    pub columns: CorpusOptions,
+}
+
+/// `attncache eval`.
+pub fn run_eval(
+    model: Option<&Path>,
+    work: Workload,
+    policy: Option<&str>,
+    repeats: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let model = load_model(model, "eval")?;
+    let db = open_database(work.db, &model)?;
+    let policy = load_policy(policy, Some(&db), &model)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit)?;
+    let probe = train_probe(&db)?;
+    let engine = Engine::new(model, db, policy)?;
+    let bar = progress::bar(
+        corpus.items.len() * (1 + repeats),
+        &format!("evaluating on {}", corpus.name),
+    );
+    let eval = evaluate(&engine, &corpus, probe.as_ref(), repeats, &mut |d, _| {
+        bar.set_position(d as u64)
+    });
+    bar.finish_and_clear();
+    let eval = eval?;
+    if json {
+        println!("{}", serde_json::to_string(&eval)?);
+    } else {
+        print_evaluation(&eval);
+    }
+    Ok(())
+}
+
+/// Human-readable summary of an evaluation.
+fn print_evaluation(e: &Evaluation) {
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
+    println!(
+        "policy {} on {} ({} queries, all counted)",
+        e.policy, e.split, e.queries
+    );
+    println!(
+        "  hit rate            {} of query × layer × head slots",
+        pct(e.hit_rate)
+    );
+    println!("  no same-length entry {}", pct(e.no_candidate));
+    println!(
+        "  fidelity            mean {:.5}, p5 {:.5} (cosine cached vs exact)",
+        e.fidelity_mean, e.fidelity_p5
+    );
+    if let (Some(a), Some(c), Some(loss)) =
+        (e.accuracy_exact, e.accuracy_cached, e.accuracy_loss_pt)
+    {
+        println!(
+            "  accuracy            exact {}, cached {}, loss {loss:.2} pt, agreement {}",
+            pct(a),
+            pct(c),
+            pct(e.agreement.unwrap_or(f64::NAN))
+        );
+    }
+    println!(
+        "  speedup             attention {:.3}× (look-up and map loading included), end to end {:.3}× (median of {} repeats)",
+        e.attention_speedup, e.e2e_speedup, e.repeats
+    );
+    let (x, c) = (&e.timings_ms.exact, &e.timings_ms.cached);
+    println!(
+        "  mean ms per query   exact: attention {:.2}, total {:.2}",
+        x.attention, x.total
+    );
+    println!(
+        "                      cached: feature {:.2}, search {:.2}, map load {:.2}, attention {:.2}, rest {:.2}, total {:.2}",
+        c.feature, c.search, c.map_load, c.attention, c.rest, c.total
+    );
+    println!("  hit rate per layer × head (%):");
+    for (l, row) in e.hit_rate_per_head.iter().enumerate() {
+        let cells: String = row.iter().map(|h| format!("{:>4.0}", h * 100.0)).collect();
+        println!("    L{l}{cells}");
+    }
+    println!("  cacheability (mean true similarity of the neighbour's map, %):");
+    for (l, row) in e.cacheability.iter().enumerate() {
+        let cells: String = row
+            .iter()
+            .map(|s| s.map_or("   -".into(), |s| format!("{:>4.0}", s * 100.0)))
+            .collect();
+        println!("    L{l}{cells}");
+    }
+}
+
+/// Options of `attncache calibrate`.
+pub struct CalibrateArgs<'a> {
+    pub budget: f64,
+    pub objective: &'a str,
+    pub kind: &'a str,
+    pub length_policy: &'a str,
+    pub out: Option<&'a Path>,
+    pub json: bool,
+}
+
+/// `attncache calibrate`.
+pub fn run_calibrate(
+    model: Option<&Path>,
+    work: Workload,
+    args: CalibrateArgs,
+) -> anyhow::Result<()> {
+    let options = CalibrateOptions {
+        budget: args.budget,
+        objective: Objective::parse(args.objective)?,
+        kind: PolicyKind::parse(args.kind)?,
+    };
+    anyhow::ensure!(args.budget >= 0.0, "--budget must be at least 0");
+    let model = load_model(model, "calibrate")?;
+    let db = open_database(work.db, &model)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit)?;
+    let probe = train_probe(&db)?;
+    let mut start = Policy::strict(model.shape());
+    start.lengths = LengthPolicy::parse(args.length_policy)?;
+    let engine = Engine::new(model, db.clone(), start)?;
+    let bar = progress::bar(10, &format!("calibrating on {}", corpus.name));
+    let policy = calibrate(&engine, &corpus, probe.as_ref(), options, &mut |d, _| {
+        bar.set_position(d as u64)
+    });
+    bar.finish_and_clear();
+    let policy = policy?;
+    let out = args
+        .out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| db.dir().join("policy.json"));
+    policy.save(&out)?;
+    let cal = policy.calibration.as_ref().context("calibration result")?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "policy": out, "calibration": cal })
+        );
+    } else {
+        println!(
+            "wrote {}: {} on {}: measured {} error {:.4} (budget {}), expected hit rate {:.1}%",
+            out.display(),
+            policy.name,
+            cal.split,
+            cal.objective,
+            cal.measured_error,
+            cal.budget,
+            cal.expected_hit_rate * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// `attncache sweep`: evaluations over a list of global thresholds.
+pub fn run_sweep(
+    model: Option<&Path>,
+    work: Workload,
+    thresholds: &[f32],
+    paper: bool,
+    repeats: usize,
+    csv: bool,
+) -> anyhow::Result<()> {
+    let model = load_model(model, "sweep")?;
+    let db = open_database(work.db, &model)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit)?;
+    let probe = train_probe(&db)?;
+    let mut rows = Vec::new();
+    let bar = progress::bar(thresholds.len(), &format!("sweeping on {}", corpus.name));
+    for &t in thresholds {
+        let policy = if paper {
+            Policy::paper(model.shape(), t)
+        } else {
+            Policy::global(model.shape(), t)
+        };
+        let engine = Engine::new(model.clone(), db.clone(), policy)?;
+        rows.push((
+            t,
+            evaluate(&engine, &corpus, probe.as_ref(), repeats, &mut |_, _| {})?,
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if csv {
+        println!(
+            "threshold,policy,queries,hit_rate,fidelity_mean,fidelity_p5,accuracy_exact,accuracy_cached,accuracy_loss_pt,attention_speedup,e2e_speedup"
+        );
+        let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.6}"));
+        for (t, e) in &rows {
+            println!(
+                "{t},{},{},{:.6},{:.6},{:.6},{},{},{},{:.4},{:.4}",
+                e.policy,
+                e.queries,
+                e.hit_rate,
+                e.fidelity_mean,
+                e.fidelity_p5,
+                opt(e.accuracy_exact),
+                opt(e.accuracy_cached),
+                opt(e.accuracy_loss_pt),
+                e.attention_speedup,
+                e.e2e_speedup
+            );
+        }
+    } else {
+        let points: Vec<_> = rows
+            .iter()
+            .map(|(t, e)| serde_json::json!({ "threshold": t, "evaluation": e }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "split": corpus.name, "points": points })
+        );
+    }
+    Ok(())
+}

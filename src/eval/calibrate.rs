@@ -1,0 +1,328 @@
+//! Calibration: the loosest thresholds whose measured error on a
+//! calibration split stays within a budget.
+//!
+//! Ours (per layer × head): the exact model's own inputs are looked up once
+//! per query, giving for every head samples of (feature distance, true
+//! similarity of the neighbour's map). For a map-error tolerance ε, each
+//! head's threshold is the largest distance whose admitted samples have a
+//! mean map error (1 − similarity) of at most ε. ε is then chosen by
+//! bisection as the largest value whose *measured* output error — from real
+//! cached runs over the whole split — stays within the budget.
+//!
+//! Paper (one look-up, all or nothing): the global distance threshold is
+//! chosen by bisection in the same way.
+
+use serde::Serialize;
+
+use super::probe::Probe;
+use crate::cache::Policy;
+use crate::cache::policy::{Calibration, IDENTICAL};
+use crate::data::Corpus;
+use crate::engine::{Engine, Mode, Observation};
+use crate::model::cosine;
+
+/// Bisection steps.
+const STEPS: usize = 10;
+
+/// What the error budget bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Mean over queries of 1 − cosine(cached, exact sentence embedding).
+    Fidelity,
+    /// Probe accuracy on exact embeddings minus on cached ones, in
+    /// percentage points (needs a labelled split).
+    Accuracy,
+}
+
+impl Objective {
+    /// Parses `fidelity` or `accuracy`.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "fidelity" => Ok(Objective::Fidelity),
+            "accuracy" => Ok(Objective::Accuracy),
+            other => anyhow::bail!("unknown objective `{other}`: use fidelity or accuracy"),
+        }
+    }
+}
+
+/// Which decision rule is calibrated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// Per-layer look-up, per-head thresholds.
+    Ours,
+    /// One look-up per input, all or nothing, one threshold.
+    Paper,
+}
+
+impl PolicyKind {
+    /// Parses `ours` or `paper`.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "ours" => Ok(PolicyKind::Ours),
+            "paper" => Ok(PolicyKind::Paper),
+            other => anyhow::bail!("unknown policy kind `{other}`: use ours or paper"),
+        }
+    }
+}
+
+/// Calibration settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CalibrateOptions {
+    /// The error budget (units of the objective).
+    pub budget: f64,
+    /// What the budget bounds.
+    pub objective: Objective,
+    /// Which rule to calibrate.
+    pub kind: PolicyKind,
+}
+
+/// Measured error and hit rate of one candidate policy.
+struct Trial {
+    error: f64,
+    hit_rate: f64,
+}
+
+/// Calibrates a policy for `engine`'s database (and its length policy) on
+/// `corpus`; `progress(step, steps)` reports the bisection.
+pub fn calibrate(
+    engine: &Engine,
+    corpus: &Corpus,
+    probe: Option<&Probe>,
+    options: CalibrateOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<Policy> {
+    anyhow::ensure!(
+        !corpus.items.is_empty(),
+        "the calibration split {} is empty",
+        corpus.name
+    );
+    if options.objective == Objective::Accuracy {
+        anyhow::ensure!(
+            probe.is_some() && corpus.items.iter().any(|i| i.label.is_some()),
+            "the accuracy objective needs labels in the database and in {}: use --objective fidelity",
+            corpus.name
+        );
+    }
+    let shape = *engine.model().shape();
+    let lengths = engine.policy().lengths;
+    let mut observer = engine.clone();
+    let mut base = match options.kind {
+        PolicyKind::Ours => Policy::global(&shape, 0.0),
+        PolicyKind::Paper => Policy::paper(&shape, 0.0),
+    };
+    base.lengths = lengths;
+    observer.set_policy(base.clone())?;
+    let observations = corpus
+        .items
+        .iter()
+        .map(|item| observer.observe(&item.text))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let samples = samples_per_head(&observations, shape.layers, shape.heads);
+    base.predictor = fit_predictors(&samples);
+
+    let policy_at = |x: f64| -> Policy {
+        let mut p = base.clone();
+        match options.kind {
+            PolicyKind::Ours => p.max_distance = thresholds_for(&samples, x),
+            PolicyKind::Paper => p.max_distance = vec![vec![x as f32; shape.heads]; shape.layers],
+        }
+        p
+    };
+    let measure = |policy: &Policy| -> anyhow::Result<Trial> {
+        let mut trial_engine = engine.clone();
+        trial_engine.set_policy(policy.clone())?;
+        measure_trial(
+            &trial_engine,
+            corpus,
+            &observations,
+            probe,
+            options.objective,
+        )
+    };
+    // Bisection on ε (map error, ours) or the distance (paper), from the
+    // strict end; errors grow with the knob, so keep the last value within
+    // budget.
+    let (mut lo, mut hi) = (
+        0.0f64,
+        match options.kind {
+            PolicyKind::Ours => 1.0,
+            PolicyKind::Paper => 2.0,
+        },
+    );
+    let mut best = (policy_at(0.0), measure(&policy_at(0.0))?);
+    if best.1.error > options.budget {
+        // Even the strictest setting of the knob is over budget: reuse
+        // identical inputs only.
+        let strict = Policy {
+            max_distance: vec![vec![IDENTICAL; shape.heads]; shape.layers],
+            ..base.clone()
+        };
+        let trial = measure(&strict)?;
+        best = (strict, trial);
+    }
+    for step in 0..STEPS {
+        let mid = (lo + hi) / 2.0;
+        let policy = policy_at(mid);
+        let trial = measure(&policy)?;
+        if trial.error <= options.budget {
+            lo = mid;
+            best = (policy, trial);
+        } else {
+            hi = mid;
+        }
+        progress(step + 1, STEPS);
+    }
+    let (mut policy, trial) = best;
+    policy.name = match options.kind {
+        PolicyKind::Ours => {
+            format!("calibrated:{:?}≤{}", options.objective, options.budget).to_lowercase()
+        }
+        PolicyKind::Paper => format!(
+            "paper-calibrated:{:?}≤{}",
+            options.objective, options.budget
+        )
+        .to_lowercase(),
+    };
+    policy.calibration = Some(Calibration {
+        split: corpus.name.clone(),
+        objective: format!("{:?}", options.objective).to_lowercase(),
+        budget: options.budget,
+        measured_error: trial.error,
+        expected_hit_rate: trial.hit_rate,
+    });
+    Ok(policy)
+}
+
+/// Per layer × head, the (distance, similarity) samples, sorted by distance.
+fn samples_per_head(
+    observations: &[Observation],
+    layers: usize,
+    heads: usize,
+) -> Vec<Vec<Vec<(f32, f32)>>> {
+    let mut samples = vec![vec![Vec::new(); heads]; layers];
+    for obs in observations {
+        for (l, layer) in obs.layers.iter().enumerate() {
+            if let Some((distance, sims)) = layer {
+                for (h, &s) in sims.iter().enumerate() {
+                    samples[l][h].push((*distance, s));
+                }
+            }
+        }
+    }
+    for head in samples.iter_mut().flatten() {
+        head.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    samples
+}
+
+/// Each head's largest distance whose admitted samples (all with a smaller
+/// or equal distance) have a mean map error of at most `epsilon`.
+fn thresholds_for(samples: &[Vec<Vec<(f32, f32)>>], epsilon: f64) -> Vec<Vec<f32>> {
+    samples
+        .iter()
+        .map(|layer| {
+            layer
+                .iter()
+                .map(|head| {
+                    let mut threshold = IDENTICAL;
+                    let mut error_sum = 0f64;
+                    for (i, &(d, s)) in head.iter().enumerate() {
+                        error_sum += 1.0 - s as f64;
+                        if error_sum / (i + 1) as f64 <= epsilon {
+                            threshold = threshold.max(d);
+                        }
+                    }
+                    threshold
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Least-squares fit of similarity ≈ a − b·distance per head.
+fn fit_predictors(samples: &[Vec<Vec<(f32, f32)>>]) -> Vec<Vec<[f32; 2]>> {
+    samples
+        .iter()
+        .map(|layer| {
+            layer
+                .iter()
+                .map(|head| {
+                    let n = head.len() as f64;
+                    if n < 2.0 {
+                        return [1.0, 1.0];
+                    }
+                    let (mx, my) = (
+                        head.iter().map(|p| p.0 as f64).sum::<f64>() / n,
+                        head.iter().map(|p| p.1 as f64).sum::<f64>() / n,
+                    );
+                    let sxx: f64 = head.iter().map(|p| (p.0 as f64 - mx).powi(2)).sum();
+                    let sxy: f64 = head
+                        .iter()
+                        .map(|p| (p.0 as f64 - mx) * (p.1 as f64 - my))
+                        .sum();
+                    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+                    [(my - slope * mx) as f32, (-slope) as f32]
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs every calibration query cached and measures the objective against
+/// the exact embeddings observed before.
+fn measure_trial(
+    engine: &Engine,
+    corpus: &Corpus,
+    observations: &[Observation],
+    probe: Option<&Probe>,
+    objective: Objective,
+) -> anyhow::Result<Trial> {
+    let (mut fidelity_loss, mut hit_rate) = (0f64, 0f64);
+    let (mut correct_exact, mut correct_cached, mut labelled) = (0usize, 0usize, 0usize);
+    for (item, obs) in corpus.items.iter().zip(observations) {
+        let run = engine.run(&item.text, Mode::Cached)?;
+        fidelity_loss += 1.0 - cosine(&run.embedding, &obs.embedding) as f64;
+        hit_rate += run.trace.hit_rate;
+        if let (Some(probe), Some(label)) = (probe, item.label.as_deref()) {
+            labelled += 1;
+            correct_exact += usize::from(probe.predict(&obs.embedding) == label);
+            correct_cached += usize::from(probe.predict(&run.embedding) == label);
+        }
+    }
+    let n = corpus.items.len() as f64;
+    let error = match objective {
+        Objective::Fidelity => fidelity_loss / n,
+        Objective::Accuracy => {
+            (correct_exact as f64 - correct_cached as f64) / labelled.max(1) as f64 * 100.0
+        }
+    };
+    Ok(Trial {
+        error,
+        hit_rate: hit_rate / n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_admit_the_longest_prefix_within_the_tolerance() {
+        // One head: errors 0, 0.1, 0.5 at distances 0.1, 0.2, 0.3.
+        let samples = vec![vec![vec![(0.1, 1.0), (0.2, 0.9), (0.3, 0.5)]]];
+        assert_eq!(thresholds_for(&samples, 0.0), vec![vec![0.1]]);
+        assert_eq!(thresholds_for(&samples, 0.05), vec![vec![0.2]]);
+        assert_eq!(thresholds_for(&samples, 0.2), vec![vec![0.3]]);
+        // No samples: identical inputs only.
+        assert_eq!(thresholds_for(&[vec![vec![]]], 0.5), vec![vec![IDENTICAL]]);
+    }
+
+    #[test]
+    fn predictor_fits_a_line() {
+        let samples = vec![vec![vec![(0.0, 1.0), (0.5, 0.75), (1.0, 0.5)]]];
+        let [a, b] = fit_predictors(&samples)[0][0];
+        assert!((a - 1.0).abs() < 1e-6 && (b - 0.5).abs() < 1e-6, "{a} {b}");
+    }
+}

@@ -1,0 +1,218 @@
+//! Evaluating a policy over a split: hit rate, fidelity, downstream accuracy
+//! and speedups over *all* queries, look-up and map loading counted.
+
+use serde::Serialize;
+
+use super::probe::Probe;
+use super::stats::{mean, median, percentile};
+use crate::cache::Database;
+use crate::data::Corpus;
+use crate::engine::{Engine, Mode, StageTimings};
+use crate::model::cosine;
+
+/// Trains the accuracy probe on the database's entries (their exact
+/// embeddings and labels); `None` when the entries carry fewer than two labels.
+pub fn train_probe(db: &Database) -> anyhow::Result<Option<Probe>> {
+    let examples: Vec<(&[f32], &str)> = db
+        .entries()
+        .iter()
+        .filter_map(|e| e.label.as_deref().map(|l| (db.embedding(e.id as usize), l)))
+        .collect();
+    let mut labels: Vec<&str> = examples.iter().map(|(_, l)| *l).collect();
+    labels.sort();
+    labels.dedup();
+    if labels.len() < 2 {
+        return Ok(None);
+    }
+    Probe::train(&examples).map(Some)
+}
+
+/// Mean stage times per query, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MeanTimings {
+    /// The exact path.
+    pub exact: StageTimings,
+    /// The cached path.
+    pub cached: StageTimings,
+}
+
+/// The result of evaluating one policy on one split.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// The split.
+    pub split: String,
+    /// The policy's name.
+    pub policy: String,
+    /// Number of queries (all of them count, hits and misses).
+    pub queries: usize,
+    /// Share of query × layer × head slots served from the cache.
+    pub hit_rate: f64,
+    /// The same per layer × head.
+    pub hit_rate_per_head: Vec<Vec<f64>>,
+    /// Share of queries with no qualifying entry at all (no look-up can hit).
+    pub no_candidate: f64,
+    /// Probe accuracy on exact embeddings (fraction), when the split is labelled.
+    pub accuracy_exact: Option<f64>,
+    /// Probe accuracy on cached embeddings (fraction).
+    pub accuracy_cached: Option<f64>,
+    /// `accuracy_exact − accuracy_cached` in percentage points.
+    pub accuracy_loss_pt: Option<f64>,
+    /// Share of queries where the probe predicts the same label either way.
+    pub agreement: Option<f64>,
+    /// Mean cosine of the cached to the exact sentence embedding.
+    pub fidelity_mean: f64,
+    /// Its 5th percentile.
+    pub fidelity_p5: f64,
+    /// Exact attention time / cached attention time (feature, search and map
+    /// loading included), summed over all queries; median over repeats.
+    pub attention_speedup: f64,
+    /// Exact / cached time from tokenization to output, likewise.
+    pub e2e_speedup: f64,
+    /// Timed repeats over the split.
+    pub repeats: usize,
+    /// Per layer × head: mean true similarity of the neighbour's map to the
+    /// exact map over queries that had a neighbour ("cacheability").
+    pub cacheability: Vec<Vec<Option<f64>>>,
+    /// Mean true similarity of the maps actually reused.
+    pub reused_similarity: Option<f64>,
+    /// Mean stage times per query.
+    pub timings_ms: MeanTimings,
+}
+
+/// Evaluates `engine`'s policy on `corpus`; `progress(done, total)` after
+/// each query of each phase.
+pub fn evaluate(
+    engine: &Engine,
+    corpus: &Corpus,
+    probe: Option<&Probe>,
+    repeats: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<Evaluation> {
+    let shape = *engine.model().shape();
+    let n = corpus.items.len();
+    anyhow::ensure!(n > 0, "the split {} is empty", corpus.name);
+    let total_steps = n * (1 + repeats);
+    let mut hits = vec![vec![0usize; shape.heads]; shape.layers];
+    let mut sims = vec![vec![(0f64, 0usize); shape.heads]; shape.layers];
+    let (mut reused_sum, mut reused_count) = (0f64, 0usize);
+    let mut fidelities = Vec::with_capacity(n);
+    let mut no_candidate = 0usize;
+    let (mut correct_exact, mut correct_cached, mut agree, mut labelled) =
+        (0usize, 0usize, 0usize, 0usize);
+    for (i, item) in corpus.items.iter().enumerate() {
+        let run = engine.run(&item.text, Mode::Shadow)?;
+        let exact_embedding = run.exact_embedding.as_deref().expect("shadow mode");
+        fidelities.push(cosine(&run.embedding, exact_embedding) as f64);
+        no_candidate += usize::from(run.trace.layers.iter().all(|l| l.neighbour.is_none()));
+        for (l, layer) in run.trace.layers.iter().enumerate() {
+            for (h, head) in layer.heads.iter().enumerate() {
+                hits[l][h] += usize::from(head.hit);
+                if let Some(s) = head.similarity {
+                    sims[l][h].0 += s as f64;
+                    sims[l][h].1 += 1;
+                    if head.hit {
+                        reused_sum += s as f64;
+                        reused_count += 1;
+                    }
+                }
+            }
+        }
+        if let (Some(probe), Some(label)) = (probe, item.label.as_deref()) {
+            let (e, c) = (
+                probe.predict(exact_embedding),
+                probe.predict(&run.embedding),
+            );
+            labelled += 1;
+            correct_exact += usize::from(e == label);
+            correct_cached += usize::from(c == label);
+            agree += usize::from(e == c);
+        }
+        progress(i + 1, total_steps);
+    }
+    let (attention_speedup, e2e_speedup, timings_ms) =
+        time_speedups(engine, corpus, repeats, &mut |done| {
+            progress(n + done, total_steps)
+        })?;
+    let share = |count: usize| count as f64 / n as f64;
+    let accuracy = |c: usize| (labelled > 0).then(|| c as f64 / labelled as f64);
+    let (accuracy_exact, accuracy_cached) = (accuracy(correct_exact), accuracy(correct_cached));
+    Ok(Evaluation {
+        split: corpus.name.clone(),
+        policy: engine.policy().name.clone(),
+        queries: n,
+        hit_rate: mean(&hits.iter().flatten().map(|&c| share(c)).collect::<Vec<_>>()),
+        hit_rate_per_head: hits
+            .iter()
+            .map(|r| r.iter().map(|&c| share(c)).collect())
+            .collect(),
+        no_candidate: share(no_candidate),
+        accuracy_exact,
+        accuracy_cached,
+        accuracy_loss_pt: accuracy_exact
+            .zip(accuracy_cached)
+            .map(|(e, c)| (e - c) * 100.0),
+        agreement: accuracy(agree),
+        fidelity_mean: mean(&fidelities),
+        fidelity_p5: percentile(&fidelities, 5.0),
+        attention_speedup,
+        e2e_speedup,
+        repeats,
+        cacheability: sims
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|&(s, c)| (c > 0).then(|| s / c as f64))
+                    .collect()
+            })
+            .collect(),
+        reused_similarity: (reused_count > 0).then(|| reused_sum / reused_count as f64),
+        timings_ms,
+    })
+}
+
+/// Runs every query exactly and cached, alternating which goes first, for
+/// `repeats` passes; returns the median over passes of the summed-time
+/// ratios (attention with look-up, end to end) and mean stage times.
+fn time_speedups(
+    engine: &Engine,
+    corpus: &Corpus,
+    repeats: usize,
+    progress: &mut dyn FnMut(usize),
+) -> anyhow::Result<(f64, f64, MeanTimings)> {
+    let (mut attention_ratios, mut e2e_ratios) = (Vec::new(), Vec::new());
+    let mut sums = MeanTimings::default();
+    let mut done = 0;
+    for _ in 0..repeats.max(1) {
+        let (mut exact_att, mut cached_att, mut exact_total, mut cached_total) =
+            (0f64, 0f64, 0f64, 0f64);
+        for (i, item) in corpus.items.iter().enumerate() {
+            let (exact, cached) = if i % 2 == 0 {
+                let e = engine.run(&item.text, Mode::Exact)?.trace.timings;
+                (e, engine.run(&item.text, Mode::Cached)?.trace.timings)
+            } else {
+                let c = engine.run(&item.text, Mode::Cached)?.trace.timings;
+                (engine.run(&item.text, Mode::Exact)?.trace.timings, c)
+            };
+            exact_att += exact.attention_with_lookup();
+            cached_att += cached.attention_with_lookup();
+            exact_total += exact.total;
+            cached_total += cached.total;
+            sums.exact.accumulate(&exact);
+            sums.cached.accumulate(&cached);
+            done += 1;
+            progress(done);
+        }
+        attention_ratios.push(exact_att / cached_att);
+        e2e_ratios.push(exact_total / cached_total);
+    }
+    let runs = (corpus.items.len() * repeats.max(1)) as f64;
+    let means = MeanTimings {
+        exact: sums.exact.scaled(1.0 / runs),
+        cached: sums.cached.scaled(1.0 / runs),
+    };
+    Ok((
+        median(&attention_ratios).unwrap_or(f64::NAN),
+        median(&e2e_ratios).unwrap_or(f64::NAN),
+        means,
+    ))
+}
