@@ -1,6 +1,7 @@
 //! The `attncache` command line: one module per subcommand.
 
 mod attention;
+mod bench;
 mod build;
 mod db_info;
 mod demo;
@@ -233,6 +234,35 @@ pub enum Command {
         #[arg(long, conflicts_with = "csv")]
         json: bool,
     },
+    /// Latency benchmark by sequence length: exact vs cached attention and
+    /// end-to-end time (look-up included) from one run, the ideal speedup
+    /// implied by the work skipped, and the ceiling of reusing every map.
+    Bench {
+        /// The database.
+        #[arg(long, value_name = "DIR")]
+        db: PathBuf,
+        /// strict, global:D, paper:D or a policy file (default: the
+        /// database's policy.json, else strict).
+        #[arg(long, value_name = "P")]
+        policy: Option<String>,
+        /// Query sets (comma-separated): short reviews and long plot texts.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "rt:test,rt-plot:test",
+            value_name = "SPECS"
+        )]
+        splits: Vec<String>,
+        /// Queries taken from each set.
+        #[arg(long, default_value_t = 40, value_name = "N")]
+        limit: usize,
+        /// Interleaved repeats per query (medians).
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        repeats: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A short tour: embeddings, one attention map, and capture → reuse of
     /// every map with its effect on output and time.
     Demo,
@@ -323,6 +353,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             csv,
             json: _,
         } => eval::run_sweep(model, work.workload(), &thresholds, paper, repeats, csv),
+        Command::Bench {
+            db,
+            policy,
+            splits,
+            limit,
+            repeats,
+            json,
+        } => bench::run(
+            model,
+            bench::BenchArgs {
+                db: &db,
+                policy: policy.as_deref(),
+                splits: &splits,
+                limit,
+                repeats,
+                json,
+            },
+        ),
         Command::Demo => demo::run(model),
     }
 }

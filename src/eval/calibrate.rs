@@ -313,8 +313,8 @@ mod tests {
         // One head: errors 0, 0.1, 0.5 at distances 0.1, 0.2, 0.3.
         let samples = vec![vec![vec![(0.1, 1.0), (0.2, 0.9), (0.3, 0.5)]]];
         assert_eq!(thresholds_for(&samples, 0.0), vec![vec![0.1]]);
-        assert_eq!(thresholds_for(&samples, 0.05), vec![vec![0.2]]);
-        assert_eq!(thresholds_for(&samples, 0.2), vec![vec![0.3]]);
+        assert_eq!(thresholds_for(&samples, 0.06), vec![vec![0.2]]);
+        assert_eq!(thresholds_for(&samples, 0.25), vec![vec![0.3]]);
         // No samples: identical inputs only.
         assert_eq!(thresholds_for(&[vec![vec![]]], 0.5), vec![vec![IDENTICAL]]);
     }

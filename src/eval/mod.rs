@@ -1,13 +1,17 @@
 //! Measuring attention reuse: map similarity, timing statistics, the
 //! downstream probe, evaluation of a policy and calibration of thresholds.
 
+mod bench;
 mod calibrate;
+mod cost;
 mod evaluate;
 mod probe;
 mod similarity;
 mod stats;
 
+pub use bench::{BenchRow, bench};
 pub use calibrate::{CalibrateOptions, Objective, PolicyKind, calibrate};
+pub use cost::LayerCost;
 pub use evaluate::{Evaluation, MeanTimings, evaluate, train_probe};
 pub use probe::Probe;
 pub use similarity::{js_divergence, map_similarity, similarity};

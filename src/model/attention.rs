@@ -1,18 +1,38 @@
 //! BERT self-attention with a per-head plan: exact, exact + capture, or reuse.
 //!
-//! The exact path is the fastest we can write with candle ops: the
-//! 1/√d scale is folded into the Q weights at load time, all computed heads of
-//! a run share one Q and one K projection and one batched QKᵀ, masking is
-//! skipped when nothing is padded, the softmax is candle's fused
-//! `softmax_last_dim`, and no tensor is copied to a contiguous layout except
-//! the head-merge at the end (and the head split for padded batches, which
+//! The exact path is the fastest we can write with candle ops: the 1/√d
+//! scale is folded into the Q weights at load time, one Q, one K and one V
+//! projection, one batched QKᵀ, masking only when something is padded,
+//! candle's fused `softmax_last_dim`, and no copy to a contiguous layout but
+//! the head merge at the end (and the head split of padded batches, which
 //! candle's CPU matmul needs).
+//!
+//! A layer with reused heads computes Q and K for the other heads only, with
+//! one projection each through weight rows gathered for that set of heads
+//! (cached per set: a calibrated policy's decisions in a layer are nested by
+//! distance, so a layer sees at most heads + 1 sets). The computed and the
+//! reused maps are stacked in model order and one batched map·V runs.
 
-use candle_core::{D, IndexOp, Result, Tensor};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{D, DType, IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::ModelShape;
 use super::plan::{HeadPlan, LayerPlan};
+
+/// Most head sets whose gathered weights a layer keeps.
+const GATHERED_CACHE: usize = 32;
+
+/// Q and K weight rows and biases of a subset of heads.
+#[derive(Debug)]
+struct Gathered {
+    q_weight: Tensor,
+    q_bias: Tensor,
+    k_weight: Tensor,
+    k_bias: Tensor,
+}
 
 /// Q, K and V projections of one layer (weights `[D, D]`, PyTorch layout).
 #[derive(Debug, Clone)]
@@ -25,6 +45,8 @@ pub struct SelfAttention {
     v_bias: Tensor,
     heads: usize,
     head_dim: usize,
+    /// Gathered Q/K weights by bit mask of computed heads.
+    gathered: Arc<Mutex<HashMap<u64, Arc<Gathered>>>>,
 }
 
 /// What an attention layer produced.
@@ -40,6 +62,9 @@ impl SelfAttention {
     /// Loads `query`, `key`, `value` under `vb` (the `attention.self` prefix).
     pub fn load(vb: VarBuilder, shape: &ModelShape) -> Result<Self> {
         let d = shape.hidden;
+        if shape.heads > 64 {
+            candle_core::bail!("{} heads per layer: at most 64 are supported", shape.heads);
+        }
         let scale = 1.0 / (shape.head_dim as f64).sqrt();
         let load = |name: &str| -> Result<(Tensor, Tensor)> {
             let vb = vb.pp(name);
@@ -57,6 +82,7 @@ impl SelfAttention {
             v_bias,
             heads: shape.heads,
             head_dim: shape.head_dim,
+            gathered: Arc::default(),
         })
     }
 
@@ -77,61 +103,115 @@ impl SelfAttention {
             );
         }
         let rows = x.reshape((b * s, d))?;
-        let v = self.split_heads(&project(&rows, &self.v_weight, &self.v_bias, 0, d)?, b, s)?;
+        let v = self.split_heads(
+            &rows
+                .matmul(&self.v_weight.t()?)?
+                .broadcast_add(&self.v_bias)?,
+            b,
+            s,
+        )?;
+        let (computed, reused): (Vec<usize>, Vec<usize>) =
+            (0..self.heads).partition(|&h| plan.heads()[h].computes());
         let mut captured = vec![None; self.heads];
-        let mut parts = Vec::new();
-        for (first, end, computed) in plan.runs() {
-            let probs = if computed {
-                self.exact_probs(&rows, mask, b, s, first, end)?
-            } else {
-                stack_maps(&plan.heads()[first..end], b, s, first)?
-            };
-            for (h, head) in plan.heads().iter().enumerate().take(end).skip(first) {
-                if matches!(head, HeadPlan::Capture) {
-                    captured[h] = Some(probs.i((.., h - first))?);
-                }
-            }
-            parts.push(probs);
+
+        if reused.is_empty() {
+            let probs = self.probs(
+                &rows,
+                mask,
+                b,
+                s,
+                &self.q_weight,
+                &self.q_bias,
+                &self.k_weight,
+                &self.k_bias,
+            )?;
+            capture(plan, &computed, &probs, &mut captured)?;
+            let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
+            return Ok(AttentionOutput { context, captured });
         }
-        let probs = if parts.len() == 1 {
-            parts.pop().expect("one part")
-        } else {
-            Tensor::cat(&parts, 1)?
-        };
-        // candle concatenates along a non-leading axis through a transposed
-        // layout; the batched matmul needs plain strides (a no-op otherwise).
-        let probs = probs.contiguous()?;
+        if computed.is_empty() {
+            let maps = stack_maps(plan, &reused, b, s)?;
+            let context = maps.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
+            return Ok(AttentionOutput { context, captured });
+        }
+        let w = self.gathered_weights(&computed)?;
+        let probs = self.probs(
+            &rows,
+            mask,
+            b,
+            s,
+            &w.q_weight,
+            &w.q_bias,
+            &w.k_weight,
+            &w.k_bias,
+        )?;
+        capture(plan, &computed, &probs, &mut captured)?;
+        // All maps in model order: one copy of H·S² values.
+        let mut next_computed = 0;
+        let pieces = (0..self.heads)
+            .map(|h| match &plan.heads()[h] {
+                HeadPlan::Reuse(map) => reused_map(map, h, b, s),
+                _ => {
+                    next_computed += 1;
+                    probs.narrow(1, next_computed - 1, 1)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let probs = Tensor::cat(&pieces, 1)?.contiguous()?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
         Ok(AttentionOutput { context, captured })
     }
 
-    /// softmax(Q Kᵀ / √d + mask) for heads `first..end`: `[B, n, S, S]`.
-    fn exact_probs(
+    /// softmax(Q Kᵀ + mask) with the given (already scaled) weights: `[B, n, S, S]`.
+    #[allow(clippy::too_many_arguments)]
+    fn probs(
         &self,
         rows: &Tensor,
         mask: Option<&Tensor>,
         b: usize,
         s: usize,
-        first: usize,
-        end: usize,
+        q_weight: &Tensor,
+        q_bias: &Tensor,
+        k_weight: &Tensor,
+        k_bias: &Tensor,
     ) -> Result<Tensor> {
-        let (start, len) = (first * self.head_dim, (end - first) * self.head_dim);
-        let q = self.split_heads(
-            &project(rows, &self.q_weight, &self.q_bias, start, len)?,
-            b,
-            s,
-        )?;
-        let k = self.split_heads(
-            &project(rows, &self.k_weight, &self.k_bias, start, len)?,
-            b,
-            s,
-        )?;
+        let q = self.split_heads(&rows.matmul(&q_weight.t()?)?.broadcast_add(q_bias)?, b, s)?;
+        let k = self.split_heads(&rows.matmul(&k_weight.t()?)?.broadcast_add(k_bias)?, b, s)?;
         let scores = q.matmul(&k.t()?)?;
         let scores = match mask {
             Some(mask) => scores.broadcast_add(mask)?,
             None => scores,
         };
         candle_nn::ops::softmax_last_dim(&scores)
+    }
+
+    /// The Q/K weight rows of `heads`, gathered once per set of heads.
+    fn gathered_weights(&self, heads: &[usize]) -> Result<Arc<Gathered>> {
+        let key = heads.iter().fold(0u64, |m, &h| m | (1 << h));
+        let mut cache = self
+            .gathered
+            .lock()
+            .expect("no panics while holding the lock");
+        if let Some(w) = cache.get(&key) {
+            return Ok(w.clone());
+        }
+        let rows: Vec<u32> = heads
+            .iter()
+            .flat_map(|&h| (h * self.head_dim..(h + 1) * self.head_dim).map(|r| r as u32))
+            .collect();
+        let rows = Tensor::from_vec(rows, heads.len() * self.head_dim, self.q_weight.device())?;
+        let pick = |t: &Tensor| t.index_select(&rows, 0);
+        let w = Arc::new(Gathered {
+            q_weight: pick(&self.q_weight)?,
+            q_bias: pick(&self.q_bias)?,
+            k_weight: pick(&self.k_weight)?,
+            k_bias: pick(&self.k_bias)?,
+        });
+        if cache.len() >= GATHERED_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, w.clone());
+        Ok(w)
     }
 
     /// `[B·S, n·d]` → `[B, n, S, d]` (a view when B = 1).
@@ -142,44 +222,46 @@ impl SelfAttention {
     }
 }
 
-/// `rows · W[start..start+len]ᵀ + bias[start..start+len]`.
-fn project(
-    rows: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    start: usize,
-    len: usize,
-) -> Result<Tensor> {
-    let (weight, bias) = if start == 0 && len == weight.dim(0)? {
-        (weight.clone(), bias.clone())
-    } else {
-        (weight.narrow(0, start, len)?, bias.narrow(0, start, len)?)
-    };
-    rows.matmul(&weight.t()?)?.broadcast_add(&bias)
+/// Hands out the maps of computed heads whose plan captures them; `probs`
+/// holds the computed heads in the order of `computed`.
+fn capture(
+    plan: &LayerPlan,
+    computed: &[usize],
+    probs: &Tensor,
+    out: &mut [Option<Tensor>],
+) -> Result<()> {
+    for (j, &h) in computed.iter().enumerate() {
+        if matches!(plan.heads()[h], HeadPlan::Capture) {
+            out[h] = Some(probs.i((.., j))?);
+        }
+    }
+    Ok(())
 }
 
-/// The given maps of a run of reused heads as `[B, n, S, S]`.
-fn stack_maps(plans: &[HeadPlan], b: usize, s: usize, first: usize) -> Result<Tensor> {
-    let maps = plans
+/// The given maps of the reused heads as `[B, n, S, S]`, in the order of `heads`.
+fn stack_maps(plan: &LayerPlan, heads: &[usize], b: usize, s: usize) -> Result<Tensor> {
+    let maps = heads
         .iter()
-        .enumerate()
-        .map(|(j, plan)| {
-            let HeadPlan::Reuse(map) = plan else {
-                candle_core::bail!("head {} is in a reused run without a map", first + j)
-            };
-            let map = match map.dims() {
-                [ms, ns] if *ms == s && *ns == s => map.reshape((1, 1, s, s))?.broadcast_as((b, 1, s, s))?,
-                [mb, ms, ns] if *mb == b && *ms == s && *ns == s => map.unsqueeze(1)?,
-                other => candle_core::bail!(
-                    "the map given for head {} has shape {other:?}, expected [{s}, {s}] or [{b}, {s}, {s}]",
-                    first + j
-                ),
-            };
-            map.to_dtype(candle_core::DType::F32)
+        .map(|&h| match &plan.heads()[h] {
+            HeadPlan::Reuse(map) => reused_map(map, h, b, s),
+            _ => candle_core::bail!("head {h} is not reused"),
         })
         .collect::<Result<Vec<_>>>()?;
-    if maps.len() == 1 && b == 1 {
-        return Ok(maps.into_iter().next().expect("one map"));
-    }
-    Tensor::cat(&maps, 1)
+    // candle concatenates along a non-leading axis through a transposed
+    // layout; the batched matmul needs plain strides.
+    Tensor::cat(&maps, 1)?.contiguous()
+}
+
+/// A reused map (`[S, S]` shared by the batch, or `[B, S, S]`) as `[B, 1, S, S]` f32.
+fn reused_map(map: &Tensor, h: usize, b: usize, s: usize) -> Result<Tensor> {
+    let map = match map.dims() {
+        [ms, ns] if *ms == s && *ns == s => {
+            map.reshape((1, 1, s, s))?.broadcast_as((b, 1, s, s))?
+        }
+        [mb, ms, ns] if *mb == b && *ms == s && *ns == s => map.unsqueeze(1)?,
+        other => candle_core::bail!(
+            "the map given for head {h} has shape {other:?}, expected [{s}, {s}] or [{b}, {s}, {s}]"
+        ),
+    };
+    map.to_dtype(DType::F32)
 }

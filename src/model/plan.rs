@@ -52,22 +52,6 @@ impl LayerPlan {
     pub fn reused(&self) -> usize {
         self.heads.iter().filter(|h| !h.computes()).count()
     }
-
-    /// Maximal runs of consecutive heads that are all computed or all reused,
-    /// as `(first, end, computed)`: each run becomes one batched operation.
-    pub(crate) fn runs(&self) -> Vec<(usize, usize, bool)> {
-        let mut runs = Vec::new();
-        let mut start = 0;
-        for h in 1..=self.heads.len() {
-            let boundary =
-                h == self.heads.len() || self.heads[h].computes() != self.heads[start].computes();
-            if boundary {
-                runs.push((start, h, self.heads[start].computes()));
-                start = h;
-            }
-        }
-        runs
-    }
 }
 
 /// Chooses each layer's plan during a forward pass, seeing the layer's input
@@ -114,26 +98,5 @@ impl Planner for StaticPlan {
                 self.layers.len()
             ))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_split_computed_and_reused_heads() {
-        let map =
-            Tensor::zeros((2, 2), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-        let plan = LayerPlan::new(vec![
-            HeadPlan::Exact,
-            HeadPlan::Capture,
-            HeadPlan::Reuse(map.clone()),
-            HeadPlan::Reuse(map),
-            HeadPlan::Exact,
-        ]);
-        assert_eq!(plan.runs(), vec![(0, 2, true), (2, 4, false), (4, 5, true)]);
-        assert_eq!(plan.reused(), 2);
-        assert_eq!(LayerPlan::exact(3).runs(), vec![(0, 3, true)]);
     }
 }

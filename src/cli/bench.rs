@@ -1,0 +1,86 @@
+//! `attncache bench`: exact vs cached latency by sequence length.
+
+use std::path::Path;
+
+use super::progress;
+use super::setup::{load_corpus, load_model, load_policy, open_database};
+use crate::data::CorpusOptions;
+use crate::engine::Engine;
+use crate::eval::bench;
+
+/// Options of `attncache bench`.
+pub struct BenchArgs<'a> {
+    pub db: &'a Path,
+    pub policy: Option<&'a str>,
+    pub splits: &'a [String],
+    pub limit: usize,
+    pub repeats: usize,
+    pub json: bool,
+}
+
+pub fn run(model: Option<&Path>, args: BenchArgs) -> anyhow::Result<()> {
+    let model = load_model(model, "bench")?;
+    let db = open_database(args.db, &model)?;
+    let policy = load_policy(args.policy, Some(&db), &model)?;
+    let mut texts = Vec::new();
+    for split in args.splits {
+        let corpus = load_corpus(split, &CorpusOptions::default(), Some(args.limit))?;
+        texts.extend(corpus.items.into_iter().map(|i| i.text));
+    }
+    let engine = Engine::new(model, db, policy)?;
+    let bar = progress::bar(texts.len(), "benchmarking");
+    let rows = bench(&engine, &texts, args.repeats, &mut |d, _| {
+        bar.set_position(d as u64)
+    });
+    bar.finish_and_clear();
+    let rows = rows?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "policy": engine.policy().name, "splits": args.splits, "repeats": args.repeats, "rows": rows })
+        );
+        return Ok(());
+    }
+    println!(
+        "policy {} · {} · medians of {} interleaved repeats per query · speedup = Σ exact / Σ cached per bucket",
+        engine.policy().name,
+        args.splits.join(" + "),
+        args.repeats
+    );
+    println!(
+        "{:>9} {:>7} {:>6} {:>6} | {:>9} {:>7} | {:>9} {:>7} | {:>9} {:>9} | {:>8} {:>8}",
+        "tokens",
+        "queries",
+        "mean",
+        "hits",
+        "attention",
+        "ideal",
+        "e2e",
+        "ideal",
+        "look-up",
+        "exact",
+        "ceiling",
+        "(e2e)"
+    );
+    for r in &rows {
+        println!(
+            "{:>9} {:>7} {:>6.1} {:>5.1}% | {:>8.3}× {:>6.3}× | {:>8.3}× {:>6.3}× | {:>6.2} ms {:>6.2} ms | {:>7.3}× {:>7.3}×",
+            r.lengths,
+            r.queries,
+            r.mean_tokens,
+            r.hit_rate * 100.0,
+            r.attention_speedup,
+            r.attention_ideal,
+            r.e2e_speedup,
+            r.e2e_ideal,
+            r.lookup_ms,
+            r.exact_ms,
+            r.ceiling_attention,
+            r.ceiling_e2e
+        );
+    }
+    println!(
+        "ideal: FLOP model of the work the reused heads skip, look-up free; ceiling: every map reused, no look-up"
+    );
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The latency benchmark: exact vs cached attention and end-to-end time by
+//! sequence length, from one run, beside the ideal speedup implied by the
+//! work actually skipped and the ceiling of reusing every map.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::cost::LayerCost;
+use super::stats::median;
+use crate::engine::{Engine, Mode};
+use crate::model::{HeadPlan, LayerPlan, StaticPlan, ms};
+
+/// Upper bounds (inclusive) of the token-length buckets.
+const BUCKETS: [usize; 6] = [16, 32, 64, 128, 256, 512];
+
+/// One length bucket of the benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// Token lengths covered, e.g. `17–32`.
+    pub lengths: String,
+    /// Queries in the bucket.
+    pub queries: usize,
+    /// Mean token count.
+    pub mean_tokens: f64,
+    /// Share of head slots reused.
+    pub hit_rate: f64,
+    /// Exact attention / cached attention (look-up and map loading included).
+    pub attention_speedup: f64,
+    /// The same if reused heads and the look-up cost nothing (FLOP model).
+    pub attention_ideal: f64,
+    /// Exact / cached, tokenization to output.
+    pub e2e_speedup: f64,
+    /// The same, ideal.
+    pub e2e_ideal: f64,
+    /// Mean look-up cost per query (feature + search + map load), ms.
+    pub lookup_ms: f64,
+    /// Mean exact end-to-end time per query, ms.
+    pub exact_ms: f64,
+    /// Attention speedup when every map is reused (the query's own maps,
+    /// no look-up): the ceiling at these lengths.
+    pub ceiling_attention: f64,
+    /// End-to-end speedup of the same.
+    pub ceiling_e2e: f64,
+}
+
+/// Per-query medians.
+#[derive(Debug, Default, Clone, Copy)]
+struct QueryTimes {
+    tokens: usize,
+    hits: usize,
+    exact_attention: f64,
+    exact_total: f64,
+    cached_attention: f64,
+    cached_total: f64,
+    lookup: f64,
+    full_reuse_attention: f64,
+    full_reuse_total: f64,
+    exact_forward_attention: f64,
+    exact_forward_total: f64,
+}
+
+/// Benchmarks `engine` on `texts` with `repeats` interleaved repetitions per
+/// query; `progress(done, total)` after each query.
+pub fn bench(
+    engine: &Engine,
+    texts: &[String],
+    repeats: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<Vec<BenchRow>> {
+    let model = engine.model();
+    let shape = *model.shape();
+    let mut by_bucket: BTreeMap<usize, Vec<QueryTimes>> = BTreeMap::new();
+    for (i, text) in texts.iter().enumerate() {
+        let t = time_query(engine, text, repeats.max(1))?;
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| t.tokens <= b)
+            .unwrap_or(BUCKETS.len() - 1);
+        by_bucket.entry(bucket).or_default().push(t);
+        progress(i + 1, texts.len());
+    }
+    let ffn = model.config.intermediate_size;
+    Ok(by_bucket
+        .into_iter()
+        .map(|(b, qs)| {
+            let sum = |f: fn(&QueryTimes) -> f64| qs.iter().map(f).sum::<f64>();
+            let n = qs.len() as f64;
+            let (mut flops_att, mut flops_total, mut skipped) = (0.0, 0.0, 0.0);
+            for q in &qs {
+                let c = LayerCost::of(&shape, ffn, q.tokens);
+                flops_att += c.attention * shape.layers as f64;
+                flops_total += (c.attention + c.rest) * shape.layers as f64;
+                skipped += c.skippable_per_head * q.hits as f64;
+            }
+            let low = if b == 0 { 1 } else { BUCKETS[b - 1] + 1 };
+            BenchRow {
+                lengths: format!("{low}–{}", BUCKETS[b]),
+                queries: qs.len(),
+                mean_tokens: sum(|q| q.tokens as f64) / n,
+                hit_rate: sum(|q| q.hits as f64) / (n * (shape.layers * shape.heads) as f64),
+                attention_speedup: sum(|q| q.exact_attention) / sum(|q| q.cached_attention),
+                attention_ideal: flops_att / (flops_att - skipped),
+                e2e_speedup: sum(|q| q.exact_total) / sum(|q| q.cached_total),
+                e2e_ideal: flops_total / (flops_total - skipped),
+                lookup_ms: sum(|q| q.lookup) / n,
+                exact_ms: sum(|q| q.exact_total) / n,
+                ceiling_attention: sum(|q| q.exact_forward_attention)
+                    / sum(|q| q.full_reuse_attention),
+                ceiling_e2e: sum(|q| q.exact_forward_total) / sum(|q| q.full_reuse_total),
+            }
+        })
+        .collect())
+}
+
+/// Median times of one query over `repeats` interleaved repetitions.
+fn time_query(engine: &Engine, text: &str, repeats: usize) -> anyhow::Result<QueryTimes> {
+    let model = engine.model();
+    let shape = *model.shape();
+    let cached = engine.run(text, Mode::Cached)?;
+    let hits = cached
+        .trace
+        .layers
+        .iter()
+        .flat_map(|l| &l.heads)
+        .filter(|h| h.hit)
+        .count();
+    let tokenized = model.tokenize(&[text])?;
+    let (_, captured) = model.forward(
+        &tokenized,
+        &mut StaticPlan::capture_all(shape.layers, shape.heads),
+    )?;
+    let reuse_all = StaticPlan::new(
+        captured
+            .maps
+            .iter()
+            .map(|heads| {
+                LayerPlan::new(
+                    heads
+                        .iter()
+                        .map(|m| HeadPlan::Reuse(m.clone().expect("captured")))
+                        .collect(),
+                )
+            })
+            .collect(),
+    );
+    let mut samples: [Vec<f64>; 9] = Default::default();
+    for r in 0..repeats {
+        // Alternate the order so neither side always runs on a warmer cache.
+        let (e, c) = if r % 2 == 0 {
+            let e = engine.run(text, Mode::Exact)?.trace.timings;
+            (e, engine.run(text, Mode::Cached)?.trace.timings)
+        } else {
+            let c = engine.run(text, Mode::Cached)?.trace.timings;
+            (engine.run(text, Mode::Exact)?.trace.timings, c)
+        };
+        let (_, exact_fwd) = model.forward(
+            &tokenized,
+            &mut StaticPlan::exact(shape.layers, shape.heads),
+        )?;
+        let (_, reuse_fwd) = model.forward(&tokenized, &mut reuse_all.clone())?;
+        let values = [
+            e.attention_with_lookup(),
+            e.total,
+            c.attention_with_lookup(),
+            c.total,
+            c.feature + c.search + c.map_load,
+            ms(reuse_fwd.timings.attention()),
+            ms(reuse_fwd.timings.total()),
+            ms(exact_fwd.timings.attention()),
+            ms(exact_fwd.timings.total()),
+        ];
+        for (s, v) in samples.iter_mut().zip(values) {
+            s.push(v);
+        }
+    }
+    let m = |i: usize| median(&samples[i]).unwrap_or(f64::NAN);
+    Ok(QueryTimes {
+        tokens: tokenized[0].ids.len(),
+        hits,
+        exact_attention: m(0),
+        exact_total: m(1),
+        cached_attention: m(2),
+        cached_total: m(3),
+        lookup: m(4),
+        full_reuse_attention: m(5),
+        full_reuse_total: m(6),
+        exact_forward_attention: m(7),
+        exact_forward_total: m(8),
+    })
+}
