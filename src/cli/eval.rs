@@ -228,3 +228,46 @@ pub fn run_sweep(
     }
     Ok(())
 }
+
+/// `attncache retrieval`: look-up quality against the oracle-best entry.
+pub fn run_retrieval(model: Option<&Path>, work: Workload, json: bool) -> anyhow::Result<()> {
+    let model = load_model(model, "retrieval")?;
+    let db = open_database(work.db, &model)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit)?;
+    let bar = progress::bar(corpus.items.len(), &format!("retrieval on {}", corpus.name));
+    let layers = crate::eval::retrieval_quality(&model, &db, &corpus, &mut |d, _| {
+        bar.set_position(d as u64)
+    });
+    bar.finish_and_clear();
+    let layers = layers?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "split": corpus.name, "entries": db.entries().len(), "layers": layers })
+        );
+        return Ok(());
+    }
+    println!(
+        "look-up vs oracle-best same-length entry ({} entries, {} queries of {}; similarity = 1 − mean row TV, mean over heads)",
+        db.entries().len(),
+        corpus.items.len(),
+        corpus.name
+    );
+    println!(
+        "{:>5} {:>7} {:>7} | {:>10} {:>7} | {:>10} {:>7} | {:>10}",
+        "layer", "queries", "oracle", "per-layer", "gap", "single", "gap", "random gap"
+    );
+    for (l, r) in layers.iter().enumerate() {
+        println!(
+            "{l:>5} {:>7} {:>7.3} | {:>9.1}% {:>7.3} | {:>9.1}% {:>7.3} | {:>10.3}",
+            r.queries,
+            r.oracle_similarity,
+            r.per_layer_oracle_rate * 100.0,
+            r.per_layer_gap,
+            r.single_oracle_rate * 100.0,
+            r.single_gap,
+            r.random_gap
+        );
+    }
+    Ok(())
+}

@@ -263,6 +263,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Look-up quality: how often the feature retrieves the oracle-best
+    /// same-length entry (by true map similarity) and the similarity gap, for
+    /// the per-layer and the single (paper) look-up, beside a random pick.
+    Retrieval {
+        #[command(flatten)]
+        work: WorkloadArgs,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A short tour: embeddings, one attention map, and capture → reuse of
     /// every map with its effect on output and time.
     Demo,
@@ -371,6 +381,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
             },
         ),
+        Command::Retrieval { work, json } => eval::run_retrieval(model, work.workload(), json),
         Command::Demo => demo::run(model),
     }
 }

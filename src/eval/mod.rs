@@ -6,6 +6,7 @@ mod calibrate;
 mod cost;
 mod evaluate;
 mod probe;
+mod retrieval;
 mod similarity;
 mod stats;
 
@@ -14,5 +15,6 @@ pub use calibrate::{CalibrateOptions, Objective, PolicyKind, calibrate};
 pub use cost::LayerCost;
 pub use evaluate::{Evaluation, MeanTimings, evaluate, train_probe};
 pub use probe::Probe;
+pub use retrieval::{LayerRetrieval, retrieval_quality};
 pub use similarity::{js_divergence, map_similarity, similarity};
 pub use stats::{mean, median, percentile};
