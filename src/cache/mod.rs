@@ -14,7 +14,7 @@ pub use build::{BuildOptions, BuildSummary, DEFAULT_HNSW_MIN_BUCKET, build, writ
 pub use crop::{aligned_indices, crop_map};
 pub use error::DbError;
 pub use feature::FeatureKind;
-pub use index::{Features, Index, Neighbour, SearchMethod};
+pub use index::{FeaturePoint, Features, Index, Neighbour, SearchMethod};
 pub use manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 pub use policy::{LengthPolicy, Lookup, Policy};
 pub use store::{Database, Entry};

@@ -273,6 +273,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Exact scan vs HNSW on the database's real features: search time,
+    /// recall and build time by bucket size.
+    BenchIndex {
+        /// The database.
+        #[arg(long, value_name = "DIR")]
+        db: PathBuf,
+        /// Entries held out as queries.
+        #[arg(long, default_value_t = 200, value_name = "N")]
+        queries: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A short tour: embeddings, one attention map, and capture → reuse of
     /// every map with its effect on output and time.
     Demo,
@@ -382,6 +395,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             },
         ),
         Command::Retrieval { work, json } => eval::run_retrieval(model, work.workload(), json),
+        Command::BenchIndex { db, queries, json } => bench::run_index(&db, queries, json),
         Command::Demo => demo::run(model),
     }
 }
