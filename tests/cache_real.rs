@@ -106,6 +106,13 @@ fn identical_queries_hit_everywhere_and_others_follow_the_thresholds() {
     let other = "An unseen sentence about a film that is not in the database.";
     let run = strict.run(other, Mode::Cached).unwrap();
     assert_eq!(run.trace.hit_rate, 0.0);
+    // No head can hit, so no layer searched; shadow mode still shows the
+    // neighbours, found outside the timed run.
+    assert_eq!(run.trace.timings.search, 0.0);
+    assert!(run.trace.layers.iter().all(|l| l.neighbour.is_none()));
+    let shadow = strict.run(other, Mode::Shadow).unwrap();
+    assert_eq!(shadow.trace.timings.search, 0.0);
+    assert!(shadow.trace.layers.iter().any(|l| l.neighbour.is_some()));
     let exact = strict.run(other, Mode::Exact).unwrap();
     assert_eq!(common::max_abs_diff(&exact.hidden, &run.hidden), 0.0);
 

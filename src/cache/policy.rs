@@ -195,6 +195,16 @@ impl Policy {
         }
     }
 
+    /// Whether any head of `layer` may reuse a map of a non-identical entry
+    /// (when none can, the look-up for that layer can be skipped).
+    pub fn may_hit(&self, layer: usize) -> bool {
+        if self.all_or_nothing {
+            self.max_distance[0][0] > IDENTICAL
+        } else {
+            self.max_distance[layer].iter().any(|&d| d > IDENTICAL)
+        }
+    }
+
     /// The predicted similarity of the neighbour's map at `distance`.
     pub fn predicted(&self, layer: usize, head: usize, distance: f32) -> f32 {
         let [a, b] = self.predictor[layer][head];

@@ -9,6 +9,7 @@
 //! the checksums of all files but `maps.bin` (which is checked per map as it
 //! is loaded: finite, rows summing to 1), and the features for NaNs.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,8 @@ pub struct Database {
     embeddings: Vec<f32>,
     index: Index,
     maps: Mmap,
+    /// Entry number by text, for identical queries.
+    by_text: HashMap<String, u32>,
 }
 
 impl std::fmt::Debug for Database {
@@ -182,8 +185,10 @@ impl Database {
         // finished database in place (rebuilds write a new directory).
         let maps = unsafe { Mmap::map(&file) }
             .map_err(|e| corrupt(format!("cannot map maps.bin ({e})")))?;
+        let by_text = entries.iter().map(|e| (e.text.clone(), e.id)).collect();
         Ok(Self {
             dir: dir.to_path_buf(),
+            by_text,
             manifest,
             entries,
             features,
@@ -206,6 +211,11 @@ impl Database {
     /// All entries.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// The entry whose text is exactly `text`, if any.
+    pub fn find_text(&self, text: &str) -> Option<u32> {
+        self.by_text.get(text).copied()
     }
 
     /// Per-layer features of all entries.

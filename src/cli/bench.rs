@@ -90,13 +90,27 @@ pub fn run_index(db: &Path, queries: usize, json: bool) -> anyhow::Result<()> {
     let db = crate::cache::Database::open_any(db)?;
     let sizes = [64, 128, 256, 512, 1024, 2048, 4096, 8192];
     let rows = crate::eval::index_bench(&db, &sizes, queries);
-    anyhow::ensure!(!rows.is_empty(), "the database is too small: it needs more than {} entries", queries + 64);
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "the database is too small: it needs more than {} entries",
+        queries + 64
+    );
     if json {
-        println!("{}", serde_json::json!({ "feature_dim": db.manifest().feature_dim, "queries": queries, "rows": rows }));
+        println!(
+            "{}",
+            serde_json::json!({ "feature_dim": db.manifest().feature_dim, "queries": queries, "rows": rows })
+        );
         return Ok(());
     }
-    println!("layer-0 features ({} dims) of {}, {queries} queries, medians", db.manifest().feature_dim, db.dir().display());
-    println!("{:>7} {:>10} {:>10} {:>9} {:>10}", "bucket", "scan µs", "HNSW µs", "recall@1", "build ms");
+    println!(
+        "layer-0 features ({} dims) of {}, {queries} queries, medians",
+        db.manifest().feature_dim,
+        db.dir().display()
+    );
+    println!(
+        "{:>7} {:>10} {:>10} {:>9} {:>10}",
+        "bucket", "scan µs", "HNSW µs", "recall@1", "build ms"
+    );
     for r in &rows {
         println!(
             "{:>7} {:>10.1} {:>10.1} {:>8.1}% {:>10.1}",

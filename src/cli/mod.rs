@@ -182,8 +182,9 @@ pub enum Command {
     /// Choose the loosest thresholds whose measured error on a calibration
     /// split stays within a budget. Objectives: `fidelity` = mean over
     /// queries of 1 − cosine(cached, exact sentence embedding); `accuracy` =
-    /// probe accuracy on exact minus on cached embeddings, in percentage
-    /// points.
+    /// upper one-sided 95% confidence bound of the probe's paired accuracy
+    /// loss (exact − cached) in percentage points, so cancelling flips still
+    /// count.
     Calibrate {
         #[command(flatten)]
         work: WorkloadArgs,

@@ -105,7 +105,7 @@ impl Engine {
         };
         let mut pass = match db {
             None => self.exact_pass(&tokenized, false)?,
-            Some(db) => self.cached_pass(db, &tokenized)?,
+            Some(db) => self.cached_pass(db, text, &tokenized, mode == Mode::Shadow)?,
         };
         pass.timings.tokenize = ms(tokenize);
         pass.timings.total = ms(start.elapsed());
@@ -205,11 +205,23 @@ impl Engine {
         self.pass(tokenized, &mut plan, decisions)
     }
 
-    /// The forward pass under the policy, look-up and map loading timed.
-    fn cached_pass(&self, db: &Database, tokenized: &TokenizedText) -> anyhow::Result<Pass> {
+    /// The forward pass under the policy, look-up and map loading timed;
+    /// with `complete`, the layers whose look-up was skipped are searched
+    /// afterwards (untimed) for the trace.
+    fn cached_pass(
+        &self,
+        db: &Database,
+        text: &str,
+        tokenized: &TokenizedText,
+        complete: bool,
+    ) -> anyhow::Result<Pass> {
         let device = self.model.encoder.device();
-        let mut planner = CachePlanner::new(db, &self.policy, tokenized.ids.len(), device);
+        let mut planner = CachePlanner::new(db, &self.policy, tokenized.ids.len(), device)
+            .with_identical(db.find_text(text));
         let mut pass = self.pass(tokenized, &mut planner, Vec::new())?;
+        if complete {
+            planner.search_skipped()?;
+        }
         pass.decisions = planner.decisions;
         pass.timings.feature = ms(planner.feature_time);
         pass.timings.search = ms(planner.search_time);

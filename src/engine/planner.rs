@@ -28,6 +28,10 @@ pub struct CachePlanner<'a> {
     reuse: bool,
     /// The layer-0 neighbour for single look-up policies.
     single: Option<Option<Neighbour>>,
+    /// An entry with exactly the query's text: every layer uses it, no search.
+    identical: Option<Neighbour>,
+    /// Inputs of the layers whose look-up was skipped (no head may hit).
+    skipped: Vec<(usize, Tensor)>,
     /// Decisions so far, by layer.
     pub decisions: Vec<LayerDecision>,
     /// Time spent computing features.
@@ -49,6 +53,8 @@ impl<'a> CachePlanner<'a> {
             method: SearchMethod::Indexed,
             reuse: true,
             single: None,
+            identical: None,
+            skipped: Vec::new(),
             decisions: Vec::new(),
             feature_time: Duration::ZERO,
             search_time: Duration::ZERO,
@@ -60,6 +66,31 @@ impl<'a> CachePlanner<'a> {
     pub fn exact_search(mut self) -> Self {
         self.method = SearchMethod::ExactScan;
         self
+    }
+
+    /// Uses `entry` (an entry with exactly the query's text) in every layer
+    /// without searching.
+    pub fn with_identical(mut self, entry: Option<u32>) -> Self {
+        self.identical = entry.map(|entry| Neighbour {
+            entry,
+            distance: 0.0,
+        });
+        self
+    }
+
+    /// Searches, untimed, the layers whose look-up was skipped because no
+    /// head could hit, so a shadow trace still shows their neighbours.
+    pub fn search_skipped(&mut self) -> candle_core::Result<()> {
+        let (feature, search) = (self.feature_time, self.search_time);
+        for (layer, input) in std::mem::take(&mut self.skipped) {
+            let found = match self.policy.lookup {
+                Lookup::PerLayer => self.search(layer, &input)?,
+                Lookup::Single => self.search(0, &input)?,
+            };
+            self.decisions[layer].neighbour = found;
+        }
+        (self.feature_time, self.search_time) = (feature, search);
+        Ok(())
     }
 
     /// Looks up in every layer but computes (and captures) every head
@@ -89,12 +120,23 @@ impl<'a> CachePlanner<'a> {
 
 impl Planner for CachePlanner<'_> {
     fn plan_layer(&mut self, layer: usize, input: &Tensor) -> candle_core::Result<LayerPlan> {
+        let can_skip = self.reuse && !self.policy.may_hit(layer);
         let neighbour = match self.policy.lookup {
+            _ if self.identical.is_some() => self.identical,
+            _ if can_skip => {
+                self.skipped.push((layer, input.clone()));
+                None
+            }
             Lookup::PerLayer => self.search(layer, input)?,
             Lookup::Single => match self.single {
                 Some(n) => n,
                 None => {
-                    let n = self.search(0, input)?;
+                    let first = if layer == 0 {
+                        input.clone()
+                    } else {
+                        self.skipped[0].1.clone()
+                    };
+                    let n = self.search(0, &first)?;
                     self.single = Some(n);
                     n
                 }

@@ -30,8 +30,11 @@ const STEPS: usize = 10;
 pub enum Objective {
     /// Mean over queries of 1 − cosine(cached, exact sentence embedding).
     Fidelity,
-    /// Probe accuracy on exact embeddings minus on cached ones, in
-    /// percentage points (needs a labelled split).
+    /// Upper one-sided 95% confidence bound of the probe's accuracy loss
+    /// (exact − cached, paired), in percentage points: `(b − c + 1.645·√(b + c)) / n`
+    /// with `b` queries the exact run gets right and the cached run wrong, `c`
+    /// the reverse. Flips that cancel out still count against the budget, so
+    /// calibration cannot chase noise (needs a labelled split).
     Accuracy,
 }
 
@@ -280,28 +283,37 @@ fn measure_trial(
     objective: Objective,
 ) -> anyhow::Result<Trial> {
     let (mut fidelity_loss, mut hit_rate) = (0f64, 0f64);
-    let (mut correct_exact, mut correct_cached, mut labelled) = (0usize, 0usize, 0usize);
+    let (mut lost, mut gained, mut labelled) = (0usize, 0usize, 0usize);
     for (item, obs) in corpus.items.iter().zip(observations) {
         let run = engine.run(&item.text, Mode::Cached)?;
         fidelity_loss += 1.0 - cosine(&run.embedding, &obs.embedding) as f64;
         hit_rate += run.trace.hit_rate;
         if let (Some(probe), Some(label)) = (probe, item.label.as_deref()) {
             labelled += 1;
-            correct_exact += usize::from(probe.predict(&obs.embedding) == label);
-            correct_cached += usize::from(probe.predict(&run.embedding) == label);
+            let exact_right = probe.predict(&obs.embedding) == label;
+            let cached_right = probe.predict(&run.embedding) == label;
+            lost += usize::from(exact_right && !cached_right);
+            gained += usize::from(!exact_right && cached_right);
         }
     }
     let n = corpus.items.len() as f64;
     let error = match objective {
         Objective::Fidelity => fidelity_loss / n,
-        Objective::Accuracy => {
-            (correct_exact as f64 - correct_cached as f64) / labelled.max(1) as f64 * 100.0
-        }
+        Objective::Accuracy => accuracy_loss_bound(lost, gained, labelled),
     };
     Ok(Trial {
         error,
         hit_rate: hit_rate / n,
     })
+}
+
+/// One-sided z for 95% confidence.
+const Z_95: f64 = 1.645;
+
+/// Upper 95% bound of a paired accuracy loss in points (see [`Objective::Accuracy`]).
+fn accuracy_loss_bound(lost: usize, gained: usize, n: usize) -> f64 {
+    let flips = (lost + gained) as f64;
+    (lost as f64 - gained as f64 + Z_95 * flips.sqrt()) / n.max(1) as f64 * 100.0
 }
 
 #[cfg(test)]
@@ -317,6 +329,14 @@ mod tests {
         assert_eq!(thresholds_for(&samples, 0.25), vec![vec![0.3]]);
         // No samples: identical inputs only.
         assert_eq!(thresholds_for(&[vec![vec![]]], 0.5), vec![vec![IDENTICAL]]);
+    }
+
+    #[test]
+    fn accuracy_bound_counts_cancelling_flips() {
+        assert_eq!(accuracy_loss_bound(0, 0, 100), 0.0);
+        // 2 lost, 2 gained: no net loss, but 4 flips widen the bound.
+        assert!((accuracy_loss_bound(2, 2, 100) - 1.645 * 2.0).abs() < 1e-9);
+        assert!(accuracy_loss_bound(3, 0, 100) > 3.0);
     }
 
     #[test]

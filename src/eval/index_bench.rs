@@ -38,9 +38,13 @@ pub fn index_bench(db: &Database, sizes: &[usize], queries: usize) -> Vec<IndexB
         .copied()
         .filter(|&n| n <= pool && n > 0)
         .map(|n| {
-            let points: Vec<FeaturePoint> = (0..n).map(|e| FeaturePoint(features.get(0, e).to_vec())).collect();
+            let points: Vec<FeaturePoint> = (0..n)
+                .map(|e| FeaturePoint(features.get(0, e).to_vec()))
+                .collect();
             let start = Instant::now();
-            let map = Builder::default().seed(0x5eed).build(points, (0..n as u32).collect::<Vec<_>>());
+            let map = Builder::default()
+                .seed(0x5eed)
+                .build(points, (0..n as u32).collect::<Vec<_>>());
             let build_ms = start.elapsed().as_secs_f64() * 1e3;
             let (mut scan, mut hnsw, mut agree) = (Vec::new(), Vec::new(), 0usize);
             for &q in &query_ids {
@@ -53,7 +57,10 @@ pub fn index_bench(db: &Database, sizes: &[usize], queries: usize) -> Vec<IndexB
                 scan.push(start.elapsed().as_secs_f64() * 1e6);
                 let start = Instant::now();
                 let mut search = Search::default();
-                let found = map.search(&FeaturePoint(query.to_vec()), &mut search).next().map(|item| *item.value);
+                let found = map
+                    .search(&FeaturePoint(query.to_vec()), &mut search)
+                    .next()
+                    .map(|item| *item.value);
                 hnsw.push(start.elapsed().as_secs_f64() * 1e6);
                 agree += usize::from(found == exact);
             }
