@@ -279,3 +279,57 @@ fn a_cancelled_rebuild_leaves_the_old_database_in_place() {
     build_db(model, &corpus(5), &out);
     assert_eq!(Database::open_any(&out).unwrap().entries().len(), 5);
 }
+
+#[test]
+fn a_projector_database_is_trained_stored_and_used_for_look_ups() {
+    let model = common::real_model();
+    let corpus = corpus(80);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db");
+    let options = BuildOptions {
+        feature: attncache::cache::FeatureKind::Projector,
+        ..BuildOptions::default()
+    };
+    build(
+        model,
+        &corpus,
+        &out,
+        options,
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let db = Database::open(&out, &ModelIdentity::of(model).unwrap()).unwrap();
+    let m = db.manifest();
+    assert_eq!(m.feature_dim, 128);
+    let fits = m.projector_fit.as_ref().unwrap();
+    assert_eq!(fits.len(), model.shape().layers);
+    assert!(fits.iter().all(|f| f.validation_mse.is_finite()));
+    // Stored features are the projected, unit-length features of each entry.
+    let f = db.features().get(2, 0);
+    assert_eq!(f.len(), 128);
+    assert!((f.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+    // An identical query is served from its own entry; a loose policy finds
+    // same-length neighbours through the projected features.
+    let strict = engine(&out, Policy::strict(model.shape()));
+    assert_eq!(
+        strict
+            .run(&corpus.items[7].text, Mode::Cached)
+            .unwrap()
+            .trace
+            .hit_rate,
+        1.0
+    );
+    let loose = engine(&out, Policy::global(model.shape(), 2.0));
+    let run = loose
+        .run(&corpus.items[7].text.to_uppercase(), Mode::Shadow)
+        .unwrap();
+    assert_eq!(
+        run.trace.layers[3].neighbour.as_ref().unwrap().tokens,
+        run.trace.tokens.len()
+    );
+    // A projector database without its network is refused.
+    std::fs::remove_file(out.join("projector.safetensors")).unwrap();
+    let err = Database::open(&out, &ModelIdentity::of(model).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("projector.safetensors"), "{err}");
+}

@@ -9,16 +9,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::feature::{FeatureKind, pooled_feature};
 use super::index::{Features, Index};
 use super::manifest::{FORMAT_VERSION, FileRecord, Manifest, ModelIdentity};
-use super::store::Entry;
+use super::maps::MapFile;
+use super::projector::{Projector, ProjectorFit};
+use super::store::{DATA_FILES, Entry, PROJECTOR_FILE};
 use crate::data::Corpus;
-use crate::model::{LayerPlan, Model, Planner};
+use crate::eval::similarity;
+use crate::model::{LayerPlan, Model, ModelShape, Planner};
 
 /// Choices for a build.
 #[derive(Debug, Clone, Copy)]
@@ -146,17 +149,26 @@ pub fn build(
     }
     maps.into_inner().map_err(|e| e.into_error())?.sync_all()?;
 
+    let lengths: Vec<usize> = entries.iter().map(|e| e.tokens).collect();
+    let (layer_features, projector_fit) = match options.feature {
+        FeatureKind::Pooled => (layer_features, None),
+        FeatureKind::Projector => {
+            let (projected, fits) =
+                train_projector(&tmp, &entries, &lengths, layer_features, &shape)?;
+            (projected, Some(fits))
+        }
+    };
     let dim = options.feature.dim(shape.hidden);
     let features = Features::new(layer_features.concat(), shape.layers, entries.len(), dim)?;
     write_f32(&tmp.join("features.bin"), features.as_slice())?;
     write_f32(&tmp.join("embeddings.bin"), &embeddings)?;
     std::fs::write(tmp.join("entries.json"), serde_json::to_vec(&entries)?)?;
-    let lengths: Vec<usize> = entries.iter().map(|e| e.tokens).collect();
     let buckets = Index::build_hnsw(&lengths, &features, shape.layers, options.hnsw_min_bucket);
     std::fs::write(tmp.join("index.bin"), postcard::to_stdvec(&buckets)?)?;
 
     let mut files = BTreeMap::new();
-    for name in super::store::DATA_FILES {
+    let projector_file = projector_fit.as_ref().map(|_| PROJECTOR_FILE);
+    for name in DATA_FILES.into_iter().chain(projector_file) {
         files.insert(name.to_string(), FileRecord::of(&tmp.join(name))?);
     }
     let bytes = files.values().map(|f| f.bytes).sum();
@@ -169,6 +181,7 @@ pub fn build(
         entries: entries.len(),
         corpus: corpus.name.clone(),
         hnsw_min_bucket: options.hnsw_min_bucket,
+        projector_fit,
         files,
         built_by: format!("attncache {}", env!("CARGO_PKG_VERSION")),
     };
@@ -189,6 +202,46 @@ pub fn build(
         duplicates: total - entries.len(),
         bytes,
     })
+}
+
+/// Trains the per-layer projector on the maps just written to `dir`, saves
+/// it there, and returns the projected features of every entry by layer.
+fn train_projector(
+    dir: &Path,
+    entries: &[Entry],
+    lengths: &[usize],
+    pooled: Vec<Vec<f32>>,
+    shape: &ModelShape,
+) -> anyhow::Result<(Vec<Vec<f32>>, Vec<ProjectorFit>)> {
+    let maps = MapFile::open(dir, shape.heads)?;
+    let distance = |layer: usize, i: usize, j: usize| -> anyhow::Result<f32> {
+        let s = entries[i].tokens;
+        let mut total = 0f32;
+        for h in 0..shape.heads {
+            let (a, b) = (
+                maps.values(&entries[i], layer, h)?,
+                maps.values(&entries[j], layer, h)?,
+            );
+            total += 1.0 - similarity(&a, &b, s);
+        }
+        Ok(total / shape.heads as f32)
+    };
+    let n = entries.len();
+    let inputs = pooled
+        .into_iter()
+        .map(|f| {
+            let dim = f.len() / n;
+            Tensor::from_vec(f, (n, dim), &Device::Cpu)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let (projector, fits) = Projector::train(&inputs, lengths, &distance)?;
+    projector.save(&dir.join(PROJECTOR_FILE))?;
+    let projected = inputs
+        .iter()
+        .enumerate()
+        .map(|(l, x)| projector.project(l, x)?.flatten_all()?.to_vec1::<f32>())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok((projected, fits))
 }
 
 /// Replaces `out` by `new`: the old database is moved aside first and removed

@@ -18,6 +18,9 @@ pub const SEGMENTS: usize = 4;
 pub enum FeatureKind {
     /// Parameter-free position-segment pooling of each layer's input.
     Pooled,
+    /// The pooled feature through a per-layer network trained so that
+    /// feature distance predicts map distance (see `projector`).
+    Projector,
 }
 
 impl FeatureKind {
@@ -25,7 +28,8 @@ impl FeatureKind {
     pub fn parse(name: &str) -> anyhow::Result<Self> {
         match name {
             "pooled" => Ok(FeatureKind::Pooled),
-            other => anyhow::bail!("unknown feature `{other}`: use `pooled`"),
+            "projector" => Ok(FeatureKind::Projector),
+            other => anyhow::bail!("unknown feature `{other}`: use pooled or projector"),
         }
     }
 
@@ -33,6 +37,7 @@ impl FeatureKind {
     pub fn dim(self, hidden: usize) -> usize {
         match self {
             FeatureKind::Pooled => SEGMENTS * hidden,
+            FeatureKind::Projector => super::projector::PROJECTED_DIM,
         }
     }
 }

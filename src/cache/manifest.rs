@@ -97,6 +97,10 @@ pub struct Manifest {
     /// Entries at or above this count per (layer, length) bucket get an HNSW
     /// index; smaller buckets are scanned exactly.
     pub hnsw_min_bucket: usize,
+    /// Projector databases: how well each layer's network predicts map
+    /// distances on held-out pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projector_fit: Option<Vec<super::projector::ProjectorFit>>,
     /// Every data file, by name.
     pub files: BTreeMap<String, FileRecord>,
     /// attncache version that built it.

@@ -7,7 +7,9 @@ mod error;
 pub mod feature;
 mod index;
 mod manifest;
+mod maps;
 pub mod policy;
+mod projector;
 mod store;
 
 pub use build::{BuildOptions, BuildSummary, DEFAULT_HNSW_MIN_BUCKET, build, write_atomically};

@@ -58,6 +58,10 @@ pub struct Calibration {
     pub measured_error: f64,
     /// Share of query × layer × head slots reused on the calibration split.
     pub expected_hit_rate: f64,
+    /// Layers whose look-up was dropped because the attention time their
+    /// hits save was measured to be less than the look-up costs.
+    #[serde(default)]
+    pub unprofitable_layers: Vec<usize>,
 }
 
 /// A complete decision policy.

@@ -10,19 +10,21 @@
 //! is loaded: finite, rows summing to 1), and the features for NaNs.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use half::f16;
-use half::slice::HalfFloatSliceExt;
-use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use super::crop::crop_map;
 use super::error::DbError;
+use super::feature::{FeatureKind, pooled_feature};
 use super::index::{Features, HnswBucket, Index};
 use super::manifest::{FORMAT_VERSION, FileRecord, Manifest, ModelIdentity};
+use super::maps::MapFile;
+use super::projector::Projector;
+
+/// The trained feature network of projector databases.
+pub const PROJECTOR_FILE: &str = "projector.safetensors";
 
 /// The data files every database holds (besides `manifest.json`).
 pub const DATA_FILES: [&str; 5] = [
@@ -32,9 +34,6 @@ pub const DATA_FILES: [&str; 5] = [
     "index.bin",
     "maps.bin",
 ];
-
-/// Tolerance on a stored row's sum (f16 storage rounds each value).
-const ROW_SUM_TOLERANCE: f32 = 1e-2;
 
 /// One stored input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +59,9 @@ pub struct Database {
     features: Features,
     embeddings: Vec<f32>,
     index: Index,
-    maps: Mmap,
+    maps: MapFile,
+    /// The trained feature network of projector databases.
+    projector: Option<Projector>,
     /// Entry number by text, for identical queries.
     by_text: HashMap<String, u32>,
 }
@@ -179,14 +180,25 @@ impl Database {
         .map_err(|e| corrupt(format!("index.bin is malformed ({e})")))?;
         let lengths: Vec<usize> = entries.iter().map(|e| e.tokens).collect();
         let index = Index::new(&lengths, buckets);
-        let file =
-            File::open(dir.join("maps.bin")).map_err(|e| corrupt(format!("maps.bin: {e}")))?;
-        // SAFETY: the file is opened read-only and attncache never modifies a
-        // finished database in place (rebuilds write a new directory).
-        let maps = unsafe { Mmap::map(&file) }
+        let maps = MapFile::open(dir, shape.heads)
             .map_err(|e| corrupt(format!("cannot map maps.bin ({e})")))?;
+        let projector = match manifest.feature {
+            FeatureKind::Pooled => None,
+            FeatureKind::Projector => {
+                if !manifest.files.contains_key(PROJECTOR_FILE) {
+                    return Err(corrupt(format!(
+                        "the manifest does not list {PROJECTOR_FILE}"
+                    )));
+                }
+                let projector =
+                    Projector::load(&dir.join(PROJECTOR_FILE), shape.layers, &Device::Cpu)
+                        .map_err(|e| corrupt(format!("{PROJECTOR_FILE}: {e}")))?;
+                Some(projector)
+            }
+        };
         let by_text = entries.iter().map(|e| (e.text.clone(), e.id)).collect();
         Ok(Self {
+            projector,
             dir: dir.to_path_buf(),
             by_text,
             manifest,
@@ -211,6 +223,21 @@ impl Database {
     /// All entries.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// The look-up feature of a query's `layer` input (`[1, S, D]`): the
+    /// pooled feature, projected for projector databases.
+    pub fn query_feature(&self, layer: usize, input: &Tensor) -> candle_core::Result<Vec<f32>> {
+        let pooled = pooled_feature(input)?;
+        match &self.projector {
+            None => Ok(pooled),
+            Some(p) => {
+                let n = pooled.len();
+                p.project(layer, &Tensor::from_vec(pooled, (1, n), &Device::Cpu)?)?
+                    .flatten_all()?
+                    .to_vec1()
+            }
+        }
     }
 
     /// The entry whose text is exactly `text`, if any.
@@ -242,25 +269,7 @@ impl Database {
     /// The stored f16 map of `entry`, `layer`, `head` as a row-major
     /// `S × S` f32 vector (S = the entry's length), checked.
     pub fn map_values(&self, entry: usize, layer: usize, head: usize) -> Result<Vec<f32>, DbError> {
-        let e = &self.entries[entry];
-        let s = e.tokens;
-        let shape = self.manifest.model.shape;
-        let start = e.offset as usize + (layer * shape.heads + head) * s * s;
-        let all: &[f16] = bytemuck::cast_slice(&self.maps[..self.maps.len() / 2 * 2]);
-        let mut out = vec![0f32; s * s];
-        all[start..start + s * s].convert_to_f32_slice(&mut out);
-        for (r, row) in out.chunks(s).enumerate() {
-            let sum: f32 = row.iter().sum();
-            if !sum.is_finite() || (sum - 1.0).abs() > ROW_SUM_TOLERANCE {
-                return Err(DbError::Corrupt {
-                    dir: self.dir.clone(),
-                    detail: format!(
-                        "the map of entry {entry} layer {layer} head {head} row {r} sums to {sum}"
-                    ),
-                });
-            }
-        }
-        Ok(out)
+        self.maps.values(&self.entries[entry], layer, head)
     }
 
     /// The map of `entry`, `layer`, `head` for a query of `query_len` tokens

@@ -180,9 +180,18 @@ impl Engine {
                 Ok(Some((n.distance, sims)))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let searched = planner.decisions.len().max(1) as f64;
         Ok(Observation {
             tokens: s,
             layers,
+            attention_ms: pass
+                .out
+                .timings
+                .layers
+                .iter()
+                .map(|t| ms(t.attention))
+                .collect(),
+            lookup_ms: ms(planner.feature_time + planner.search_time) / searched,
             embedding: pass.embedding,
         })
     }
@@ -337,6 +346,10 @@ pub struct Observation {
     pub layers: Vec<Option<(f32, Vec<f32>)>>,
     /// The exact sentence embedding.
     pub embedding: Vec<f32>,
+    /// Exact attention time of each layer, ms.
+    pub attention_ms: Vec<f64>,
+    /// Mean cost of one layer's look-up (feature + search), ms.
+    pub lookup_ms: f64,
 }
 
 /// One timed forward pass and what its planner decided.

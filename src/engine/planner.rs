@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 
-use crate::cache::feature::pooled_feature;
 use crate::cache::{Database, Lookup, Neighbour, Policy, SearchMethod};
 use crate::model::{HeadPlan, LayerPlan, Planner};
 
@@ -82,12 +81,21 @@ impl<'a> CachePlanner<'a> {
     /// head could hit, so a shadow trace still shows their neighbours.
     pub fn search_skipped(&mut self) -> candle_core::Result<()> {
         let (feature, search) = (self.feature_time, self.search_time);
-        for (layer, input) in std::mem::take(&mut self.skipped) {
+        let skipped = std::mem::take(&mut self.skipped);
+        for (layer, input) in &skipped {
             let found = match self.policy.lookup {
-                Lookup::PerLayer => self.search(layer, &input)?,
-                Lookup::Single => self.search(0, &input)?,
+                Lookup::PerLayer => self.search(*layer, input)?,
+                // Layer 0 was skipped too unless `single` is already set.
+                Lookup::Single => match self.single {
+                    Some(n) => n,
+                    None => {
+                        let n = self.search(0, &skipped[0].1)?;
+                        self.single = Some(n);
+                        n
+                    }
+                },
             };
-            self.decisions[layer].neighbour = found;
+            self.decisions[*layer].neighbour = found;
         }
         (self.feature_time, self.search_time) = (feature, search);
         Ok(())
@@ -102,7 +110,7 @@ impl<'a> CachePlanner<'a> {
 
     fn search(&mut self, layer: usize, input: &Tensor) -> candle_core::Result<Option<Neighbour>> {
         let start = Instant::now();
-        let feature = pooled_feature(input)?;
+        let feature = self.db.query_feature(layer, input)?;
         self.feature_time += start.elapsed();
         let start = Instant::now();
         let found = self.db.index().search(

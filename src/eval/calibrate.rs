@@ -11,9 +11,16 @@
 //!
 //! Paper (one look-up, all or nothing): the global distance threshold is
 //! chosen by bisection in the same way.
+//!
+//! Finally, honest accounting: a layer whose hits on the calibration split
+//! save less attention time than its look-ups cost (exact layer times, the
+//! FLOP share a reused head skips, measured look-up time) gets no look-up at
+//! all (identical inputs only); for the paper's single look-up, the same test
+//! applies to the whole model.
 
 use serde::Serialize;
 
+use super::cost::LayerCost;
 use super::probe::Probe;
 use crate::cache::Policy;
 use crate::cache::policy::{Calibration, IDENTICAL};
@@ -85,6 +92,12 @@ pub struct CalibrateOptions {
 struct Trial {
     error: f64,
     hit_rate: f64,
+    /// Per layer: attention time its hits save, summed over queries (ms,
+    /// estimated from each query's exact layer time and the FLOP share a
+    /// reused head skips).
+    saved_ms: Vec<f64>,
+    /// One layer's look-up cost, summed over queries (ms).
+    lookup_ms: f64,
 }
 
 /// Calibrates a policy for `engine`'s database (and its length policy) on
@@ -177,7 +190,37 @@ pub fn calibrate(
         }
         progress(step + 1, STEPS);
     }
-    let (mut policy, trial) = best;
+    let (mut policy, mut trial) = best;
+    let best_policy = policy.clone();
+    // Drop look-ups that cost more than their hits save.
+    let mut unprofitable = Vec::new();
+    match options.kind {
+        PolicyKind::Ours => {
+            for (l, &saved) in trial.saved_ms.iter().enumerate() {
+                if policy.may_hit(l) && saved < trial.lookup_ms {
+                    policy.max_distance[l] = vec![IDENTICAL; shape.heads];
+                    unprofitable.push(l);
+                }
+            }
+        }
+        PolicyKind::Paper => {
+            if policy.may_hit(0) && trial.saved_ms.iter().sum::<f64>() < trial.lookup_ms {
+                policy.max_distance = vec![vec![IDENTICAL; shape.heads]; shape.layers];
+                unprofitable = (0..shape.layers).collect();
+            }
+        }
+    }
+    if !unprofitable.is_empty() {
+        let pruned = measure(&policy)?;
+        if pruned.error <= options.budget {
+            trial = pruned;
+        } else {
+            // Reusing less moved the error over the budget (it is not
+            // monotone): keep the policy as bisection found it.
+            policy = best_policy;
+            unprofitable.clear();
+        }
+    }
     policy.name = match options.kind {
         PolicyKind::Ours => {
             format!("calibrated:{:?}≤{}", options.objective, options.budget).to_lowercase()
@@ -194,6 +237,7 @@ pub fn calibrate(
         budget: options.budget,
         measured_error: trial.error,
         expected_hit_rate: trial.hit_rate,
+        unprofitable_layers: unprofitable,
     });
     Ok(policy)
 }
@@ -284,10 +328,20 @@ fn measure_trial(
 ) -> anyhow::Result<Trial> {
     let (mut fidelity_loss, mut hit_rate) = (0f64, 0f64);
     let (mut lost, mut gained, mut labelled) = (0usize, 0usize, 0usize);
+    let model = engine.model();
+    let mut saved_ms = vec![0f64; model.shape().layers];
+    let mut lookup_ms = 0f64;
     for (item, obs) in corpus.items.iter().zip(observations) {
         let run = engine.run(&item.text, Mode::Cached)?;
         fidelity_loss += 1.0 - cosine(&run.embedding, &obs.embedding) as f64;
         hit_rate += run.trace.hit_rate;
+        let cost = LayerCost::of(model.shape(), model.config.intermediate_size, obs.tokens);
+        let share = cost.skippable_per_head / cost.attention;
+        for (l, layer) in run.trace.layers.iter().enumerate() {
+            let hits = layer.heads.iter().filter(|h| h.hit).count() as f64;
+            saved_ms[l] += hits * share * obs.attention_ms[l];
+        }
+        lookup_ms += obs.lookup_ms;
         if let (Some(probe), Some(label)) = (probe, item.label.as_deref()) {
             labelled += 1;
             let exact_right = probe.predict(&obs.embedding) == label;
@@ -304,6 +358,8 @@ fn measure_trial(
     Ok(Trial {
         error,
         hit_rate: hit_rate / n,
+        saved_ms,
+        lookup_ms,
     })
 }
 

@@ -8,7 +8,6 @@
 use serde::Serialize;
 
 use super::similarity::similarity;
-use crate::cache::feature::pooled_feature;
 use crate::cache::{Database, LengthPolicy, SearchMethod};
 use crate::data::Corpus;
 use crate::model::{LayerPlan, Model, Planner};
@@ -77,7 +76,7 @@ pub fn retrieval_quality(
         };
         let (_, exact) = model.forward(&tokenized, &mut recorder)?;
         let search = |layer: usize, input: &candle_core::Tensor| -> anyhow::Result<usize> {
-            let feature = pooled_feature(input)?;
+            let feature = db.query_feature(layer, input)?;
             let n = db
                 .index()
                 .search(
