@@ -214,7 +214,7 @@ fn train_layer(
         let b: Vec<u32> = idx.iter().map(|p| p.1 as u32).collect();
         let fa = m.forward(&x.index_select(&Tensor::new(a.as_slice(), device)?, 0)?)?;
         let fb = m.forward(&x.index_select(&Tensor::new(b.as_slice(), device)?, 0)?)?;
-        Ok((1.0 - (fa * fb)?.sum(1)?)?)
+        1.0 - (fa * fb)?.sum(1)?
     };
     let train = &pairs[..split];
     for step in 0..STEPS {
