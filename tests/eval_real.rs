@@ -53,6 +53,7 @@ fn calibration_respects_its_budget_on_the_calibration_split() {
             budget,
             objective: Objective::Fidelity,
             kind,
+            drop_unprofitable: true,
         };
         let policy = calibrate(&engine, &calib, probe.as_ref(), options, &mut |_, _| {}).unwrap();
         let cal = policy.calibration.clone().unwrap();

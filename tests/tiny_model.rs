@@ -226,20 +226,7 @@ fn a_padded_batch_reuses_its_own_batched_maps_exactly() {
     let (_, captured) = model
         .forward(&texts, &mut StaticPlan::capture_all(LAYERS, HEADS))
         .unwrap();
-    let plan = StaticPlan::new(
-        captured
-            .maps
-            .iter()
-            .map(|heads| {
-                LayerPlan::new(
-                    heads
-                        .iter()
-                        .map(|m| HeadPlan::Reuse(m.clone().unwrap()))
-                        .collect(),
-                )
-            })
-            .collect(),
-    );
+    let plan = StaticPlan::reuse_captured(&captured.maps).unwrap();
     let (batch, reused) = model.forward(&texts, &mut { plan }).unwrap();
     for (i, &len) in batch.lengths.iter().enumerate() {
         let real = |t: &Tensor| t.get(i).unwrap().narrow(0, 0, len).unwrap();

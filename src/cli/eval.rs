@@ -113,6 +113,7 @@ pub struct CalibrateArgs<'a> {
     pub kind: &'a str,
     pub length_policy: &'a str,
     pub out: Option<&'a Path>,
+    pub keep_unprofitable: bool,
     pub json: bool,
 }
 
@@ -126,6 +127,7 @@ pub fn run_calibrate(
         budget: args.budget,
         objective: Objective::parse(args.objective)?,
         kind: PolicyKind::parse(args.kind)?,
+        drop_unprofitable: !args.keep_unprofitable,
     };
     anyhow::ensure!(args.budget >= 0.0, "--budget must be at least 0");
     let model = load_model(model, "calibrate")?;

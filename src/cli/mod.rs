@@ -206,6 +206,10 @@ pub enum Command {
         /// commands use by default).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Keep look-ups whose hits save less time than they cost (by
+        /// default they are dropped).
+        #[arg(long)]
+        keep_unprofitable: bool,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -356,6 +360,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             kind,
             length_policy,
             out,
+            keep_unprofitable,
             json,
         } => eval::run_calibrate(
             model,
@@ -366,6 +371,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 kind: &kind,
                 length_policy: &length_policy,
                 out: out.as_deref(),
+                keep_unprofitable,
                 json,
             },
         ),

@@ -5,7 +5,7 @@ mod planner;
 mod trace;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use candle_core::Tensor;
@@ -108,7 +108,7 @@ impl Engine {
             Some(db) => self.cached_pass(db, text, &tokenized, mode == Mode::Shadow)?,
         };
         pass.timings.tokenize = ms(tokenize);
-        pass.timings.total = ms(start.elapsed());
+        pass.timings.total = ms(start.elapsed().saturating_sub(pass.untimed));
         let exact = match mode {
             Mode::Shadow => Some(self.exact_pass(&tokenized, true)?),
             _ => None,
@@ -150,8 +150,7 @@ impl Engine {
         let mut planner = CachePlanner::new(db, &self.policy, tokenized.ids.len(), device)
             .exact_search()
             .observe_only();
-        let decisions = Vec::new();
-        let pass = self.pass(&tokenized, &mut planner, decisions)?;
+        let pass = self.pass(&tokenized, &mut planner, Vec::new())?;
         let s = tokenized.ids.len();
         let layers = planner
             .decisions
@@ -180,7 +179,7 @@ impl Engine {
                 Ok(Some((n.distance, sims)))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let searched = planner.decisions.len().max(1) as f64;
+        let searches = planner.searches.max(1) as f64;
         Ok(Observation {
             tokens: s,
             layers,
@@ -191,7 +190,7 @@ impl Engine {
                 .iter()
                 .map(|t| ms(t.attention))
                 .collect(),
-            lookup_ms: ms(planner.feature_time + planner.search_time) / searched,
+            search_ms: ms(planner.feature_time + planner.search_time) / searches,
             embedding: pass.embedding,
         })
     }
@@ -229,7 +228,9 @@ impl Engine {
             .with_identical(db.find_text(text));
         let mut pass = self.pass(tokenized, &mut planner, Vec::new())?;
         if complete {
+            let start = Instant::now();
             planner.search_skipped()?;
+            pass.untimed = start.elapsed();
         }
         pass.decisions = planner.decisions;
         pass.timings.feature = ms(planner.feature_time);
@@ -269,6 +270,7 @@ impl Engine {
             embedding,
             timings,
             decisions,
+            untimed: Duration::ZERO,
         })
     }
 
@@ -348,8 +350,9 @@ pub struct Observation {
     pub embedding: Vec<f32>,
     /// Exact attention time of each layer, ms.
     pub attention_ms: Vec<f64>,
-    /// Mean cost of one layer's look-up (feature + search), ms.
-    pub lookup_ms: f64,
+    /// Cost of one search (feature + search), ms: the per-layer look-up
+    /// costs this per layer, the single look-up once per input.
+    pub search_ms: f64,
 }
 
 /// One timed forward pass and what its planner decided.
@@ -358,6 +361,8 @@ struct Pass {
     embedding: Vec<f32>,
     timings: StageTimings,
     decisions: Vec<LayerDecision>,
+    /// Work done after the pass for the trace only, kept out of its total.
+    untimed: Duration,
 }
 
 /// Share of heads that hit.

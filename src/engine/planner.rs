@@ -39,6 +39,8 @@ pub struct CachePlanner<'a> {
     pub search_time: Duration,
     /// Time spent loading maps.
     pub load_time: Duration,
+    /// Number of searches run.
+    pub searches: usize,
 }
 
 impl<'a> CachePlanner<'a> {
@@ -58,6 +60,7 @@ impl<'a> CachePlanner<'a> {
             feature_time: Duration::ZERO,
             search_time: Duration::ZERO,
             load_time: Duration::ZERO,
+            searches: 0,
         }
     }
 
@@ -109,6 +112,7 @@ impl<'a> CachePlanner<'a> {
     }
 
     fn search(&mut self, layer: usize, input: &Tensor) -> candle_core::Result<Option<Neighbour>> {
+        self.searches += 1;
         let start = Instant::now();
         let feature = self.db.query_feature(layer, input)?;
         self.feature_time += start.elapsed();

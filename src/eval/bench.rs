@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::cost::LayerCost;
 use super::stats::median;
 use crate::engine::{Engine, Mode};
-use crate::model::{HeadPlan, LayerPlan, StaticPlan, ms};
+use crate::model::{StaticPlan, ms};
 
 /// Upper bounds (inclusive) of the token-length buckets.
 const BUCKETS: [usize; 6] = [16, 32, 64, 128, 256, 512];
@@ -130,20 +130,7 @@ fn time_query(engine: &Engine, text: &str, repeats: usize) -> anyhow::Result<Que
         &tokenized,
         &mut StaticPlan::capture_all(shape.layers, shape.heads),
     )?;
-    let reuse_all = StaticPlan::new(
-        captured
-            .maps
-            .iter()
-            .map(|heads| {
-                LayerPlan::new(
-                    heads
-                        .iter()
-                        .map(|m| HeadPlan::Reuse(m.clone().expect("captured")))
-                        .collect(),
-                )
-            })
-            .collect(),
-    );
+    let reuse_all = StaticPlan::reuse_captured(&captured.maps)?;
     let mut samples: [Vec<f64>; 9] = Default::default();
     for r in 0..repeats {
         // Alternate the order so neither side always runs on a warmer cache.

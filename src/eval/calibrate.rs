@@ -86,6 +86,9 @@ pub struct CalibrateOptions {
     pub objective: Objective,
     /// Which rule to calibrate.
     pub kind: PolicyKind,
+    /// Drop look-ups whose hits save less than they cost (on by default;
+    /// off reproduces a rule as published).
+    pub drop_unprofitable: bool,
 }
 
 /// Measured error and hit rate of one candidate policy.
@@ -96,8 +99,8 @@ struct Trial {
     /// estimated from each query's exact layer time and the FLOP share a
     /// reused head skips).
     saved_ms: Vec<f64>,
-    /// One layer's look-up cost, summed over queries (ms).
-    lookup_ms: f64,
+    /// The cost of one search, summed over queries (ms).
+    search_ms: f64,
 }
 
 /// Calibrates a policy for `engine`'s database (and its length policy) on
@@ -195,16 +198,17 @@ pub fn calibrate(
     // Drop look-ups that cost more than their hits save.
     let mut unprofitable = Vec::new();
     match options.kind {
+        _ if !options.drop_unprofitable => {}
         PolicyKind::Ours => {
             for (l, &saved) in trial.saved_ms.iter().enumerate() {
-                if policy.may_hit(l) && saved < trial.lookup_ms {
+                if policy.may_hit(l) && saved < trial.search_ms {
                     policy.max_distance[l] = vec![IDENTICAL; shape.heads];
                     unprofitable.push(l);
                 }
             }
         }
         PolicyKind::Paper => {
-            if policy.may_hit(0) && trial.saved_ms.iter().sum::<f64>() < trial.lookup_ms {
+            if policy.may_hit(0) && trial.saved_ms.iter().sum::<f64>() < trial.search_ms {
                 policy.max_distance = vec![vec![IDENTICAL; shape.heads]; shape.layers];
                 unprofitable = (0..shape.layers).collect();
             }
@@ -330,7 +334,7 @@ fn measure_trial(
     let (mut lost, mut gained, mut labelled) = (0usize, 0usize, 0usize);
     let model = engine.model();
     let mut saved_ms = vec![0f64; model.shape().layers];
-    let mut lookup_ms = 0f64;
+    let mut search_ms = 0f64;
     for (item, obs) in corpus.items.iter().zip(observations) {
         let run = engine.run(&item.text, Mode::Cached)?;
         fidelity_loss += 1.0 - cosine(&run.embedding, &obs.embedding) as f64;
@@ -341,7 +345,7 @@ fn measure_trial(
             let hits = layer.heads.iter().filter(|h| h.hit).count() as f64;
             saved_ms[l] += hits * share * obs.attention_ms[l];
         }
-        lookup_ms += obs.lookup_ms;
+        search_ms += obs.search_ms;
         if let (Some(probe), Some(label)) = (probe, item.label.as_deref()) {
             labelled += 1;
             let exact_right = probe.predict(&obs.embedding) == label;
@@ -359,7 +363,7 @@ fn measure_trial(
         error,
         hit_rate: hit_rate / n,
         saved_ms,
-        lookup_ms,
+        search_ms,
     })
 }
 

@@ -84,6 +84,29 @@ impl StaticPlan {
         Self::new(vec![LayerPlan::capture_all(heads); layers])
     }
 
+    /// Every head of every layer reuses the given map (`[L][H]`, as captured
+    /// by a forward pass); an error names the first head without one.
+    pub fn reuse_captured(maps: &[Vec<Option<Tensor>>]) -> Result<Self> {
+        let layers = maps
+            .iter()
+            .enumerate()
+            .map(|(l, heads)| {
+                let plans = heads
+                    .iter()
+                    .enumerate()
+                    .map(|(h, map)| match map {
+                        Some(map) => Ok(HeadPlan::Reuse(map.clone())),
+                        None => Err(candle_core::Error::Msg(format!(
+                            "layer {l} head {h} has no captured map"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(LayerPlan::new(plans))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::new(layers))
+    }
+
     /// The layer plans.
     pub fn layers(&self) -> &[LayerPlan] {
         &self.layers
@@ -98,5 +121,25 @@ impl Planner for StaticPlan {
                 self.layers.len()
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn reuse_captured_needs_every_map() {
+        let map = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+        let plan =
+            StaticPlan::reuse_captured(&[vec![Some(map.clone()), Some(map.clone())]]).unwrap();
+        assert_eq!(plan.layers()[0].reused(), 2);
+        let err = StaticPlan::reuse_captured(&[vec![Some(map), None]]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("layer 0 head 1 has no captured map"),
+            "{err}"
+        );
     }
 }
