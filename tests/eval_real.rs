@@ -89,7 +89,15 @@ fn eval_json_reports_every_documented_field_over_all_queries() {
             "--limit",
             "8",
         ])
-        .args(["--policy", "global:0.4", "--repeats", "1", "--json"])
+        .args([
+            "--policy",
+            "global:0.4",
+            "--compare",
+            "paper:0.4",
+            "--repeats",
+            "1",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -117,4 +125,8 @@ fn eval_json_reports_every_documented_field_over_all_queries() {
         (v["accuracy_exact"].as_f64().unwrap() - v["accuracy_cached"].as_f64().unwrap()) * 100.0;
     assert!((loss - expected).abs() < 1e-9);
     assert!(v["fidelity_p5"].as_f64().unwrap() <= v["fidelity_mean"].as_f64().unwrap() + 1e-12);
+    // The compared policy ran on the same queries in the same run.
+    assert_eq!(v["policy"], "global:0.4");
+    assert_eq!(v["compared"][0]["policy"], "paper:0.4");
+    assert_eq!(v["compared"][0]["queries"], 8);
 }

@@ -26,28 +26,43 @@ pub fn run_eval(
     model: Option<&Path>,
     work: Workload,
     policy: Option<&str>,
+    compare: &[String],
     repeats: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     let model = load_model(model, "eval")?;
     let db = open_database(work.db, &model)?;
-    let policy = load_policy(policy, Some(&db), &model)?;
+    let mut policies = vec![load_policy(policy, Some(&db), &model)?];
+    for spec in compare {
+        policies.push(load_policy(Some(spec), Some(&db), &model)?);
+    }
     let corpus = load_corpus(work.split, &work.columns, work.limit)?;
     let probe = train_probe(&db)?;
-    let engine = Engine::new(model, db, policy)?;
+    let per_policy = corpus.items.len() * (1 + repeats);
     let bar = progress::bar(
-        corpus.items.len() * (1 + repeats),
+        per_policy * policies.len(),
         &format!("evaluating on {}", corpus.name),
     );
-    let eval = evaluate(&engine, &corpus, probe.as_ref(), repeats, &mut |d, _| {
-        bar.set_position(d as u64)
-    });
+    let mut evals = Vec::new();
+    for (i, policy) in policies.into_iter().enumerate() {
+        let engine = Engine::new(model.clone(), db.clone(), policy)?;
+        let eval = evaluate(&engine, &corpus, probe.as_ref(), repeats, &mut |d, _| {
+            bar.set_position((i * per_policy + d) as u64)
+        });
+        evals.push(eval.inspect_err(|_| bar.finish_and_clear())?);
+    }
     bar.finish_and_clear();
-    let eval = eval?;
+    let first = evals.remove(0);
     if json {
-        println!("{}", serde_json::to_string(&eval)?);
+        let mut out = serde_json::to_value(&first)?;
+        if !evals.is_empty() {
+            out["compared"] = serde_json::to_value(&evals)?;
+        }
+        println!("{out}");
     } else {
-        print_evaluation(&eval);
+        for e in std::iter::once(&first).chain(&evals) {
+            print_evaluation(e);
+        }
     }
     Ok(())
 }

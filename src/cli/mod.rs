@@ -172,6 +172,10 @@ pub enum Command {
         /// database's policy.json, else strict).
         #[arg(long, value_name = "P")]
         policy: Option<String>,
+        /// More policies evaluated side by side in the same run (repeatable);
+        /// JSON lists them under `compared`.
+        #[arg(long, value_name = "P")]
+        compare: Vec<String>,
         /// Timed passes over the split (speedups are medians over them).
         #[arg(long, default_value_t = 3, value_name = "N")]
         repeats: usize,
@@ -350,9 +354,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval {
             work,
             policy,
+            compare,
             repeats,
             json,
-        } => eval::run_eval(model, work.workload(), policy.as_deref(), repeats, json),
+        } => eval::run_eval(
+            model,
+            work.workload(),
+            policy.as_deref(),
+            &compare,
+            repeats,
+            json,
+        ),
         Command::Calibrate {
             work,
             budget,
