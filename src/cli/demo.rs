@@ -94,7 +94,9 @@ pub fn run(model: Option<&Path>) -> anyhow::Result<()> {
             );
         }
     }
-    println!("\nNext: `attncache embed TEXT...`, `attncache attention --layer L --head H TEXT`.");
+    println!(
+        "\nNext: `attncache build --corpus rt:db --limit 500 --out db`, then `attncache run --db db TEXT` and `attncache eval --db db --split rt:test --limit 200`."
+    );
     Ok(())
 }
 
