@@ -27,8 +27,9 @@ pub struct ModelIdentity {
 }
 
 impl ModelIdentity {
-    /// The identity of a loaded model (hashes its config and weights files).
+    /// The identity of a loaded model (its config and weights hashes).
     pub fn of(model: &Model) -> anyhow::Result<Self> {
+        let (config_sha256, weights_sha256) = model.file_sha256()?;
         let name = model
             .files
             .dir
@@ -37,8 +38,8 @@ impl ModelIdentity {
             .unwrap_or_else(|| model.files.dir.display().to_string());
         Ok(Self {
             name,
-            config_sha256: sha256_file(&model.files.config)?,
-            weights_sha256: sha256_file(&model.files.weights)?,
+            config_sha256,
+            weights_sha256,
             shape: *model.shape(),
         })
     }

@@ -273,8 +273,29 @@ impl Database {
     }
 
     /// The map of `entry`, `layer`, `head` for a query of `query_len` tokens
-    /// as a `[S, S]` tensor: as stored when the lengths match, cropped and
-    /// renormalised when the entry is longer.
+    /// as a row-major `S × S` vector: as stored when the lengths match,
+    /// cropped and renormalised when the entry is longer.
+    pub fn map_values_for(
+        &self,
+        entry: usize,
+        layer: usize,
+        head: usize,
+        query_len: usize,
+    ) -> anyhow::Result<Vec<f32>> {
+        let entry_len = self.entries[entry].tokens;
+        anyhow::ensure!(
+            entry_len >= query_len,
+            "entry {entry} has {entry_len} tokens, fewer than the query's {query_len}"
+        );
+        let values = self.map_values(entry, layer, head)?;
+        Ok(if entry_len == query_len {
+            values
+        } else {
+            crop_map(&values, entry_len, query_len)
+        })
+    }
+
+    /// [`Database::map_values_for`] as a `[S, S]` tensor on `device`.
     pub fn map_for(
         &self,
         entry: usize,
@@ -283,17 +304,7 @@ impl Database {
         query_len: usize,
         device: &Device,
     ) -> anyhow::Result<Tensor> {
-        let entry_len = self.entries[entry].tokens;
-        anyhow::ensure!(
-            entry_len >= query_len,
-            "entry {entry} has {entry_len} tokens, fewer than the query's {query_len}"
-        );
-        let values = self.map_values(entry, layer, head)?;
-        let values = if entry_len == query_len {
-            values
-        } else {
-            crop_map(&values, entry_len, query_len)
-        };
+        let values = self.map_values_for(entry, layer, head, query_len)?;
         Ok(Tensor::from_vec(values, (query_len, query_len), device)?)
     }
 

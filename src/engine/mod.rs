@@ -137,6 +137,24 @@ impl Engine {
         })
     }
 
+    /// Stage timings of `text` run exactly and cached, back to back, in the
+    /// order given (alternate it so neither side always runs on a warmer
+    /// cache): `(exact, cached)`.
+    pub fn timed_pair(
+        &self,
+        text: &str,
+        cached_first: bool,
+    ) -> anyhow::Result<(StageTimings, StageTimings)> {
+        let timings = |mode| self.run(text, mode).map(|r| r.trace.timings);
+        if cached_first {
+            let cached = timings(Mode::Cached)?;
+            Ok((timings(Mode::Exact)?, cached))
+        } else {
+            let exact = timings(Mode::Exact)?;
+            Ok((exact, timings(Mode::Cached)?))
+        }
+    }
+
     /// What the exact model's own layer inputs retrieve: per layer the
     /// neighbour, per head the true similarity of its map to the exact map
     /// (calibration data; nothing is reused).
@@ -162,10 +180,7 @@ impl Engine {
                 };
                 let sims = (0..d.hits.len())
                     .map(|h| {
-                        let ours = db
-                            .map_for(n.entry as usize, l, h, s, device)?
-                            .flatten_all()?
-                            .to_vec1::<f32>()?;
+                        let ours = db.map_values_for(n.entry as usize, l, h, s)?;
                         let truth = pass.out.maps[l][h]
                             .as_ref()
                             .expect("observe captures every map");
@@ -284,7 +299,6 @@ impl Engine {
         exact: Option<&Pass>,
     ) -> anyhow::Result<Vec<LayerTrace>> {
         let s = tokenized.ids.len();
-        let device = self.model.encoder.device();
         pass.decisions
             .iter()
             .enumerate()
@@ -298,8 +312,7 @@ impl Engine {
                         let predicted = found.map(|(n, _)| self.policy.predicted(l, h, n.distance));
                         let (similarity, js) = match (found, exact) {
                             (Some((n, db)), Some(exact)) => {
-                                let ours = db.map_for(n.entry as usize, l, h, s, device)?;
-                                let ours = ours.flatten_all()?.to_vec1::<f32>()?;
+                                let ours = db.map_values_for(n.entry as usize, l, h, s)?;
                                 let truth = exact.out.maps[l][h]
                                     .as_ref()
                                     .expect("shadow captures every map");

@@ -133,14 +133,7 @@ fn time_query(engine: &Engine, text: &str, repeats: usize) -> anyhow::Result<Que
     let reuse_all = StaticPlan::reuse_captured(&captured.maps)?;
     let mut samples: [Vec<f64>; 9] = Default::default();
     for r in 0..repeats {
-        // Alternate the order so neither side always runs on a warmer cache.
-        let (e, c) = if r % 2 == 0 {
-            let e = engine.run(text, Mode::Exact)?.trace.timings;
-            (e, engine.run(text, Mode::Cached)?.trace.timings)
-        } else {
-            let c = engine.run(text, Mode::Cached)?.trace.timings;
-            (engine.run(text, Mode::Exact)?.trace.timings, c)
-        };
+        let (e, c) = engine.timed_pair(text, r % 2 == 1)?;
         let (_, exact_fwd) = model.forward(
             &tokenized,
             &mut StaticPlan::exact(shape.layers, shape.heads),

@@ -186,13 +186,7 @@ fn time_speedups(
         let (mut exact_att, mut cached_att, mut exact_total, mut cached_total) =
             (0f64, 0f64, 0f64, 0f64);
         for (i, item) in corpus.items.iter().enumerate() {
-            let (exact, cached) = if i % 2 == 0 {
-                let e = engine.run(&item.text, Mode::Exact)?.trace.timings;
-                (e, engine.run(&item.text, Mode::Cached)?.trace.timings)
-            } else {
-                let c = engine.run(&item.text, Mode::Cached)?.trace.timings;
-                (engine.run(&item.text, Mode::Exact)?.trace.timings, c)
-            };
+            let (exact, cached) = engine.timed_pair(&item.text, i % 2 == 1)?;
             exact_att += exact.attention_with_lookup();
             cached_att += cached.attention_with_lookup();
             exact_total += exact.total;

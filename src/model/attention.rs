@@ -25,9 +25,9 @@ use super::plan::{HeadPlan, LayerPlan};
 /// Most head sets whose gathered weights a layer keeps.
 const GATHERED_CACHE: usize = 32;
 
-/// Q and K weight rows and biases of a subset of heads.
+/// Q and K weight rows and biases of all heads or of a subset of heads.
 #[derive(Debug)]
-struct Gathered {
+struct QkWeights {
     q_weight: Tensor,
     q_bias: Tensor,
     k_weight: Tensor,
@@ -37,16 +37,14 @@ struct Gathered {
 /// Q, K and V projections of one layer (weights `[D, D]`, PyTorch layout).
 #[derive(Debug, Clone)]
 pub struct SelfAttention {
-    q_weight: Tensor,
-    q_bias: Tensor,
-    k_weight: Tensor,
-    k_bias: Tensor,
+    /// Q (pre-scaled by 1/√d) and K of all heads.
+    qk: Arc<QkWeights>,
     v_weight: Tensor,
     v_bias: Tensor,
     heads: usize,
     head_dim: usize,
     /// Gathered Q/K weights by bit mask of computed heads.
-    gathered: Arc<Mutex<HashMap<u64, Arc<Gathered>>>>,
+    gathered: Arc<Mutex<HashMap<u64, Arc<QkWeights>>>>,
 }
 
 /// What an attention layer produced.
@@ -74,10 +72,12 @@ impl SelfAttention {
         let (k_weight, k_bias) = load("key")?;
         let (v_weight, v_bias) = load("value")?;
         Ok(Self {
-            q_weight: (q_weight * scale)?,
-            q_bias: (q_bias * scale)?,
-            k_weight,
-            k_bias,
+            qk: Arc::new(QkWeights {
+                q_weight: (q_weight * scale)?,
+                q_bias: (q_bias * scale)?,
+                k_weight,
+                k_bias,
+            }),
             v_weight,
             v_bias,
             heads: shape.heads,
@@ -115,16 +115,7 @@ impl SelfAttention {
         let mut captured = vec![None; self.heads];
 
         if reused.is_empty() {
-            let probs = self.probs(
-                &rows,
-                mask,
-                b,
-                s,
-                &self.q_weight,
-                &self.q_bias,
-                &self.k_weight,
-                &self.k_bias,
-            )?;
+            let probs = self.probs(&rows, mask, b, s, &self.qk)?;
             capture(plan, &computed, &probs, &mut captured)?;
             let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
             return Ok(AttentionOutput { context, captured });
@@ -135,16 +126,7 @@ impl SelfAttention {
             return Ok(AttentionOutput { context, captured });
         }
         let w = self.gathered_weights(&computed)?;
-        let probs = self.probs(
-            &rows,
-            mask,
-            b,
-            s,
-            &w.q_weight,
-            &w.q_bias,
-            &w.k_weight,
-            &w.k_bias,
-        )?;
+        let probs = self.probs(&rows, mask, b, s, &w)?;
         capture(plan, &computed, &probs, &mut captured)?;
         // All maps in model order: one copy of H·S² values.
         let mut next_computed = 0;
@@ -163,20 +145,24 @@ impl SelfAttention {
     }
 
     /// softmax(Q Kᵀ + mask) with the given (already scaled) weights: `[B, n, S, S]`.
-    #[allow(clippy::too_many_arguments)]
     fn probs(
         &self,
         rows: &Tensor,
         mask: Option<&Tensor>,
         b: usize,
         s: usize,
-        q_weight: &Tensor,
-        q_bias: &Tensor,
-        k_weight: &Tensor,
-        k_bias: &Tensor,
+        w: &QkWeights,
     ) -> Result<Tensor> {
-        let q = self.split_heads(&rows.matmul(&q_weight.t()?)?.broadcast_add(q_bias)?, b, s)?;
-        let k = self.split_heads(&rows.matmul(&k_weight.t()?)?.broadcast_add(k_bias)?, b, s)?;
+        let q = self.split_heads(
+            &rows.matmul(&w.q_weight.t()?)?.broadcast_add(&w.q_bias)?,
+            b,
+            s,
+        )?;
+        let k = self.split_heads(
+            &rows.matmul(&w.k_weight.t()?)?.broadcast_add(&w.k_bias)?,
+            b,
+            s,
+        )?;
         let scores = q.matmul(&k.t()?)?;
         let scores = match mask {
             Some(mask) => scores.broadcast_add(mask)?,
@@ -186,7 +172,7 @@ impl SelfAttention {
     }
 
     /// The Q/K weight rows of `heads`, gathered once per set of heads.
-    fn gathered_weights(&self, heads: &[usize]) -> Result<Arc<Gathered>> {
+    fn gathered_weights(&self, heads: &[usize]) -> Result<Arc<QkWeights>> {
         let key = heads.iter().fold(0u64, |m, &h| m | (1 << h));
         let mut cache = self
             .gathered
@@ -199,13 +185,13 @@ impl SelfAttention {
             .iter()
             .flat_map(|&h| (h * self.head_dim..(h + 1) * self.head_dim).map(|r| r as u32))
             .collect();
-        let rows = Tensor::from_vec(rows, heads.len() * self.head_dim, self.q_weight.device())?;
+        let rows = Tensor::from_vec(rows, heads.len() * self.head_dim, self.qk.q_weight.device())?;
         let pick = |t: &Tensor| t.index_select(&rows, 0);
-        let w = Arc::new(Gathered {
-            q_weight: pick(&self.q_weight)?,
-            q_bias: pick(&self.q_bias)?,
-            k_weight: pick(&self.k_weight)?,
-            k_bias: pick(&self.k_bias)?,
+        let w = Arc::new(QkWeights {
+            q_weight: pick(&self.qk.q_weight)?,
+            q_bias: pick(&self.qk.q_bias)?,
+            k_weight: pick(&self.qk.k_weight)?,
+            k_bias: pick(&self.qk.k_bias)?,
         });
         if cache.len() >= GATHERED_CACHE {
             cache.clear();

@@ -11,6 +11,7 @@ mod timing;
 mod tokenizer;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -26,7 +27,7 @@ pub use plan::{HeadPlan, LayerPlan, Planner, StaticPlan};
 pub use timing::{ForwardTimings, LayerTiming, ms};
 pub use tokenizer::{TextTokenizer, TokenizedText};
 
-use crate::fetch::{Fetcher, MINILM_L6};
+use crate::fetch::{Fetcher, MINILM_L6, sha256_file};
 
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,8 @@ pub struct Model {
     pub tokenizer: TextTokenizer,
     /// Its encoder.
     pub encoder: BertEncoder,
+    /// sha256 of the config and weights files, computed on first use.
+    file_sha256: OnceLock<(String, String)>,
 }
 
 /// Sentence embeddings of a few texts with what they cost.
@@ -146,7 +149,21 @@ impl Model {
             config,
             tokenizer,
             encoder,
+            file_sha256: OnceLock::new(),
         })
+    }
+
+    /// sha256 of `config.json` and `model.safetensors`, hashed once per
+    /// loaded model (the weights file is large).
+    pub fn file_sha256(&self) -> std::io::Result<(String, String)> {
+        if let Some(hashes) = self.file_sha256.get() {
+            return Ok(hashes.clone());
+        }
+        let hashes = (
+            sha256_file(&self.files.config)?,
+            sha256_file(&self.files.weights)?,
+        );
+        Ok(self.file_sha256.get_or_init(|| hashes).clone())
     }
 
     /// The encoder's sizes.
