@@ -8,6 +8,7 @@
 //! - [`cache`]: the memorization database, features, index and policy.
 //! - [`engine`]: exact / cached / shadow runs and their traces.
 //! - [`eval`]: map similarity and timing statistics.
+//! - [`tui`]: the interactive dashboard.
 //! - [`cli`]: the command-line interface.
 
 pub mod cache;
@@ -17,3 +18,4 @@ pub mod engine;
 pub mod eval;
 pub mod fetch;
 pub mod model;
+pub mod tui;

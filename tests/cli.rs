@@ -162,3 +162,82 @@ fn fetch_without_python_is_a_one_line_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_headless_dashboard_builds_its_database_then_serves_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_tiny_model(&dir.path().join("model"));
+    let corpus = dir.path().join("corpus.txt");
+    let texts = [
+        "the movie was great",
+        "a bad plot",
+        "the film is fun",
+        "not fun",
+    ];
+    std::fs::write(&corpus, texts.join("\n")).unwrap();
+    let (model, corpus) = (
+        dir.path().join("model"),
+        corpus.to_str().unwrap().to_string(),
+    );
+    let db = dir.path().join("db");
+    let dashboard = |keys: &str, json: bool| {
+        let mut args = vec![
+            "--model",
+            model.to_str().unwrap(),
+            "dashboard",
+            "--headless",
+            "--db",
+            db.to_str().unwrap(),
+            "--split",
+            &corpus,
+            "--build-corpus",
+            &corpus,
+            "--calib-split",
+            &corpus,
+            "--screen",
+            "80x24",
+            "--keys",
+            keys,
+        ];
+        if json {
+            args.push("--json");
+        }
+        Command::new(env!("CARGO_BIN_EXE_attncache"))
+            .args(args)
+            .env("ATTNCACHE_HOME", dir.path().join("home"))
+            .output()
+            .unwrap()
+    };
+    // First run: the database is built in the background; once it is ready
+    // the dashboard serves in shadow mode; a database text hits everywhere.
+    let v = json_of(&dashboard("wait,run:a bad plot,l,j", true));
+    assert_eq!(v["db_entries"], 4);
+    assert_eq!(v["mode"], "shadow");
+    assert_eq!(v["current"]["text"], "a bad plot");
+    assert_eq!(v["current"]["hit_rate"], 1.0);
+    assert_eq!(v["selected"], serde_json::json!([1, 1]));
+    assert!(db.join("manifest.json").is_file());
+    // Second run opens it at once; the default output is the last frame.
+    let out = dashboard("m,run:the movie was great", false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let screen = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        screen.contains("mode exact") && screen.contains("db 4 entries"),
+        "{screen}"
+    );
+    assert_eq!(screen.lines().count(), 24);
+    // A bad script step is a one-line error.
+    assert_one_line_error(&dashboard("Hyper", false), "unknown key `Hyper`");
+}
+
+#[test]
+fn the_dashboard_without_a_terminal_says_how_to_script_it() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_tiny_model(dir.path());
+    let out = attncache(&["--model", dir.path().to_str().unwrap()]);
+    assert_one_line_error(&out, "the dashboard needs a terminal");
+}

@@ -55,7 +55,15 @@ fn calibration_respects_its_budget_on_the_calibration_split() {
             kind,
             drop_unprofitable: true,
         };
-        let policy = calibrate(&engine, &calib, probe.as_ref(), options, &mut |_, _| {}).unwrap();
+        let policy = calibrate(
+            &engine,
+            &calib,
+            probe.as_ref(),
+            options,
+            &mut |_, _| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         let cal = policy.calibration.clone().unwrap();
         assert!(
             cal.measured_error <= budget,

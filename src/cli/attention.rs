@@ -1,26 +1,20 @@
 //! `attncache attention`: one head's map for a text.
 
-use std::path::Path;
-
+use super::setup::{Target, load_model};
 use anyhow::bail;
-use candle_core::Device;
 use serde_json::json;
 
 use super::heatmap;
-use crate::model::{HeadPlan, LayerPlan, Model, ModelSource, StaticPlan, ms};
+use crate::model::{HeadPlan, LayerPlan, StaticPlan, ms};
 
 pub fn run(
-    model: Option<&Path>,
+    target: &Target,
     layer: usize,
     head: usize,
     text: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let model = Model::load(
-        &ModelSource::from_arg(model),
-        &Device::Cpu,
-        "`attncache attention`",
-    )?;
+    let model = load_model(target, "attention")?;
     let shape = *model.shape();
     if layer >= shape.layers {
         bail!(

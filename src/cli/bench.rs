@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::progress;
-use super::setup::{load_corpus, load_model, load_policy, open_database};
+use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
 use crate::data::CorpusOptions;
 use crate::engine::Engine;
 use crate::eval::bench;
@@ -18,8 +18,8 @@ pub struct BenchArgs<'a> {
     pub json: bool,
 }
 
-pub fn run(model: Option<&Path>, args: BenchArgs) -> anyhow::Result<()> {
-    let model = load_model(model, "bench")?;
+pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
+    let model = load_model(target, "bench")?;
     let db = open_database(args.db, &model)?;
     let policy = load_policy(args.policy, Some(&db), &model)?;
     let mut texts = Vec::new();

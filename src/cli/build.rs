@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::progress;
-use super::setup::{load_corpus, load_model};
+use super::setup::{Target, load_corpus, load_model};
 use crate::cache::{BuildOptions, FeatureKind, build};
 use crate::data::CorpusOptions;
 
@@ -20,12 +20,12 @@ pub struct BuildArgs<'a> {
     pub json: bool,
 }
 
-pub fn run(model: Option<&Path>, args: BuildArgs) -> anyhow::Result<()> {
+pub fn run(target: &Target, args: BuildArgs) -> anyhow::Result<()> {
     let options = BuildOptions {
         feature: FeatureKind::parse(args.feature)?,
         hnsw_min_bucket: args.hnsw_min_bucket,
     };
-    let model = load_model(model, "build")?;
+    let model = load_model(target, "build")?;
     let corpus = load_corpus(args.corpus, &args.columns, args.limit)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();

@@ -1,15 +1,13 @@
 //! `attncache demo` (also what `attncache` with no arguments runs): a short
 //! tour of the model and of attention-map capture and reuse.
 
-use std::path::Path;
+use super::setup::{Target, load_model};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::eval::{map_similarity, median};
-use crate::model::{
-    HeadPlan, LayerPlan, Model, ModelSource, StaticPlan, TokenizedText, cosine, ms,
-};
+use crate::model::{HeadPlan, LayerPlan, Model, StaticPlan, TokenizedText, cosine, ms};
 
 /// Our own demo prompts (see the file for the format).
 const DEMO_PROMPTS: &str = include_str!("../../assets/demo_prompts.txt");
@@ -26,12 +24,8 @@ pub fn demo_prompts() -> Vec<&'static str> {
         .collect()
 }
 
-pub fn run(model: Option<&Path>) -> anyhow::Result<()> {
-    let model = Model::load(
-        &ModelSource::from_arg(model),
-        &Device::Cpu,
-        "`attncache demo`",
-    )?;
+pub fn run(target: &Target) -> anyhow::Result<()> {
+    let model = load_model(target, "demo")?;
     let shape = *model.shape();
     println!(
         "attncache demo: {} ({} layers × {} heads, hidden {})\n",
@@ -58,7 +52,7 @@ pub fn run(model: Option<&Path>) -> anyhow::Result<()> {
         prompts[0],
         a.ids.len()
     );
-    let captured = capture_all(&model, a)?;
+    let captured = model.capture_maps(a)?;
     let exact = forward_hidden(&model, a, &mut StaticPlan::exact(shape.layers, shape.heads))?;
     let reused = forward_hidden(&model, a, &mut reuse_plan(&captured, shape.layers))?;
     let diff = (&exact - &reused)?.abs()?.max_all()?.to_scalar::<f32>()?;
@@ -75,7 +69,7 @@ pub fn run(model: Option<&Path>) -> anyhow::Result<()> {
             "\n3. Reuse the maps of {b_text:?} (same length) in {:?}",
             prompts[0]
         );
-        let other = capture_all(&model, b)?;
+        let other = model.capture_maps(b)?;
         print!("   mean map similarity (1 − TV) per layer:");
         for l in 0..shape.layers {
             let sims = (0..shape.heads)
@@ -98,24 +92,6 @@ pub fn run(model: Option<&Path>) -> anyhow::Result<()> {
         "\nNext: `attncache build --corpus rt:db --limit 500 --out db`, then `attncache run --db db TEXT` and `attncache eval --db db --split rt:test --limit 200`."
     );
     Ok(())
-}
-
-/// Every post-softmax map of one input, `[S, S]` by layer then head.
-fn capture_all(model: &Model, text: &TokenizedText) -> anyhow::Result<Vec<Vec<Tensor>>> {
-    let shape = model.shape();
-    let (_, out) = model.forward(
-        std::slice::from_ref(text),
-        &mut StaticPlan::capture_all(shape.layers, shape.heads),
-    )?;
-    out.maps
-        .into_iter()
-        .map(|layer| {
-            layer
-                .into_iter()
-                .map(|m| Ok(m.expect("captured").squeeze(0)?))
-                .collect()
-        })
-        .collect()
 }
 
 /// A plan reusing `maps` in the first `layers` layers.

@@ -1,19 +1,14 @@
 //! `attncache embed`: sentence embeddings and their cosine matrix.
 
-use std::path::Path;
+use super::setup::{Target, load_model};
 use std::time::Instant;
 
-use candle_core::Device;
 use serde_json::json;
 
-use crate::model::{Model, ModelSource, cosine, ms};
+use crate::model::{cosine, ms};
 
-pub fn run(model: Option<&Path>, texts: &[String], json: bool) -> anyhow::Result<()> {
-    let model = Model::load(
-        &ModelSource::from_arg(model),
-        &Device::Cpu,
-        "`attncache embed`",
-    )?;
+pub fn run(target: &Target, texts: &[String], json: bool) -> anyhow::Result<()> {
+    let model = load_model(target, "embed")?;
     let start = Instant::now();
     let embedded = model.embed(texts)?;
     let total = start.elapsed();

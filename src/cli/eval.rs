@@ -1,11 +1,12 @@
 //! `attncache eval`, `attncache calibrate` and `attncache sweep`.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
 use super::progress;
-use super::setup::{load_corpus, load_model, load_policy, open_database};
+use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
 use crate::cache::{LengthPolicy, Policy};
 use crate::data::CorpusOptions;
 use crate::engine::Engine;
@@ -23,14 +24,14 @@ pub struct Workload<'a> {
 
 /// `attncache eval`.
 pub fn run_eval(
-    model: Option<&Path>,
+    target: &Target,
     work: Workload,
     policy: Option<&str>,
     compare: &[String],
     repeats: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let model = load_model(model, "eval")?;
+    let model = load_model(target, "eval")?;
     let db = open_database(work.db, &model)?;
     let mut policies = vec![load_policy(policy, Some(&db), &model)?];
     for spec in compare {
@@ -133,11 +134,7 @@ pub struct CalibrateArgs<'a> {
 }
 
 /// `attncache calibrate`.
-pub fn run_calibrate(
-    model: Option<&Path>,
-    work: Workload,
-    args: CalibrateArgs,
-) -> anyhow::Result<()> {
+pub fn run_calibrate(target: &Target, work: Workload, args: CalibrateArgs) -> anyhow::Result<()> {
     let options = CalibrateOptions {
         budget: args.budget,
         objective: Objective::parse(args.objective)?,
@@ -145,17 +142,28 @@ pub fn run_calibrate(
         drop_unprofitable: !args.keep_unprofitable,
     };
     anyhow::ensure!(args.budget >= 0.0, "--budget must be at least 0");
-    let model = load_model(model, "calibrate")?;
+    let model = load_model(target, "calibrate")?;
     let db = open_database(work.db, &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit)?;
     let probe = train_probe(&db)?;
     let mut start = Policy::strict(model.shape());
     start.lengths = LengthPolicy::parse(args.length_policy)?;
     let engine = Engine::new(model, db.clone(), start)?;
-    let bar = progress::bar(10, &format!("calibrating on {}", corpus.name));
-    let policy = calibrate(&engine, &corpus, probe.as_ref(), options, &mut |d, _| {
-        bar.set_position(d as u64)
-    });
+    let bar = progress::bar(
+        corpus.items.len() + 10,
+        &format!("calibrating on {}", corpus.name),
+    );
+    let policy = calibrate(
+        &engine,
+        &corpus,
+        probe.as_ref(),
+        options,
+        &mut |d, total| {
+            bar.set_length(total as u64);
+            bar.set_position(d as u64)
+        },
+        &AtomicBool::new(false),
+    );
     bar.finish_and_clear();
     let policy = policy?;
     let out = args
@@ -186,14 +194,14 @@ pub fn run_calibrate(
 
 /// `attncache sweep`: evaluations over a list of global thresholds.
 pub fn run_sweep(
-    model: Option<&Path>,
+    target: &Target,
     work: Workload,
     thresholds: &[f32],
     paper: bool,
     repeats: usize,
     csv: bool,
 ) -> anyhow::Result<()> {
-    let model = load_model(model, "sweep")?;
+    let model = load_model(target, "sweep")?;
     let db = open_database(work.db, &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit)?;
     let probe = train_probe(&db)?;
@@ -247,8 +255,8 @@ pub fn run_sweep(
 }
 
 /// `attncache retrieval`: look-up quality against the oracle-best entry.
-pub fn run_retrieval(model: Option<&Path>, work: Workload, json: bool) -> anyhow::Result<()> {
-    let model = load_model(model, "retrieval")?;
+pub fn run_retrieval(target: &Target, work: Workload, json: bool) -> anyhow::Result<()> {
+    let model = load_model(target, "retrieval")?;
     let db = open_database(work.db, &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit)?;
     let bar = progress::bar(corpus.items.len(), &format!("retrieval on {}", corpus.name));

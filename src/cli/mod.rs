@@ -3,6 +3,8 @@
 mod attention;
 mod bench;
 mod build;
+mod check_device;
+mod dashboard;
 mod db_info;
 mod demo;
 mod embed;
@@ -26,7 +28,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub model: Option<PathBuf>,
 
-    /// What to do (default: `demo`).
+    /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with
+    /// `--features cuda`, see scripts/build-cuda.sh).
+    #[arg(long, global = true, default_value = "cpu", value_name = "DEV")]
+    pub device: String,
+
+    /// What to do (default: `dashboard`).
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -298,20 +305,42 @@ pub enum Command {
     /// A short tour: embeddings, one attention map, and capture → reuse of
     /// every map with its effect on output and time.
     Demo,
+    /// The test suite's correctness checks on --device against the CPU:
+    /// hidden states, maps, embeddings, and capture → reuse on the device.
+    CheckDevice {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The interactive dashboard (the default): live similarity, hit/miss
+    /// decisions and latency; tune thresholds, calibrate, rebuild.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let model = cli.model.as_deref();
-    match cli.command.unwrap_or(Command::Demo) {
+    let target = &setup::Target {
+        model: cli.model.as_deref(),
+        device: crate::model::open_device(&cli.device)?,
+    };
+    let command = cli.command.unwrap_or_else(|| {
+        use clap::FromArgMatches;
+        let defaults =
+            <dashboard::DashboardArgs as clap::Args>::augment_args(clap::Command::new("dashboard"))
+                .get_matches_from(["dashboard"]);
+        Command::Dashboard(
+            dashboard::DashboardArgs::from_arg_matches(&defaults).expect("the defaults parse"),
+        )
+    });
+    match command {
         Command::Fetch { json } => fetch::run(json),
-        Command::Embed { json, texts } => embed::run(model, &texts, json),
+        Command::Embed { json, texts } => embed::run(target, &texts, json),
         Command::Attention {
             layer,
             head,
             json,
             text,
-        } => attention::run(model, layer, head, &text, json),
+        } => attention::run(target, layer, head, &text, json),
         Command::Build {
             corpus,
             out,
@@ -322,7 +351,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             label_column,
             json,
         } => build::run(
-            model,
+            target,
             build::BuildArgs {
                 corpus: &corpus,
                 out: &out,
@@ -344,7 +373,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             texts,
         } => run::run(
-            model,
+            target,
             db.as_deref(),
             policy.as_deref(),
             mode.as_deref(),
@@ -358,7 +387,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             repeats,
             json,
         } => eval::run_eval(
-            model,
+            target,
             work.workload(),
             policy.as_deref(),
             &compare,
@@ -375,7 +404,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             keep_unprofitable,
             json,
         } => eval::run_calibrate(
-            model,
+            target,
             work.workload(),
             eval::CalibrateArgs {
                 budget,
@@ -394,7 +423,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             repeats,
             csv,
             json: _,
-        } => eval::run_sweep(model, work.workload(), &thresholds, paper, repeats, csv),
+        } => eval::run_sweep(target, work.workload(), &thresholds, paper, repeats, csv),
         Command::Bench {
             db,
             policy,
@@ -403,7 +432,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             repeats,
             json,
         } => bench::run(
-            model,
+            target,
             bench::BenchArgs {
                 db: &db,
                 policy: policy.as_deref(),
@@ -413,8 +442,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
             },
         ),
-        Command::Retrieval { work, json } => eval::run_retrieval(model, work.workload(), json),
+        Command::Retrieval { work, json } => eval::run_retrieval(target, work.workload(), json),
         Command::BenchIndex { db, queries, json } => bench::run_index(&db, queries, json),
-        Command::Demo => demo::run(model),
+        Command::Demo => demo::run(target),
+        Command::Dashboard(args) => dashboard::run(target, args),
+        Command::CheckDevice { json } => check_device::run(target, json),
     }
 }

@@ -4,11 +4,11 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::setup::{load_model, load_policy, open_database};
+use super::setup::{Target, load_model, load_policy, open_database};
 use crate::engine::{Engine, Mode, Trace};
 
 pub fn run(
-    model: Option<&Path>,
+    target: &Target,
     db: Option<&Path>,
     policy: Option<&str>,
     mode: Option<&str>,
@@ -20,7 +20,7 @@ pub fn run(
         (None, Some(_)) => Mode::Shadow,
         (None, None) => Mode::Exact,
     };
-    let model = load_model(model, "run")?;
+    let model = load_model(target, "run")?;
     let engine = match db {
         Some(dir) => {
             let db = open_database(dir, &model)?;

@@ -10,11 +10,21 @@ use crate::cache::{Database, ModelIdentity, Policy};
 use crate::data::{Corpus, CorpusOptions, CorpusSpec};
 use crate::model::{Model, ModelSource};
 
-/// Loads the model named by `--model` (or the default one, fetched if needed).
-pub fn load_model(model: Option<&Path>, command: &str) -> anyhow::Result<Arc<Model>> {
+/// The model and device chosen by the global `--model` and `--device` flags.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    /// `--model`: a local model directory (default: the fetched default model).
+    pub model: Option<&'a Path>,
+    /// `--device`.
+    pub device: Device,
+}
+
+/// Loads the model named by `--model` (or the default one, fetched if needed)
+/// onto the `--device`.
+pub fn load_model(target: &Target, command: &str) -> anyhow::Result<Arc<Model>> {
     Ok(Arc::new(Model::load(
-        &ModelSource::from_arg(model),
-        &Device::Cpu,
+        &ModelSource::from_arg(target.model),
+        &target.device,
         &format!("`attncache {command}`"),
     )?))
 }

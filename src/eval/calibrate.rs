@@ -18,6 +18,8 @@
 //! all (identical inputs only); for the paper's single look-up, the same test
 //! applies to the whole model.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::Serialize;
 
 use super::cost::LayerCost;
@@ -104,13 +106,15 @@ struct Trial {
 }
 
 /// Calibrates a policy for `engine`'s database (and its length policy) on
-/// `corpus`; `progress(step, steps)` reports the bisection.
+/// `corpus`; `progress(step, steps)` reports each observed query, then each
+/// bisection step; setting `cancel` stops it with an error.
 pub fn calibrate(
     engine: &Engine,
     corpus: &Corpus,
     probe: Option<&Probe>,
     options: CalibrateOptions,
     progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
 ) -> anyhow::Result<Policy> {
     anyhow::ensure!(
         !corpus.items.is_empty(),
@@ -133,10 +137,17 @@ pub fn calibrate(
     };
     base.lengths = lengths;
     observer.set_policy(base.clone())?;
+    let steps = corpus.items.len() + STEPS;
     let observations = corpus
         .items
         .iter()
-        .map(|item| observer.observe(&item.text))
+        .enumerate()
+        .map(|(i, item)| {
+            anyhow::ensure!(!cancel.load(Ordering::Relaxed), "calibration cancelled");
+            let observation = observer.observe(&item.text);
+            progress(i + 1, steps);
+            observation
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let samples = samples_per_head(&observations, shape.layers, shape.heads);
     base.predictor = fit_predictors(&samples);
@@ -182,6 +193,7 @@ pub fn calibrate(
         best = (strict, trial);
     }
     for step in 0..STEPS {
+        anyhow::ensure!(!cancel.load(Ordering::Relaxed), "calibration cancelled");
         let mid = (lo + hi) / 2.0;
         let policy = policy_at(mid);
         let trial = measure(&policy)?;
@@ -191,7 +203,7 @@ pub fn calibrate(
         } else {
             hi = mid;
         }
-        progress(step + 1, STEPS);
+        progress(corpus.items.len() + step + 1, steps);
     }
     let (mut policy, mut trial) = best;
     let best_policy = policy.clone();

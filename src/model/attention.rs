@@ -5,7 +5,7 @@
 //! projection, one batched QKᵀ, masking only when something is padded,
 //! candle's fused `softmax_last_dim`, and no copy to a contiguous layout but
 //! the head merge at the end (and the head split of padded batches, which
-//! candle's CPU matmul needs).
+//! candle's CPU matmul needs, and of everything on CUDA).
 //!
 //! A layer with reused heads computes Q and K for the other heads only, with
 //! one projection each through weight rows gathered for that set of heads
@@ -200,11 +200,16 @@ impl SelfAttention {
         Ok(w)
     }
 
-    /// `[B·S, n·d]` → `[B, n, S, d]` (a view when B = 1).
+    /// `[B·S, n·d]` → `[B, n, S, d]` (a view when B = 1 on the CPU; CUDA's
+    /// batched matmul needs plain batch strides).
     fn split_heads(&self, t: &Tensor, b: usize, s: usize) -> Result<Tensor> {
         let n = t.dim(D::Minus1)? / self.head_dim;
         let t = t.reshape((b, s, n, self.head_dim))?.transpose(1, 2)?;
-        if b == 1 { Ok(t) } else { t.contiguous() }
+        if b == 1 && t.device().is_cpu() {
+            Ok(t)
+        } else {
+            t.contiguous()
+        }
     }
 }
 

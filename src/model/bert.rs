@@ -162,10 +162,13 @@ impl BertEncoder {
     }
 
     /// Runs the encoder on `batch`, asking `planner` for each layer's plan
-    /// right before that layer's attention.
+    /// right before that layer's attention. On an asynchronous device (CUDA)
+    /// every stage waits for its kernels before its timer stops, so the
+    /// timers measure work, not kernel launches.
     pub fn forward(&self, batch: &Batch, planner: &mut dyn Planner) -> Result<ForwardOutput> {
         let start = Instant::now();
         let mut x = self.embeddings.forward(batch)?;
+        self.device.synchronize()?;
         let mut timings = ForwardTimings {
             embeddings: start.elapsed(),
             layers: Vec::with_capacity(self.layers.len()),
@@ -174,13 +177,16 @@ impl BertEncoder {
         for (i, layer) in self.layers.iter().enumerate() {
             let start = Instant::now();
             let plan: LayerPlan = planner.plan_layer(i, &x)?;
+            self.device.synchronize()?;
             let planned = start.elapsed();
             let start = Instant::now();
             let AttentionOutput { context, captured } =
                 layer.attention.forward(&x, batch.mask.as_ref(), &plan)?;
+            self.device.synchronize()?;
             let attention = start.elapsed();
             let start = Instant::now();
             x = layer.finish(&x, &context)?;
+            self.device.synchronize()?;
             timings.layers.push(LayerTiming {
                 plan: planned,
                 attention,

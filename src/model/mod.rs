@@ -5,6 +5,7 @@ mod attention;
 mod batch;
 mod bert;
 mod config;
+mod device;
 mod error;
 mod plan;
 mod timing;
@@ -22,6 +23,7 @@ pub use attention::{AttentionOutput, SelfAttention};
 pub use batch::Batch;
 pub use bert::{BertEncoder, EncoderLayer, ForwardOutput};
 pub use config::{BertConfig, ModelShape, load_bert_config};
+pub use device::{device_name, open_device};
 pub use error::ModelError;
 pub use plan::{HeadPlan, LayerPlan, Planner, StaticPlan};
 pub use timing::{ForwardTimings, LayerTiming, ms};
@@ -200,6 +202,25 @@ impl Model {
             .forward(&batch, planner)
             .context("forward pass failed")?;
         Ok((batch, out))
+    }
+
+    /// Every post-softmax map of one input from the exact model, `[S, S]` by
+    /// layer then head.
+    pub fn capture_maps(&self, text: &TokenizedText) -> anyhow::Result<Vec<Vec<Tensor>>> {
+        let shape = self.shape();
+        let (_, out) = self.forward(
+            std::slice::from_ref(text),
+            &mut StaticPlan::capture_all(shape.layers, shape.heads),
+        )?;
+        out.maps
+            .into_iter()
+            .map(|layer| {
+                layer
+                    .into_iter()
+                    .map(|m| Ok(m.expect("capture_all captures every head").squeeze(0)?))
+                    .collect()
+            })
+            .collect()
     }
 
     /// Sentence embeddings (mean pooling + L2 normalisation) of `texts`, run

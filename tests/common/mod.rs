@@ -210,21 +210,7 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 /// Every map of one input, `[S, S]`, by layer then head.
 pub fn capture_all(model: &Model, text: &TokenizedText) -> Vec<Vec<Tensor>> {
-    let s = model.shape();
-    let (_, out) = model
-        .forward(
-            std::slice::from_ref(text),
-            &mut StaticPlan::capture_all(s.layers, s.heads),
-        )
-        .unwrap();
-    out.maps
-        .into_iter()
-        .map(|l| {
-            l.into_iter()
-                .map(|m| m.unwrap().squeeze(0).unwrap())
-                .collect()
-        })
-        .collect()
+    model.capture_maps(text).unwrap()
 }
 
 /// The exact last hidden state of one input, `[1, S, D]`.

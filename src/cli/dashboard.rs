@@ -1,0 +1,194 @@
+//! `attncache dashboard` (the default command): the interactive dashboard, or
+//! the same driven by a key script with `--headless`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::setup::{Target, load_corpus, load_model, load_policy};
+use crate::cache::{Database, ModelIdentity};
+use crate::data::CorpusOptions;
+use crate::engine::Engine;
+use crate::fetch::Fetcher;
+use crate::model::device_name;
+use crate::tui::app::{App, AppConfig, ModelInfo};
+use crate::tui::theme::Theme;
+use crate::tui::worker::{self, JobRequest, JobSettings};
+use crate::tui::{headless, run_terminal};
+
+/// The dashboard's options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DashboardArgs {
+    /// The database (default: one per model under $ATTNCACHE_HOME/databases,
+    /// built from --build-corpus in the background when missing).
+    #[arg(long, value_name = "DIR")]
+    pub db: Option<PathBuf>,
+    /// strict, global:D, paper:D or a policy file (default: the database's
+    /// policy.json, else strict).
+    #[arg(long, value_name = "P")]
+    pub policy: Option<String>,
+    /// The split the demo stream replays.
+    #[arg(long, default_value = "rt:test", value_name = "SPEC")]
+    pub split: String,
+    /// Milliseconds between stream queries.
+    #[arg(long, default_value_t = 1500, value_name = "MS")]
+    pub interval_ms: u64,
+    /// The corpus a missing database is built from (and the rebuild form's default).
+    #[arg(long, default_value = "rt:db", value_name = "SPEC")]
+    pub build_corpus: String,
+    /// Build from the first N texts only.
+    #[arg(long, value_name = "N")]
+    pub build_limit: Option<usize>,
+    /// The split calibration and threshold checks run on.
+    #[arg(long, default_value = "rt:calib", value_name = "SPEC")]
+    pub calib_split: String,
+    /// Queries of that split used by calibration and checks.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub calib_limit: usize,
+    /// Where `e` writes (default: ./attncache-export).
+    #[arg(long, value_name = "DIR")]
+    pub export_dir: Option<PathBuf>,
+    /// No colours (also when NO_COLOR is set).
+    #[arg(long)]
+    pub no_color: bool,
+    /// Run without a terminal, driven by --keys; print the final state.
+    #[arg(long)]
+    pub headless: bool,
+    /// Headless script, comma-separated: keys (m, +, Enter, Esc, Tab, Up…),
+    /// type:TEXT, run:TEXT, click:X,Y, wait, sleep:MS. The stream starts
+    /// paused (Space starts it).
+    #[arg(long, value_delimiter = ',', value_name = "STEPS")]
+    pub keys: Vec<String>,
+    /// Headless screen size.
+    #[arg(long, default_value = "120x40", value_name = "WxH")]
+    pub screen: String,
+    /// Headless: print the final state as JSON (default: the last frame).
+    #[arg(long)]
+    pub json: bool,
+    /// Headless: seconds a `wait` may take.
+    #[arg(long, default_value_t = 600, value_name = "S")]
+    pub timeout: u64,
+}
+
+/// Opens the dashboard.
+pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
+    let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    if !args.headless && !interactive {
+        anyhow::bail!(
+            "the dashboard needs a terminal: run it in one, or script it with \
+             `attncache dashboard --headless --keys ...`, or use a subcommand (see --help)"
+        );
+    }
+    let steps = headless::parse_script(&args.keys)?;
+    let size = parse_size(&args.screen)?;
+    let model = load_model(target, "dashboard")?;
+    let stream = load_corpus(&args.split, &CorpusOptions::default(), None)?;
+    let model_name = model
+        .files
+        .dir
+        .file_name()
+        .map_or("model".into(), |n| n.to_string_lossy().into_owned());
+    let db_dir = match &args.db {
+        Some(dir) => dir.clone(),
+        None => Fetcher::from_env()?
+            .home()
+            .join("databases")
+            .join(&model_name),
+    };
+    let identity = ModelIdentity::of(&model)?;
+    let db = if db_dir.join("manifest.json").is_file() {
+        Some(Arc::new(Database::open(&db_dir, &identity).with_context(
+            || {
+                format!(
+                    "cannot open the database {} (delete it to rebuild, or pass another --db)",
+                    db_dir.display()
+                )
+            },
+        )?))
+    } else {
+        None
+    };
+    let policy = load_policy(args.policy.as_deref(), db.as_deref(), &model)?;
+    let engine = match &db {
+        Some(db) => Engine::new(model.clone(), db.clone(), policy.clone())?,
+        None => Engine::exact_only(model.clone()),
+    };
+    let (request_tx, request_rx) = channel();
+    let (event_tx, event_rx) = channel();
+    let settings = JobSettings {
+        calib_split: args.calib_split.clone(),
+        calib_limit: args.calib_limit,
+    };
+    let worker = worker::spawn(engine, settings, request_rx, event_tx);
+    let mut app = App::new(
+        AppConfig {
+            model: ModelInfo {
+                name: model_name,
+                shape: *model.shape(),
+                device: device_name(&target.device),
+            },
+            db: db.clone(),
+            db_dir: db_dir.clone(),
+            policy,
+            stream: (
+                stream.name.clone(),
+                stream.items.into_iter().map(|i| i.text).collect(),
+            ),
+            interval: Duration::from_millis(args.interval_ms),
+            theme: Theme::from_env(args.no_color),
+            export_dir: args
+                .export_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("attncache-export")),
+        },
+        request_tx,
+    );
+    app.rebuild.corpus = args.build_corpus.clone();
+    app.rebuild.limit = args.build_limit.map_or(String::new(), |n| n.to_string());
+    if db.is_none() {
+        app.start_job(JobRequest::Rebuild {
+            corpus: args.build_corpus.clone(),
+            limit: args.build_limit,
+            out: db_dir.clone(),
+        });
+        app.info(format!(
+            "building the database {} from {} in the background; exact mode until it is ready",
+            db_dir.display(),
+            args.build_corpus
+        ));
+    }
+    let outcome = if args.headless {
+        app.stream.paused = true;
+        let report = headless::run(
+            app,
+            &event_rx,
+            &steps,
+            size,
+            Duration::from_secs(args.timeout),
+        )?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", report.screen.join("\n"));
+        }
+        Ok(())
+    } else {
+        run_terminal(app, event_rx)
+    };
+    // The app (and with it the request channel) is gone: the engine thread
+    // cancels any job, which removes its temporary files, and ends.
+    let _ = worker.join();
+    outcome
+}
+
+/// Parses `WxH`.
+fn parse_size(spec: &str) -> anyhow::Result<(u16, u16)> {
+    spec.split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .filter(|&(w, h)| w > 0 && h > 0)
+        .ok_or_else(|| anyhow::anyhow!("bad --screen `{spec}`: use WIDTHxHEIGHT, e.g. 120x40"))
+}

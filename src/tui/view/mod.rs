@@ -1,0 +1,186 @@
+//! Drawing: the screen layout and one module per panel or popup. Each
+//! component draws from the [`App`] alone; the layout records where panels and
+//! grid cells landed so mouse clicks can find them.
+
+mod grid;
+mod header;
+mod heatmap;
+mod history;
+mod latency;
+mod maps;
+mod popups;
+mod query;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use super::app::{App, HitAreas, Panel, Popup};
+use super::keys::HINTS;
+
+/// The smallest terminal the dashboard draws into.
+pub const MIN_SIZE: (u16, u16) = (80, 24);
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame, app: &mut App) {
+    let area = frame.area();
+    app.areas = HitAreas::default();
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        let text = format!(
+            "attncache needs at least {}×{} (this terminal is {}×{}); q quits",
+            MIN_SIZE.0, MIN_SIZE.1, area.width, area.height
+        );
+        frame.render_widget(Paragraph::new(text).wrap(Default::default()), area);
+        return;
+    }
+    let [header_area, body, status_area, hints_area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    header::draw(frame, header_area, app);
+    draw_body(frame, body, app);
+    draw_status(frame, status_area, app);
+    draw_hints(frame, hints_area, app);
+    match app.popup() {
+        Some(Popup::Help) => popups::help(frame, area, app),
+        Some(Popup::Thresholds) => popups::thresholds(frame, area, app),
+        Some(Popup::Database) => popups::database(frame, area, app),
+        None => {}
+    }
+}
+
+/// Draws one panel over the whole frame (component tests and exports).
+pub fn draw_panel(frame: &mut Frame, app: &mut App, panel: Panel) {
+    let area = frame.area();
+    match panel {
+        Panel::Query => query::draw(frame, area, app),
+        Panel::History => history::draw(frame, area, app),
+        Panel::Grid => grid::draw(frame, area, app),
+        Panel::Maps => maps::draw(frame, area, app),
+        Panel::Latency => latency::draw(frame, area, app),
+    }
+}
+
+/// The panels: left column query, history and latency; right column grid
+/// and maps.
+fn draw_body(frame: &mut Frame, area: Rect, app: &mut App) {
+    let left_width = (area.width * 2 / 5).clamp(36, 60);
+    let [left, right] =
+        Layout::horizontal([Constraint::Length(left_width), Constraint::Min(0)]).areas(area);
+    let latency_height = if area.height >= 30 { 14 } else { 12 };
+    let [query_area, history_area, latency_area] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Min(3),
+        Constraint::Length(latency_height),
+    ])
+    .areas(left);
+    let grid_height = grid::height(app, right.height);
+    let [grid_area, maps_area] =
+        Layout::vertical([Constraint::Length(grid_height), Constraint::Min(0)]).areas(right);
+    for (panel, rect) in [
+        (Panel::Query, query_area),
+        (Panel::History, history_area),
+        (Panel::Latency, latency_area),
+        (Panel::Grid, grid_area),
+        (Panel::Maps, maps_area),
+    ] {
+        app.areas.panels.push((panel, rect));
+    }
+    query::draw(frame, query_area, app);
+    history::draw(frame, history_area, app);
+    latency::draw(frame, latency_area, app);
+    grid::draw(frame, grid_area, app);
+    maps::draw(frame, maps_area, app);
+}
+
+/// A panel's frame, highlighted when focused.
+pub fn panel_block(app: &App, panel: Panel, title: impl Into<String>) -> Block<'static> {
+    let focused = app.focus == panel && app.popups.is_empty();
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border(focused))
+        .title(Span::styled(
+            format!(" {} ", title.into()),
+            app.theme.border(focused),
+        ))
+}
+
+/// The status line: the running job's gauge, else the last message.
+fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
+    let mut spans = Vec::new();
+    if let Some(job) = &app.job {
+        let width = 20usize;
+        let fraction = if job.total > 0 {
+            job.done as f64 / job.total as f64
+        } else {
+            0.0
+        };
+        let filled = ((fraction * width as f64).round() as usize).min(width);
+        spans.push(Span::styled(
+            format!(
+                "{} [{}{}] {}/{} ",
+                job.name,
+                "█".repeat(filled),
+                "░".repeat(width - filled),
+                job.done,
+                job.total
+            ),
+            app.theme.cached(),
+        ));
+        spans.push(Span::styled("Esc cancels  ", app.theme.dim()));
+    }
+    if let Some(status) = &app.status {
+        let style = if status.error {
+            app.theme.error()
+        } else {
+            Default::default()
+        };
+        spans.push(Span::styled(status.text.clone(), style));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The key-hint bar (typing mode shows its own keys).
+fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
+    let typing: &[(&str, &str)] = &[("Enter", "run"), ("Esc", "stop typing"), ("Ctrl-C", "quit")];
+    let form: &[(&str, &str)] = &[
+        ("Tab", "field"),
+        ("Enter", "rebuild"),
+        ("Esc", "close"),
+        ("Ctrl-C", "quit"),
+    ];
+    let hints = if app.editing {
+        typing
+    } else if app.popup() == Some(Popup::Database) {
+        form
+    } else {
+        HINTS
+    };
+    let mut spans = Vec::new();
+    let mut used = 0usize;
+    for (key, what) in hints {
+        let len = key.chars().count() + what.chars().count() + 3;
+        if used + len > area.width as usize {
+            break;
+        }
+        used += len;
+        spans.push(Span::styled(format!(" {key} "), app.theme.key()));
+        spans.push(Span::raw(format!("{what} ")));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// `text` cut to `max` characters with an ellipsis.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}

@@ -1,0 +1,232 @@
+//! Popups: help, thresholds, database (with the rebuild form).
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+
+use super::super::app::{App, objective_name};
+use super::super::keys::HELP;
+use super::shorten;
+
+/// A centred rectangle of at most `width × height` inside `area`.
+fn centred(area: Rect, width: u16, height: u16) -> Rect {
+    let (w, h) = (width.min(area.width), height.min(area.height));
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+/// Clears `rect` and draws a framed popup with `lines`.
+fn popup(frame: &mut Frame, app: &App, rect: Rect, title: &str, lines: Vec<Line<'static>>) {
+    frame.render_widget(Clear, rect);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border(true))
+        .title(format!(" {title} · Esc closes "));
+    frame.render_widget(Paragraph::new(lines).block(block), rect);
+}
+
+/// Every key and what it does.
+pub fn help(frame: &mut Frame, area: Rect, app: &App) {
+    let lines = HELP
+        .iter()
+        .map(|(keys, what)| {
+            Line::from(vec![
+                Span::styled(format!("{keys:<16}"), app.theme.key()),
+                Span::raw(format!(" {what}")),
+            ])
+        })
+        .collect::<Vec<_>>();
+    let rect = centred(area, 78, lines.len() as u16 + 2);
+    popup(frame, app, rect, "Keys", lines);
+}
+
+/// Global scale, per-layer thresholds as bars, budget, last check.
+pub fn thresholds(frame: &mut Frame, area: Rect, app: &App) {
+    let policy = &app.policy;
+    let largest = policy
+        .max_distance
+        .iter()
+        .flatten()
+        .fold(0.05f32, |a, &b| a.max(b));
+    let bar_width = 24usize;
+    let row_style = |row: usize| {
+        if row == app.threshold_row {
+            app.theme.selected()
+        } else {
+            Default::default()
+        }
+    };
+    let mut lines = vec![
+        Line::from(Span::styled(
+            format!(
+                "global scale ×{:.2} on {} ({})",
+                app.scale,
+                app.base_policy.name,
+                if policy.all_or_nothing {
+                    "one look-up, all or nothing"
+                } else {
+                    "per-layer look-up, per-head thresholds"
+                }
+            ),
+            row_style(0),
+        )),
+        Line::from(Span::styled(
+            format!(
+                "{:<4}{:<bar_width$} {:>7} {:>7} {:>6} {:>6}",
+                "", "mean threshold", "mean", "max", "heads", "scale"
+            ),
+            app.theme.dim(),
+        )),
+    ];
+    for (l, row) in policy.max_distance.iter().enumerate() {
+        let mean = row.iter().sum::<f32>() / row.len().max(1) as f32;
+        let max = row.iter().fold(0f32, |a, &b| a.max(b));
+        let open = row
+            .iter()
+            .filter(|&&d| d > crate::cache::policy::IDENTICAL)
+            .count();
+        let cells = ((mean / largest) * bar_width as f32).round() as usize;
+        lines.push(Line::from(vec![
+            Span::styled(format!("L{l:<3}"), row_style(l + 1)),
+            Span::styled(
+                format!("{:<bar_width$}", "█".repeat(cells.min(bar_width))),
+                app.theme.cached(),
+            ),
+            Span::styled(
+                format!(
+                    " {mean:>7.4} {max:>7.4} {:>6} ×{:>5.2}",
+                    format!("{open}/{}", row.len()),
+                    app.layer_scale[l]
+                ),
+                row_style(l + 1),
+            ),
+        ]));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::raw(format!(
+        "calibration budget: {} ≤ {}  ([ ] change, o objective, c calibrate)",
+        objective_name(app.objective),
+        app.budget
+    )));
+    if let Some(c) = &policy.calibration {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "calibrated on {}: {} {:.4} (budget {}), expected hit rate {:.1}%",
+                c.split,
+                c.objective,
+                c.measured_error,
+                c.budget,
+                c.expected_hit_rate * 100.0
+            ),
+            app.theme.dim(),
+        )));
+    }
+    lines.push(match (&app.check, &app.job) {
+        (_, Some(job)) if job.name == "check" => Line::raw(format!(
+            "checking these thresholds on the calibration split… {}/{}",
+            job.done, job.total
+        )),
+        (Some((hit_rate, fidelity, n)), _) => Line::raw(format!(
+            "on {n} calibration queries: hit rate {:.1}%, mean fidelity {fidelity:.5}",
+            hit_rate * 100.0
+        )),
+        _ => Line::from(Span::styled(
+            "+/- re-decide the current query at once and check the calibration split",
+            app.theme.dim(),
+        )),
+    });
+    lines.push(Line::from(Span::styled(
+        "↑↓ row (global or one layer) · +/- loosen/tighten that row",
+        app.theme.dim(),
+    )));
+    let rect = centred(area, 78, lines.len() as u16 + 2);
+    popup(frame, app, rect, "Thresholds", lines);
+}
+
+/// Database facts, a length histogram and the rebuild form.
+pub fn database(frame: &mut Frame, area: Rect, app: &App) {
+    let mut lines = Vec::new();
+    match &app.db {
+        Some(db) => {
+            let m = db.manifest();
+            lines.push(Line::raw(shorten(&format!("{}", db.dir().display()), 74)));
+            lines.push(Line::raw(format!(
+                "{} entries from {} · {:.1} MB · maps {} · feature {:?} ({} dims)",
+                db.entries().len(),
+                m.corpus,
+                db.size_on_disk() as f64 / 1e6,
+                m.map_dtype,
+                m.feature,
+                m.feature_dim
+            )));
+            lines.extend(length_histogram(app, db.entries().iter().map(|e| e.tokens)));
+        }
+        None => lines.push(Line::raw(format!(
+            "no database yet; a rebuild writes {}",
+            shorten(&format!("{}", app.db_dir.display()), 50)
+        ))),
+    }
+    lines.push(Line::raw(""));
+    let field = |i: usize, name: &str, value: &str, hint: &str| {
+        let style = if app.rebuild.field == i {
+            ratatui::style::Style::new().add_modifier(Modifier::REVERSED)
+        } else {
+            Default::default()
+        };
+        Line::from(vec![
+            Span::raw(format!("{name:<8}")),
+            Span::styled(format!("{:<28}", format!("{value}▏")), style),
+            Span::styled(format!(" {hint}"), app.theme.dim()),
+        ])
+    };
+    lines.push(Line::raw("Rebuild (Tab switches field, Enter starts):"));
+    lines.push(field(
+        0,
+        "corpus",
+        &app.rebuild.corpus,
+        "rt:db, rt:calib, file.txt/.jsonl/.csv",
+    ));
+    lines.push(field(1, "limit", &app.rebuild.limit, "empty = all texts"));
+    if let Some(job) = app.job.as_ref().filter(|j| j.name == "rebuild") {
+        lines.push(Line::raw(format!(
+            "rebuilding… {}/{} (Esc twice cancels; the current database stays in service)",
+            job.done, job.total
+        )));
+    }
+    let rect = centred(area, 78, lines.len() as u16 + 2);
+    popup(frame, app, rect, "Database", lines);
+}
+
+/// Token-length histogram in eight bins, one bar line per bin.
+fn length_histogram(app: &App, lengths: impl Iterator<Item = usize>) -> Vec<Line<'static>> {
+    let lengths: Vec<usize> = lengths.collect();
+    let Some(&max) = lengths.iter().max() else {
+        return Vec::new();
+    };
+    let bins = 8usize;
+    let width = max.div_ceil(bins).max(1);
+    let mut counts = vec![0usize; bins];
+    for &n in &lengths {
+        counts[((n.max(1) - 1) / width).min(bins - 1)] += 1;
+    }
+    let top = *counts.iter().max().unwrap_or(&1);
+    let mut lines = vec![Line::from(Span::styled(
+        "entries by token length",
+        app.theme.dim(),
+    ))];
+    for (i, &c) in counts.iter().enumerate() {
+        let cells = (c * 40).div_ceil(top.max(1));
+        lines.push(Line::from(vec![
+            Span::raw(format!("{:>4}–{:<4}", i * width + 1, (i + 1) * width)),
+            Span::styled("█".repeat(cells), app.theme.cached()),
+            Span::raw(format!(" {c}")),
+        ]));
+    }
+    lines
+}

@@ -1,0 +1,334 @@
+//! The dashboard's background work: one thread that owns the engine and runs
+//! queries, and one thread per job (rebuild, calibration, threshold check),
+//! all reporting over one channel. The UI thread never waits on them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::thread::JoinHandle;
+
+use crate::cache::{BuildOptions, DEFAULT_HNSW_MIN_BUCKET, Database, FeatureKind, Policy, build};
+use crate::data::{Corpus, CorpusOptions, CorpusSpec};
+use crate::engine::{Engine, Mode, Trace};
+use crate::eval::{CalibrateOptions, Objective, PolicyKind, calibrate, train_probe};
+
+/// What the UI asks of the worker.
+#[derive(Debug)]
+pub enum Request {
+    /// Run a text in a mode.
+    Run {
+        /// The text.
+        text: String,
+        /// How.
+        mode: Mode,
+    },
+    /// Serve with this policy from now on.
+    SetPolicy(Policy),
+    /// Serve from this database (with this policy) from now on.
+    UseDatabase(Arc<Database>, Policy),
+    /// Start a background job with this id (a running job is cancelled
+    /// first).
+    StartJob(u64, JobRequest),
+    /// Cancel the running job, if any.
+    CancelJob,
+}
+
+/// A background job.
+#[derive(Debug, Clone)]
+pub enum JobRequest {
+    /// Build a database from a corpus into `out` (replacing it on success).
+    Rebuild {
+        /// Corpus spec (`rt:db`, a file, ...).
+        corpus: String,
+        /// Use only the first N texts.
+        limit: Option<usize>,
+        /// The database directory.
+        out: PathBuf,
+    },
+    /// Calibrate thresholds on the calibration split for a budget.
+    Calibrate {
+        /// The error budget.
+        budget: f64,
+        /// What it bounds.
+        objective: Objective,
+    },
+    /// Hit rate and fidelity of a policy on the calibration split.
+    Check(Policy),
+}
+
+impl JobRequest {
+    /// A short name for the status line and gauges.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobRequest::Rebuild { .. } => "rebuild",
+            JobRequest::Calibrate { .. } => "calibrate",
+            JobRequest::Check(_) => "check",
+        }
+    }
+}
+
+/// One finished query.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// What happened.
+    pub trace: Trace,
+    /// The exact model's maps of the query, `[S·S]` by layer then head.
+    pub exact_maps: Vec<Vec<Vec<f32>>>,
+    /// The database the trace's neighbours refer to.
+    pub db: Option<Arc<Database>>,
+}
+
+/// What a finished job produced.
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    /// A new database, already opened.
+    Rebuilt(Arc<Database>),
+    /// A calibrated policy (also saved as the database's policy.json).
+    Calibrated(Policy),
+    /// Hit rate and mean fidelity of a policy on the calibration split.
+    Checked {
+        /// Share of heads reused.
+        hit_rate: f64,
+        /// Mean cosine of cached to exact sentence embedding.
+        fidelity: f64,
+        /// Queries measured.
+        queries: usize,
+    },
+}
+
+/// What happened to a job.
+#[derive(Debug, Clone)]
+pub enum JobUpdate {
+    /// It advanced: steps done of steps in all.
+    Progress(usize, usize),
+    /// It finished.
+    Done(Box<JobOutcome>),
+    /// It failed or was cancelled (the message says which).
+    Failed(String),
+}
+
+/// Everything the worker tells the UI.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A query finished.
+    Ran(Box<QueryResult>),
+    /// A query failed.
+    RunFailed(String),
+    /// Job `id` (named `name`) advanced, finished or failed.
+    Job {
+        /// The id given in [`Request::StartJob`].
+        id: u64,
+        /// The job's name.
+        name: &'static str,
+        /// What happened.
+        update: JobUpdate,
+    },
+}
+
+/// Where jobs read their data and calibrate.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// The calibration split (e.g. `rt:calib`).
+    pub calib_split: String,
+    /// Queries used by calibration and checks.
+    pub calib_limit: usize,
+}
+
+/// Starts the engine thread; it ends when `requests` closes.
+pub fn spawn(
+    engine: Engine,
+    settings: JobSettings,
+    requests: Receiver<Request>,
+    events: Sender<Event>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("attncache-engine".into())
+        .spawn(move || serve(engine, settings, requests, events))
+        .expect("cannot start the engine thread")
+}
+
+/// The engine thread's loop.
+fn serve(
+    mut engine: Engine,
+    settings: JobSettings,
+    requests: Receiver<Request>,
+    events: Sender<Event>,
+) {
+    let mut job: Option<(Arc<AtomicBool>, JoinHandle<()>)> = None;
+    for request in requests {
+        let sent = match request {
+            Request::Run { text, mode } => events.send(match run_query(&engine, &text, mode) {
+                Ok(result) => Event::Ran(Box::new(result)),
+                Err(e) => Event::RunFailed(format!("{e:#}")),
+            }),
+            Request::SetPolicy(policy) => match engine.set_policy(policy) {
+                Ok(()) => Ok(()),
+                Err(e) => events.send(Event::RunFailed(format!("{e:#}"))),
+            },
+            Request::UseDatabase(db, policy) => {
+                match Engine::new(engine.model().clone(), db, policy) {
+                    Ok(new) => {
+                        engine = new;
+                        Ok(())
+                    }
+                    Err(e) => events.send(Event::RunFailed(format!("{e:#}"))),
+                }
+            }
+            Request::StartJob(id, request) => {
+                cancel(&mut job);
+                let flag = Arc::new(AtomicBool::new(false));
+                let handle = spawn_job(
+                    engine.clone(),
+                    settings.clone(),
+                    (id, request),
+                    flag.clone(),
+                    events.clone(),
+                );
+                job = Some((flag, handle));
+                Ok(())
+            }
+            Request::CancelJob => {
+                cancel(&mut job);
+                Ok(())
+            }
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    cancel(&mut job);
+}
+
+/// Signals the running job to stop and waits for it.
+fn cancel(job: &mut Option<(Arc<AtomicBool>, JoinHandle<()>)>) {
+    if let Some((flag, handle)) = job.take() {
+        flag.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+    }
+}
+
+/// One query: the engine's run plus the exact maps for the map view.
+fn run_query(engine: &Engine, text: &str, mode: Mode) -> anyhow::Result<QueryResult> {
+    let run = engine.run(text, mode)?;
+    let model = engine.model();
+    let tokenized = model.tokenizer.encode(text)?;
+    let exact_maps = model
+        .capture_maps(&tokenized)?
+        .into_iter()
+        .map(|layer| {
+            layer
+                .into_iter()
+                .map(|m| Ok(m.flatten_all()?.to_vec1::<f32>()?))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(QueryResult {
+        trace: run.trace,
+        exact_maps,
+        db: match mode {
+            Mode::Exact => None,
+            _ => engine.database().cloned(),
+        },
+    })
+}
+
+/// Runs `request` on its own thread.
+fn spawn_job(
+    engine: Engine,
+    settings: JobSettings,
+    (id, request): (u64, JobRequest),
+    cancel: Arc<AtomicBool>,
+    events: Sender<Event>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("attncache-{}", request.name()))
+        .spawn(move || {
+            let name = request.name();
+            let send = |update| {
+                let _ = events.send(Event::Job { id, name, update });
+            };
+            let mut progress = |done, total| send(JobUpdate::Progress(done, total));
+            let outcome = run_job(&engine, &settings, request, &mut progress, &cancel);
+            send(match outcome {
+                Ok(outcome) => JobUpdate::Done(Box::new(outcome)),
+                Err(e) => JobUpdate::Failed(format!("{e:#}")),
+            });
+        })
+        .expect("cannot start a job thread")
+}
+
+/// The body of one job.
+pub fn run_job(
+    engine: &Engine,
+    settings: &JobSettings,
+    request: JobRequest,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> anyhow::Result<JobOutcome> {
+    let model = engine.model();
+    match request {
+        JobRequest::Rebuild { corpus, limit, out } => {
+            let corpus = load(&corpus)?.limited(limit);
+            let feature = engine
+                .database()
+                .map_or(FeatureKind::Pooled, |db| db.manifest().feature);
+            build(
+                model,
+                &corpus,
+                &out,
+                BuildOptions {
+                    feature,
+                    hnsw_min_bucket: DEFAULT_HNSW_MIN_BUCKET,
+                },
+                progress,
+                cancel,
+            )?;
+            let identity = crate::cache::ModelIdentity::of(model)?;
+            Ok(JobOutcome::Rebuilt(Arc::new(Database::open(
+                &out, &identity,
+            )?)))
+        }
+        JobRequest::Calibrate { budget, objective } => {
+            let db = engine.database().ok_or_else(|| {
+                anyhow::anyhow!("calibration needs a database: press R to build one")
+            })?;
+            let corpus = load(&settings.calib_split)?.limited(Some(settings.calib_limit));
+            let probe = train_probe(db)?;
+            let options = CalibrateOptions {
+                budget,
+                objective,
+                kind: PolicyKind::Ours,
+                drop_unprofitable: true,
+            };
+            let policy = calibrate(engine, &corpus, probe.as_ref(), options, progress, cancel)?;
+            policy.save(&db.dir().join("policy.json"))?;
+            Ok(JobOutcome::Calibrated(policy))
+        }
+        JobRequest::Check(policy) => {
+            let mut engine = engine.clone();
+            engine.set_policy(policy)?;
+            let corpus = load(&settings.calib_split)?.limited(Some(settings.calib_limit));
+            let (mut hits, mut fidelity) = (0.0, 0.0);
+            let n = corpus.items.len();
+            for (i, item) in corpus.items.iter().enumerate() {
+                anyhow::ensure!(!cancel.load(Ordering::Relaxed), "check cancelled");
+                let run = engine.run(&item.text, Mode::Shadow)?;
+                hits += run.trace.hit_rate;
+                fidelity += f64::from(run.trace.fidelity.unwrap_or(1.0));
+                progress(i + 1, n);
+            }
+            let queries = n.max(1) as f64;
+            Ok(JobOutcome::Checked {
+                hit_rate: hits / queries,
+                fidelity: fidelity / queries,
+                queries: n,
+            })
+        }
+    }
+}
+
+/// Loads a corpus spec with default columns.
+fn load(spec: &str) -> anyhow::Result<Corpus> {
+    CorpusSpec::parse(spec)?.load(&CorpusOptions::default())
+}
