@@ -41,4 +41,11 @@ for variant in ours ours-keep reuse-all; do
       --repeats "${REPEATS:-5}" --json > "$out/bench-$variant-$dev.json"
   done
 done
+# Where the cached path spends its time (feature, search, map load = moving
+# stored maps from the host mmap to the device), reusing every map.
+for dev in "$device" cpu; do
+  step "eval reuse-all on $dev"
+  "$bin" --device "$dev" eval --db "$db" --split rt:test --limit "${EVAL_LIMIT:-200}" --policy global:2 \
+    --repeats 3 --json > "$out/eval-reuse-all-$dev.json"
+done
 step done

@@ -295,17 +295,25 @@ impl Database {
         })
     }
 
-    /// [`Database::map_values_for`] as a `[S, S]` tensor on `device`.
-    pub fn map_for(
+    /// [`Database::map_values_for`] of several heads of one layer as `[S, S]`
+    /// tensors on `device`, moved there in one copy (a GPU pays per transfer,
+    /// not per byte, at these sizes).
+    pub fn maps_for(
         &self,
         entry: usize,
         layer: usize,
-        head: usize,
+        heads: &[usize],
         query_len: usize,
         device: &Device,
-    ) -> anyhow::Result<Tensor> {
-        let values = self.map_values_for(entry, layer, head, query_len)?;
-        Ok(Tensor::from_vec(values, (query_len, query_len), device)?)
+    ) -> anyhow::Result<Vec<Tensor>> {
+        let mut values = Vec::with_capacity(heads.len() * query_len * query_len);
+        for &head in heads {
+            values.extend(self.map_values_for(entry, layer, head, query_len)?);
+        }
+        let stacked = Tensor::from_vec(values, (heads.len(), query_len, query_len), device)?;
+        Ok((0..heads.len())
+            .map(|i| stacked.get(i))
+            .collect::<candle_core::Result<Vec<_>>>()?)
     }
 
     /// Re-reads every file and compares it with its recorded checksum,

@@ -159,19 +159,31 @@ impl Planner for CachePlanner<'_> {
             .map(|h| neighbour.is_some_and(|n| self.policy.hits(layer, h, n.distance)))
             .collect();
         let start = Instant::now();
-        let plans = hits
-            .iter()
-            .enumerate()
-            .map(|(h, &hit)| match neighbour {
-                Some(n) if hit && self.reuse => self
+        let plans = match neighbour {
+            _ if !self.reuse => vec![HeadPlan::Capture; heads],
+            Some(n) if hits.contains(&true) => {
+                let hit_heads: Vec<usize> = (0..heads).filter(|&h| hits[h]).collect();
+                let mut maps = self
                     .db
-                    .map_for(n.entry as usize, layer, h, self.query_len, &self.device)
-                    .map(HeadPlan::Reuse)
-                    .map_err(|e| candle_core::Error::Msg(format!("{e:#}"))),
-                _ if !self.reuse => Ok(HeadPlan::Capture),
-                _ => Ok(HeadPlan::Exact),
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
+                    .maps_for(
+                        n.entry as usize,
+                        layer,
+                        &hit_heads,
+                        self.query_len,
+                        &self.device,
+                    )
+                    .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?
+                    .into_iter();
+                hits.iter()
+                    .map(|&hit| match hit {
+                        true => HeadPlan::Reuse(maps.next().expect("one map per hit")),
+                        false => HeadPlan::Exact,
+                    })
+                    .collect()
+            }
+            _ => vec![HeadPlan::Exact; heads],
+        };
+        self.device.synchronize()?;
         self.load_time += start.elapsed();
         self.decisions.push(LayerDecision {
             neighbour,

@@ -1,0 +1,138 @@
+//! Dashboard latency on the real model: one full frame at 200×60, and key
+//! press → redrawn frame while a database rebuild runs on the job thread.
+//! Targets: frame ≤ 10 ms, key-to-redraw ≤ 50 ms (medians and p95 reported).
+//!
+//!   cargo bench --bench dashboard
+//!
+//! Needs the default model and data (fetched on first use, as by
+//! `attncache fetch`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use attncache::cache::{BuildOptions, Database, FeatureKind, ModelIdentity, Policy, build};
+use attncache::data::{CorpusOptions, CorpusSpec};
+use attncache::engine::Engine;
+use attncache::eval::{median, percentile};
+use attncache::model::{Model, ModelSource};
+use attncache::tui::app::{App, AppConfig, ModelInfo};
+use attncache::tui::headless::{pump, wait_idle};
+use attncache::tui::keys::parse_key;
+use attncache::tui::theme::Theme;
+use attncache::tui::view;
+use attncache::tui::worker::{self, JobRequest, JobSettings};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+fn main() -> anyhow::Result<()> {
+    let model = Arc::new(Model::load(
+        &ModelSource::Default,
+        &candle_core::Device::Cpu,
+        "the dashboard benchmark",
+    )?);
+    let dir = tempfile::tempdir()?;
+    let corpus = CorpusSpec::parse("rt:db")?.load(&CorpusOptions::default())?;
+    eprintln!("building a 300-entry database…");
+    build(
+        &model,
+        &corpus.clone().limited(Some(300)),
+        &dir.path().join("db"),
+        BuildOptions {
+            feature: FeatureKind::Pooled,
+            hnsw_min_bucket: 8192,
+        },
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )?;
+    let db = Arc::new(Database::open(
+        &dir.path().join("db"),
+        &ModelIdentity::of(&model)?,
+    )?);
+    let policy = Policy::global(model.shape(), 0.3);
+    let engine = Engine::new(model.clone(), db.clone(), policy.clone())?;
+    let (request_tx, request_rx) = channel();
+    let (event_tx, events) = channel();
+    let settings = JobSettings {
+        calib_split: "rt:calib".into(),
+        calib_limit: 50,
+    };
+    worker::spawn(engine, settings, request_rx, event_tx);
+    let texts: Vec<String> = CorpusSpec::parse("rt:test")?
+        .load(&CorpusOptions::default())?
+        .limited(Some(20))
+        .items
+        .into_iter()
+        .map(|i| i.text)
+        .collect();
+    let mut app = App::new(
+        AppConfig {
+            model: ModelInfo {
+                name: "all-minilm-l6-v2".into(),
+                shape: *model.shape(),
+                device: "cpu".into(),
+            },
+            db: Some(db),
+            db_dir: dir.path().join("rebuilt"),
+            policy,
+            stream: ("rt:test".into(), texts.clone()),
+            interval: Duration::ZERO,
+            theme: Theme { color: true },
+            export_dir: dir.path().join("export"),
+        },
+        request_tx,
+    );
+    app.stream.paused = true;
+    for text in &texts {
+        app.run_text(text.clone());
+    }
+    wait_idle(&mut app, &events, Duration::from_secs(300))?;
+
+    let mut terminal = Terminal::new(TestBackend::new(200, 60))?;
+    let mut frames = Vec::new();
+    for i in 0..200 {
+        app.select(i % 6, (i / 6) % 12);
+        let start = Instant::now();
+        terminal.draw(|f| view::draw(f, &mut app))?;
+        frames.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // Key → redraw while a rebuild of 1,000 texts runs.
+    app.start_job(JobRequest::Rebuild {
+        corpus: "rt:db".into(),
+        limit: Some(1000),
+        out: dir.path().join("rebuilt"),
+    });
+    let keys = ["j", "l", "Tab", "k", "h", "BackTab", "t", "Esc", "+", "-"];
+    let mut latencies = Vec::new();
+    let mut i = 0;
+    while app.job.is_some() && latencies.len() < 300 {
+        let key = parse_key(keys[i % keys.len()])?;
+        i += 1;
+        let start = Instant::now();
+        app.on_key(key);
+        terminal.draw(|f| view::draw(f, &mut app))?;
+        latencies.push(start.elapsed().as_secs_f64() * 1e3);
+        pump(&mut app, &events, Duration::from_millis(20));
+    }
+    let during_job = latencies.len();
+    app.on_key(parse_key("Esc")?);
+    let stats = |name: &str, v: &[f64], target: f64| {
+        let p50 = median(v).unwrap_or(f64::NAN);
+        let p95 = percentile(v, 95.0);
+        println!(
+            "{name:<34} n={:<4} median {p50:>7.3} ms  p95 {p95:>7.3} ms  max {:>7.3} ms  target ≤ {target} ms: {}",
+            v.len(),
+            v.iter().cloned().fold(0.0, f64::max),
+            if p95 <= target { "met" } else { "MISSED" }
+        );
+    };
+    stats("full frame 200×60", &frames, 10.0);
+    stats(
+        "key → redraw during a rebuild",
+        &latencies[..during_job],
+        50.0,
+    );
+    Ok(())
+}
