@@ -8,6 +8,7 @@
 //! - [`cache`]: the memorization database, features, index and policy.
 //! - [`engine`]: exact / cached / shadow runs and their traces.
 //! - [`eval`]: map similarity and timing statistics.
+//! - [`plot`]: figures with plotters (PNG and SVG).
 //! - [`tui`]: the interactive dashboard.
 //! - [`cli`]: the command-line interface.
 
@@ -18,4 +19,5 @@ pub mod engine;
 pub mod eval;
 pub mod fetch;
 pub mod model;
+pub mod plot;
 pub mod tui;

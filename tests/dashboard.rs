@@ -317,15 +317,41 @@ fn keys_change_state_as_documented() {
     // c without a database too.
     key(&mut app, "c");
     assert!(app.status.as_ref().unwrap().text.contains("press R"));
-    // e writes the current view.
+    // e writes the current view in the background: JSON and plots.
     key(&mut app, "e");
+    assert!(app.exporting());
+    let start = Instant::now();
+    while app.exporting() {
+        assert!(start.elapsed() < Duration::from_secs(60), "export hangs");
+        std::thread::sleep(Duration::from_millis(10));
+        app.tick(Instant::now());
+    }
     let status = app.status.clone().unwrap();
     assert!(!status.error, "{status:?}");
-    let path = status.text.trim_start_matches("exported ");
+    let path = status
+        .text
+        .trim_start_matches("exported ")
+        .split(" (+")
+        .next()
+        .unwrap();
+    assert!(status.text.ends_with("(+6 plots)"), "{}", status.text);
     let view: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(view["selected_head"]["layer"], 0);
     assert_eq!(view["history"].as_array().unwrap().len(), 5);
+    let stem = path.trim_end_matches(".json");
+    for suffix in [
+        "-maps.png",
+        "-maps.svg",
+        "-heads.png",
+        "-heads.svg",
+        "-latency.png",
+        "-latency.svg",
+    ] {
+        let file = format!("{stem}{suffix}");
+        assert!(std::fs::metadata(&file).unwrap().len() > 1000, "{file}");
+        std::fs::remove_file(file).unwrap();
+    }
     std::fs::remove_file(path).unwrap();
     // q and Ctrl-C quit.
     key(&mut app, "q");

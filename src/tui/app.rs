@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent, MouseButton, MouseEvent, MouseEventKind};
@@ -257,6 +257,8 @@ pub struct App {
     pub areas: HitAreas,
     /// Set by `q`.
     pub quit: bool,
+    /// A running export (`e`): yields the files written.
+    export: Option<Receiver<anyhow::Result<Vec<PathBuf>>>>,
     requests: Sender<Request>,
 }
 
@@ -334,6 +336,7 @@ impl App {
             export_dir: config.export_dir,
             areas: HitAreas::default(),
             quit: false,
+            export: None,
             requests,
         }
     }
@@ -490,7 +493,10 @@ impl App {
             Action::Calibrate => self.calibrate(),
             Action::Rebuild => self.toggle_popup(Popup::Database),
             Action::Export => match super::export::export(self) {
-                Ok(path) => self.info(format!("exported {}", path.display())),
+                Ok(done) => {
+                    self.export = Some(done);
+                    self.info(format!("exporting to {}…", self.export_dir.display()));
+                }
                 Err(e) => self.error(format!("export failed: {e:#}")),
             },
             Action::Confirm => match self.popup() {
@@ -874,8 +880,34 @@ impl App {
         self.refresh_head_maps();
     }
 
-    /// Called on every loop turn: sends the next stream query when due.
+    /// True while an export is being written.
+    pub fn exporting(&self) -> bool {
+        self.export.is_some()
+    }
+
+    /// Reports a finished export.
+    fn poll_export(&mut self) {
+        let Some(done) = &self.export else { return };
+        let outcome = match done.try_recv() {
+            Err(TryRecvError::Empty) => return,
+            Ok(outcome) => outcome,
+            Err(TryRecvError::Disconnected) => Err(anyhow::anyhow!("the export thread stopped")),
+        };
+        self.export = None;
+        match outcome {
+            Ok(files) => self.info(format!(
+                "exported {} (+{} plots)",
+                files[0].display(),
+                files.len() - 1
+            )),
+            Err(e) => self.error(format!("export failed: {e:#}")),
+        }
+    }
+
+    /// Called on every loop turn: reports a finished export and sends the
+    /// next stream query when due.
     pub fn tick(&mut self, now: Instant) {
+        self.poll_export();
         let stream = &self.stream;
         let due = stream
             .last

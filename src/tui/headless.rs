@@ -160,10 +160,10 @@ pub fn pump(app: &mut App, events: &Receiver<Event>, wait: Duration) {
     app.tick(Instant::now());
 }
 
-/// Waits until no query and no job is running.
+/// Waits until no query, job or export is running.
 pub fn wait_idle(app: &mut App, events: &Receiver<Event>, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
-    while app.in_flight > 0 || app.job.is_some() {
+    while app.in_flight > 0 || app.job.is_some() || app.exporting() {
         anyhow::ensure!(
             start.elapsed() < timeout,
             "timed out after {:.0} s waiting for the engine ({} queries, job {:?}): raise --timeout",

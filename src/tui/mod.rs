@@ -67,9 +67,9 @@ pub fn run_terminal(mut app: App, events: Receiver<Event>) -> anyhow::Result<()>
             app.on_event(event);
             dirty = true;
         }
-        let before = app.in_flight;
+        let before = (app.in_flight, app.exporting());
         app.tick(Instant::now());
-        dirty |= app.in_flight != before;
+        dirty |= (app.in_flight, app.exporting()) != before;
     }
     Ok(())
 }

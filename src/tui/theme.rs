@@ -104,26 +104,10 @@ impl Theme {
     }
 }
 
-/// A colour-blind-safe sequential ramp (viridis, five stops), `v` in `[0, 1]`.
+/// The heatmap ramp (viridis, colour-blind safe), `v` in `[0, 1]`.
 pub fn heat(v: f32) -> Color {
-    const STOPS: [(f32, f32, f32); 5] = [
-        (68.0, 1.0, 84.0),
-        (59.0, 82.0, 139.0),
-        (33.0, 145.0, 140.0),
-        (94.0, 201.0, 98.0),
-        (253.0, 231.0, 37.0),
-    ];
-    let v = if v.is_finite() {
-        v.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    let x = v * (STOPS.len() - 1) as f32;
-    let i = (x.floor() as usize).min(STOPS.len() - 2);
-    let t = x - i as f32;
-    let (a, b) = (STOPS[i], STOPS[i + 1]);
-    let mix = |p: f32, q: f32| (p + (q - p) * t).round() as u8;
-    Color::Rgb(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+    let (r, g, b) = crate::plot::palette::viridis(v);
+    Color::Rgb(r, g, b)
 }
 
 /// Readable text on a [`heat`] background.

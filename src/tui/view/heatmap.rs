@@ -5,28 +5,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 
 use super::super::theme::{Theme, shade};
-
-/// Resamples a row-major `[s, s]` map to `[n, n]`: mean pooling when
-/// `n < s`, nearest neighbour (blocks) when `n > s`.
-pub fn resample(map: &[f32], s: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n * n];
-    if s == 0 || n == 0 {
-        return out;
-    }
-    let bounds = |i: usize| (i * s / n, ((i + 1) * s / n).max(i * s / n + 1));
-    for (r, row) in out.chunks_mut(n).enumerate() {
-        let (r0, r1) = bounds(r);
-        for (c, value) in row.iter_mut().enumerate() {
-            let (c0, c1) = bounds(c);
-            let mut sum = 0f32;
-            for rr in r0..r1 {
-                sum += map[rr * s + c0..rr * s + c1].iter().sum::<f32>();
-            }
-            *value = sum / ((r1 - r0) * (c1 - c0)) as f32;
-        }
-    }
-    out
-}
+pub use crate::plot::resample;
 
 /// Pixels per side a heatmap of an `[s, s]` map gets in `cols × rows`
 /// cells: a whole number of pixels per token when the map is small, else
@@ -78,24 +57,6 @@ pub fn lines(theme: &Theme, pixels: &[f32], n: usize, scale: f32) -> Vec<Line<'s
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resampling_averages_blocks_and_keeps_the_mass() {
-        // 4×4 identity pooled to 2×2: diagonal blocks hold half their mass.
-        let mut map = vec![0f32; 16];
-        for i in 0..4 {
-            map[i * 4 + i] = 1.0;
-        }
-        assert_eq!(resample(&map, 4, 2), vec![0.5, 0.0, 0.0, 0.5]);
-        assert_eq!(resample(&map, 4, 4), map);
-        // 3 → 2: uneven blocks still cover every source cell.
-        let ones = vec![1f32; 9];
-        assert!(
-            resample(&ones, 3, 2)
-                .iter()
-                .all(|&v| (v - 1.0).abs() < 1e-6)
-        );
-    }
 
     #[test]
     fn monochrome_uses_two_columns_per_pixel() {
