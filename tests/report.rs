@@ -49,8 +49,9 @@ fn svg_size(path: &Path) -> (u32, u32) {
     (attr("width"), attr("height"))
 }
 
-#[test]
-fn a_report_writes_every_figure_and_matches_eval() {
+/// A tiny model, a database built from 120 labelled texts, and 30 labelled
+/// queries: (temp dir, model dir, database dir, queries file).
+fn setup() -> (tempfile::TempDir, String, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     common::write_tiny_model(&dir.path().join("model"));
@@ -71,22 +72,23 @@ fn a_report_writes_every_figure_and_matches_eval() {
         path.to_str().unwrap().to_string()
     };
     let (db_corpus, queries) = (write("db.jsonl", 0..120), write("queries.jsonl", 120..150));
-    let (model, db, out) = (
-        dir.path().join("model"),
-        dir.path().join("db"),
-        dir.path().join("report"),
-    );
-    let (model, db, out) = (
-        model.to_str().unwrap(),
-        db.to_str().unwrap(),
-        out.to_str().unwrap(),
-    );
+    let model = dir.path().join("model").to_str().unwrap().to_string();
+    let db = dir.path().join("db").to_str().unwrap().to_string();
     attncache(
         &home,
         &[
-            "--model", model, "build", "--corpus", &db_corpus, "--out", db, "--json",
+            "--model", &model, "build", "--corpus", &db_corpus, "--out", &db, "--json",
         ],
     );
+    (dir, model, db, queries)
+}
+
+#[test]
+fn a_report_writes_every_figure_and_matches_eval() {
+    let (dir, model, db, queries) = setup();
+    let home = dir.path().join("home");
+    let out = dir.path().join("report");
+    let (model, db, out) = (model.as_str(), db.as_str(), out.to_str().unwrap());
     let common_args = [
         "--model",
         model,
@@ -168,4 +170,47 @@ fn a_report_writes_every_figure_and_matches_eval() {
     let layers = report["report"]["layer_similarity"].as_array().unwrap();
     assert_eq!(layers.len(), common::LAYERS);
     assert_eq!(layers[0][0], 0.0, "a layer does not diverge from itself");
+}
+
+#[test]
+fn without_a_font_the_figures_are_svg_only_and_say_so() {
+    let (dir, model, db, queries) = setup();
+    let out_dir = dir.path().join("report");
+    let out = Command::new(env!("CARGO_BIN_EXE_attncache"))
+        .args([
+            "--model", &model, "report", "--db", &db, "--split", &queries, "--limit", "6",
+        ])
+        .args([
+            "--policy",
+            "global:0.5",
+            "--repeats",
+            "1",
+            "--examples",
+            "1",
+        ])
+        .args(["--out", out_dir.to_str().unwrap()])
+        .env("ATTNCACHE_HOME", dir.path().join("home"))
+        .env("ATTNCACHE_FONT", "none")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("writing SVG only"), "{stderr}");
+    for stem in [
+        "sweep",
+        "cacheability",
+        "latency",
+        "maps-1",
+        "layer-similarity",
+    ] {
+        assert!(!out_dir.join(format!("{stem}.png")).exists(), "{stem}.png");
+        let size = svg_size(&out_dir.join(format!("{stem}.svg")));
+        assert!(size.0 >= 720 && size.1 >= 560, "{stem}: {size:?}");
+    }
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("![sweep](sweep.svg)"), "{md}");
 }

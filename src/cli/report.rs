@@ -214,6 +214,7 @@ fn shorten(text: &str, max: usize) -> String {
 /// `report.md`: the numbers, the figures and the command.
 fn markdown(data: &ReportData, command: &str, model: &str, files: &[String]) -> String {
     let e = &data.evaluation;
+    let ext = crate::plot::raster_extension();
     let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1} %", v * 100.0));
     let mut md = String::new();
     let _ = writeln!(md, "# attncache report: {model} on {}\n", e.split);
@@ -263,7 +264,7 @@ fn markdown(data: &ReportData, command: &str, model: &str, files: &[String]) -> 
     }
     let _ = writeln!(
         md,
-        "\n## Sweep\n\n![sweep](sweep.png)\n\nOur policy along {} and the paper's rule \
+        "\n## Sweep\n\n![sweep](sweep.{ext})\n\nOur policy along {} and the paper's rule \
          (one look-up, every map or none) along its distance; one timed pass per point.\n",
         data.knob_desc
     );
@@ -286,13 +287,14 @@ fn markdown(data: &ReportData, command: &str, model: &str, files: &[String]) -> 
     }
     let _ = writeln!(
         md,
-        "\n## Where reuse can pay\n\n![cacheability](cacheability.png)\n\n## Latency\n\n\
-         ![latency](latency.png)\n\n## Cross-layer similarity\n\n![layer similarity](layer-similarity.png)\n"
+        "\n## Where reuse can pay\n\n![cacheability](cacheability.{ext})\n\n## Latency\n\n\
+         ![latency](latency.{ext})\n\n## Cross-layer similarity\n\n\
+         ![layer similarity](layer-similarity.{ext})\n"
     );
     if !data.examples.is_empty() {
         let _ = writeln!(md, "## Example maps\n");
         for (i, example) in data.examples.iter().enumerate() {
-            let _ = writeln!(md, "“{}”\n\n![maps](maps-{}.png)\n", example.text, i + 1);
+            let _ = writeln!(md, "“{}”\n\n![maps](maps-{}.{ext})\n", example.text, i + 1);
         }
     }
     let _ = writeln!(md, "Files: {}", files.join(", "));

@@ -12,7 +12,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 pub use charts::{LatencyFigure, SweepFigure, SweepPoint};
-pub use font::ensure_font;
+pub use font::{FontSource, ensure_font};
 pub use heatmap::{MapRow, MapsFigure, MatrixFigure, MatrixPanel, resample};
 
 /// A figure that can draw itself on any plotters backend.
@@ -23,26 +23,38 @@ pub trait Figure {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> anyhow::Result<()>;
 }
 
-/// Writes `figure` as `DIR/STEM.png` and, with `svg`, `DIR/STEM.svg`;
-/// returns the paths written.
+/// The image format figures that exist in one format only are written in:
+/// `png`, or `svg` when no font could be found (see [`FontSource`]).
+pub fn raster_extension() -> &'static str {
+    match ensure_font() {
+        Ok(FontSource::File(_)) => "png",
+        _ => "svg",
+    }
+}
+
+/// Writes `figure` as `DIR/STEM.png` and, with `svg`, `DIR/STEM.svg`
+/// (without a font: the SVG only); returns the paths written.
 pub fn save(
     figure: &impl Figure,
     dir: &Path,
     stem: &str,
     svg: bool,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    ensure_font()?;
+    let raster = matches!(ensure_font()?, FontSource::File(_));
     std::fs::create_dir_all(dir)?;
     let size = figure.size();
-    let png = dir.join(format!("{stem}.png"));
-    {
-        let root = BitMapBackend::new(&png, size).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        figure.draw(&root)?;
-        root.present().map_err(err)?;
+    let mut written = Vec::new();
+    if raster {
+        let png = dir.join(format!("{stem}.png"));
+        {
+            let root = BitMapBackend::new(&png, size).into_drawing_area();
+            root.fill(&WHITE).map_err(err)?;
+            figure.draw(&root)?;
+            root.present().map_err(err)?;
+        }
+        written.push(png);
     }
-    let mut written = vec![png];
-    if svg {
+    if svg || !raster {
         let path = dir.join(format!("{stem}.svg"));
         {
             let root = SVGBackend::new(&path, size).into_drawing_area();
