@@ -22,7 +22,12 @@ use clap::{Args, Parser, Subcommand};
 
 /// Faster transformer prefill by reusing attention maps.
 #[derive(Debug, Parser)]
-#[command(name = "attncache", version, about)]
+#[command(
+    name = "attncache",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// A local Hugging Face-layout BERT directory (config.json,
     /// model.safetensors, tokenizer.json) instead of the default model.
@@ -33,6 +38,10 @@ pub struct Cli {
     /// `--features cuda`, see scripts/build-cuda.sh).
     #[arg(long, global = true, default_value = "cpu", value_name = "DEV")]
     pub device: String,
+
+    /// The dashboard's options, when no command is given.
+    #[command(flatten)]
+    pub dashboard: dashboard::DashboardArgs,
 
     /// What to do (default: `dashboard`).
     #[command(subcommand)]
@@ -351,15 +360,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         model: cli.model.as_deref(),
         device: crate::model::open_device(&cli.device)?,
     };
-    let command = cli.command.unwrap_or_else(|| {
-        use clap::FromArgMatches;
-        let defaults =
-            <dashboard::DashboardArgs as clap::Args>::augment_args(clap::Command::new("dashboard"))
-                .get_matches_from(["dashboard"]);
-        Command::Dashboard(
-            dashboard::DashboardArgs::from_arg_matches(&defaults).expect("the defaults parse"),
-        )
-    });
+    let command = cli.command.unwrap_or(Command::Dashboard(cli.dashboard));
     match command {
         Command::Fetch { json } => fetch::run(json),
         Command::Embed { json, texts } => embed::run(target, &texts, json),
