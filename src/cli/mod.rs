@@ -22,12 +22,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Faster transformer prefill by reusing attention maps.
 #[derive(Debug, Parser)]
-#[command(
-    name = "attncache",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "attncache", version, about)]
 pub struct Cli {
     /// A local Hugging Face-layout BERT directory (config.json,
     /// model.safetensors, tokenizer.json) instead of the default model.
