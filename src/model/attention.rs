@@ -20,6 +20,7 @@ use candle_core::{D, DType, IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::ModelShape;
+use super::fused::{self, HeadMap, Kernels, View};
 use super::plan::{HeadPlan, LayerPlan};
 
 /// Most head sets whose gathered weights a layer keeps.
@@ -32,6 +33,22 @@ struct QkWeights {
     q_bias: Tensor,
     k_weight: Tensor,
     k_bias: Tensor,
+    /// The biases as host vectors, for the fused kernels.
+    q_bias_values: Vec<f32>,
+    k_bias_values: Vec<f32>,
+}
+
+impl QkWeights {
+    fn new(q_weight: Tensor, q_bias: Tensor, k_weight: Tensor, k_bias: Tensor) -> Result<Self> {
+        Ok(Self {
+            q_bias_values: q_bias.to_vec1()?,
+            k_bias_values: k_bias.to_vec1()?,
+            q_weight,
+            q_bias,
+            k_weight,
+            k_bias,
+        })
+    }
 }
 
 /// Q, K and V projections of one layer (weights `[D, D]`, PyTorch layout).
@@ -41,8 +58,14 @@ pub struct SelfAttention {
     qk: Arc<QkWeights>,
     v_weight: Tensor,
     v_bias: Tensor,
+    /// Q (scaled), K and V weights stacked `[3D, D]`, and their biases: one
+    /// projection for a layer with no reused head (fused kernels).
+    qkv_weight: Tensor,
+    qkv_bias: Vec<f32>,
+    v_bias_values: Vec<f32>,
     heads: usize,
     head_dim: usize,
+    kernels: Kernels,
     /// Gathered Q/K weights by bit mask of computed heads.
     gathered: Arc<Mutex<HashMap<u64, Arc<QkWeights>>>>,
 }
@@ -71,19 +94,26 @@ impl SelfAttention {
         let (q_weight, q_bias) = load("query")?;
         let (k_weight, k_bias) = load("key")?;
         let (v_weight, v_bias) = load("value")?;
+        let qk = QkWeights::new((q_weight * scale)?, (q_bias * scale)?, k_weight, k_bias)?;
+        let qkv_weight = Tensor::cat(&[&qk.q_weight, &qk.k_weight, &v_weight], 0)?;
+        let qkv_bias = Tensor::cat(&[&qk.q_bias, &qk.k_bias, &v_bias], 0)?.to_vec1()?;
         Ok(Self {
-            qk: Arc::new(QkWeights {
-                q_weight: (q_weight * scale)?,
-                q_bias: (q_bias * scale)?,
-                k_weight,
-                k_bias,
-            }),
+            qk: Arc::new(qk),
+            v_bias_values: v_bias.to_vec1()?,
             v_weight,
             v_bias,
+            qkv_weight,
+            qkv_bias,
             heads: shape.heads,
             head_dim: shape.head_dim,
+            kernels: Kernels::default_for(vb.device()),
             gathered: Arc::default(),
         })
+    }
+
+    /// Chooses the kernels (the fused ones run on the CPU only).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
     }
 
     /// Runs attention on `x` (`[B, S, D]`, contiguous) with an optional
@@ -101,6 +131,9 @@ impl SelfAttention {
                 plan.heads().len(),
                 self.heads
             );
+        }
+        if self.kernels == Kernels::Fused && b == 1 && mask.is_none() && x.device().is_cpu() {
+            return self.forward_fused(x, plan);
         }
         let rows = x.reshape((b * s, d))?;
         let v = self.split_heads(
@@ -142,6 +175,86 @@ impl SelfAttention {
         let probs = Tensor::cat(&pieces, 1)?.contiguous()?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
         Ok(AttentionOutput { context, captured })
+    }
+
+    /// The fused path for one unpadded input on the CPU: one Q·K·V
+    /// projection when every head is computed, else Q and K for the
+    /// computed heads only; then [`fused::attention`].
+    fn forward_fused(&self, x: &Tensor, plan: &LayerPlan) -> Result<AttentionOutput> {
+        let (_, s, d) = x.dims3()?;
+        let hd = self.head_dim;
+        let rows = x.reshape((s, d))?;
+        let computed: Vec<usize> = (0..self.heads)
+            .filter(|&h| plan.heads()[h].computes())
+            .collect();
+        let reused_values = plan
+            .heads()
+            .iter()
+            .enumerate()
+            .map(|(h, p)| match p {
+                HeadPlan::Reuse(map) => reused_values(map, h, s),
+                _ => Ok(Vec::new()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let head_maps = |q_of: &dyn Fn(usize) -> usize, k_of: &dyn Fn(usize) -> usize| {
+            let mut next = 0;
+            plan.heads()
+                .iter()
+                .enumerate()
+                .map(|(h, p)| match p {
+                    HeadPlan::Reuse(_) => HeadMap::Reuse(&reused_values[h]),
+                    _ => {
+                        next += 1;
+                        HeadMap::Compute {
+                            q: q_of(next - 1),
+                            k: k_of(next - 1),
+                            capture: matches!(p, HeadPlan::Capture),
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let (context, maps) = if computed.len() == self.heads {
+            let qkv = fused::with_bias(&rows.matmul(&self.qkv_weight.t()?)?, &self.qkv_bias)?;
+            let view = |offset| View {
+                data: &qkv,
+                row_stride: 3 * d,
+                offset,
+            };
+            let heads = head_maps(&|i| i * hd, &|i| d + i * hd);
+            fused::attention(view(0), view(0), view(2 * d), &heads, s, hd)
+        } else {
+            let w = if computed.is_empty() {
+                None
+            } else {
+                Some(self.gathered_weights(&computed)?)
+            };
+            let project = |w: &Tensor, bias: &[f32]| fused::with_bias(&rows.matmul(&w.t()?)?, bias);
+            let (q, k) = match &w {
+                Some(w) => (
+                    project(&w.q_weight, &w.q_bias_values)?,
+                    project(&w.k_weight, &w.k_bias_values)?,
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
+            let v = project(&self.v_weight, &self.v_bias_values)?;
+            let n = computed.len() * hd;
+            let view = |data, row_stride| View {
+                data,
+                row_stride,
+                offset: 0,
+            };
+            let heads = head_maps(&|i| i * hd, &|i| i * hd);
+            fused::attention(view(&q, n), view(&k, n), view(&v, d), &heads, s, hd)
+        };
+        let captured = maps
+            .into_iter()
+            .map(|m| m.map(|m| fused::tensor(m, &[1, s, s])).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AttentionOutput {
+            context: fused::tensor(context, &[1, s, d])?,
+            captured,
+        })
     }
 
     /// softmax(Q Kᵀ + mask) with the given (already scaled) weights: `[B, n, S, S]`.
@@ -187,12 +300,12 @@ impl SelfAttention {
             .collect();
         let rows = Tensor::from_vec(rows, heads.len() * self.head_dim, self.qk.q_weight.device())?;
         let pick = |t: &Tensor| t.index_select(&rows, 0);
-        let w = Arc::new(QkWeights {
-            q_weight: pick(&self.qk.q_weight)?,
-            q_bias: pick(&self.qk.q_bias)?,
-            k_weight: pick(&self.qk.k_weight)?,
-            k_bias: pick(&self.qk.k_bias)?,
-        });
+        let w = Arc::new(QkWeights::new(
+            pick(&self.qk.q_weight)?,
+            pick(&self.qk.q_bias)?,
+            pick(&self.qk.k_weight)?,
+            pick(&self.qk.k_bias)?,
+        )?);
         if cache.len() >= GATHERED_CACHE {
             cache.clear();
         }
@@ -241,6 +354,18 @@ fn stack_maps(plan: &LayerPlan, heads: &[usize], b: usize, s: usize) -> Result<T
     // candle concatenates along a non-leading axis through a transposed
     // layout; the batched matmul needs plain strides.
     Tensor::cat(&maps, 1)?.contiguous()
+}
+
+/// The reused map of head `h` of one input as row-major `[S, S]` f32 values.
+fn reused_values(map: &Tensor, h: usize, s: usize) -> Result<Vec<f32>> {
+    match map.dims() {
+        [ms, ns] | [1, ms, ns] if *ms == s && *ns == s => {
+            map.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+        }
+        other => candle_core::bail!(
+            "the map given for head {h} has shape {other:?}, expected [{s}, {s}]"
+        ),
+    }
 }
 
 /// A reused map (`[S, S]` shared by the batch, or `[B, S, S]`) as `[B, 1, S, S]` f32.

@@ -9,6 +9,7 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use super::attention::{AttentionOutput, SelfAttention};
 use super::batch::Batch;
 use super::config::{BertConfig, ModelShape};
+use super::fused::{self, Kernels};
 use super::plan::{LayerPlan, Planner};
 use super::timing::{ForwardTimings, LayerTiming};
 
@@ -62,6 +63,37 @@ pub struct EncoderLayer {
     intermediate: Linear,
     output: Linear,
     output_norm: LayerNorm,
+    /// Biases and norm parameters as host vectors, for the fused kernels.
+    host: HostParams,
+    eps: f32,
+    kernels: Kernels,
+}
+
+/// Per-layer parameters the fused kernels read as slices.
+#[derive(Debug, Clone)]
+struct HostParams {
+    attention_out_bias: Vec<f32>,
+    attention_norm: (Vec<f32>, Vec<f32>),
+    intermediate_bias: Vec<f32>,
+    output_bias: Vec<f32>,
+    output_norm: (Vec<f32>, Vec<f32>),
+}
+
+/// A linear layer's bias as a host vector.
+fn bias_values(linear: &Linear) -> Result<Vec<f32>> {
+    match linear.bias() {
+        Some(b) => b.to_vec1(),
+        None => candle_core::bail!("the fused kernels expect biased linear layers"),
+    }
+}
+
+/// A layer norm's scale and shift as host vectors.
+fn norm_values(norm: &LayerNorm) -> Result<(Vec<f32>, Vec<f32>)> {
+    let beta = match norm.bias() {
+        Some(b) => b.to_vec1()?,
+        None => vec![0.0; norm.weight().dim(0)?],
+    };
+    Ok((norm.weight().to_vec1()?, beta))
 }
 
 impl EncoderLayer {
@@ -71,14 +103,35 @@ impl EncoderLayer {
             config.intermediate_size,
             config.layer_norm_eps,
         );
+        let attention_out = candle_nn::linear(d, d, vb.pp("attention.output.dense"))?;
+        let attention_norm = candle_nn::layer_norm(d, eps, vb.pp("attention.output.LayerNorm"))?;
+        let intermediate = candle_nn::linear(d, ffn, vb.pp("intermediate.dense"))?;
+        let output = candle_nn::linear(ffn, d, vb.pp("output.dense"))?;
+        let output_norm = candle_nn::layer_norm(d, eps, vb.pp("output.LayerNorm"))?;
+        let host = HostParams {
+            attention_out_bias: bias_values(&attention_out)?,
+            attention_norm: norm_values(&attention_norm)?,
+            intermediate_bias: bias_values(&intermediate)?,
+            output_bias: bias_values(&output)?,
+            output_norm: norm_values(&output_norm)?,
+        };
         Ok(Self {
             attention: SelfAttention::load(vb.pp("attention.self"), shape)?,
-            attention_out: candle_nn::linear(d, d, vb.pp("attention.output.dense"))?,
-            attention_norm: candle_nn::layer_norm(d, eps, vb.pp("attention.output.LayerNorm"))?,
-            intermediate: candle_nn::linear(d, ffn, vb.pp("intermediate.dense"))?,
-            output: candle_nn::linear(ffn, d, vb.pp("output.dense"))?,
-            output_norm: candle_nn::layer_norm(d, eps, vb.pp("output.LayerNorm"))?,
+            attention_out,
+            attention_norm,
+            intermediate,
+            output,
+            output_norm,
+            host,
+            eps: eps as f32,
+            kernels: Kernels::default_for(vb.device()),
         })
+    }
+
+    /// Chooses the kernels of this layer (the fused ones run on the CPU only).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
+        self.attention.set_kernels(kernels);
     }
 
     /// The layer's self-attention (for inspecting one layer in isolation).
@@ -88,12 +141,57 @@ impl EncoderLayer {
 
     /// Everything after attention: `[B, S, D]` context → layer output.
     fn finish(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        if self.kernels == Kernels::Fused && b == 1 && x.device().is_cpu() {
+            return self.finish_fused(x, context, s, d);
+        }
         let attended = self
             .attention_norm
             .forward(&(self.attention_out.forward(context)? + x)?)?;
         let hidden = self.intermediate.forward(&attended)?.gelu_erf()?;
         self.output_norm
             .forward(&(self.output.forward(&hidden)? + attended)?)
+    }
+
+    /// [`Self::finish`] with the matrix products in candle and the bias
+    /// adds, residuals, norms and GELU fused on slices.
+    fn finish_fused(&self, x: &Tensor, context: &Tensor, s: usize, d: usize) -> Result<Tensor> {
+        let h = &self.host;
+        let rows = x.reshape((s, d))?;
+        let projected = context
+            .reshape((s, d))?
+            .matmul(&self.attention_out.weight().t()?)?;
+        let attended = fused::with_values(&projected, |p| {
+            fused::with_values(&rows, |r| {
+                fused::add_layer_norm(
+                    p,
+                    &h.attention_out_bias,
+                    r,
+                    (&h.attention_norm.0, &h.attention_norm.1),
+                    self.eps,
+                )
+            })
+        })??;
+        let attended = fused::tensor(attended, &[s, d])?;
+        let mut hidden = fused::with_values(
+            &attended.matmul(&self.intermediate.weight().t()?)?,
+            <[f32]>::to_vec,
+        )?;
+        fused::bias_gelu(&mut hidden, &h.intermediate_bias);
+        let ffn = h.intermediate_bias.len();
+        let out = fused::tensor(hidden, &[s, ffn])?.matmul(&self.output.weight().t()?)?;
+        let out = fused::with_values(&out, |o| {
+            fused::with_values(&attended, |a| {
+                fused::add_layer_norm(
+                    o,
+                    &h.output_bias,
+                    a,
+                    (&h.output_norm.0, &h.output_norm.1),
+                    self.eps,
+                )
+            })
+        })??;
+        fused::tensor(out, &[1, s, d])
     }
 }
 
@@ -149,6 +247,12 @@ impl BertEncoder {
     /// The layers, in order.
     pub fn layers(&self) -> &[EncoderLayer] {
         &self.layers
+    }
+
+    /// Chooses the kernels of every layer: [`Kernels::Reference`] (candle
+    /// ops) or [`Kernels::Fused`] (the default on the CPU).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.layers.iter_mut().for_each(|l| l.set_kernels(kernels));
     }
 
     /// The device the weights live on.

@@ -1,0 +1,284 @@
+//! Fused CPU kernels for a batch of one (f32), on slices: the attention core
+//! per head (QKᵀ → softmax → ·V, maps handed out only when captured, reused
+//! maps read in place, context written straight into the merged `[S, D]`
+//! layout), bias + residual + layer norm, and bias + GELU. The matrix
+//! products go through `gemm` (the crate candle's CPU backend uses) with
+//! strided views, so nothing is copied to a contiguous layout; heads run in
+//! parallel with rayon.
+
+use candle_core::{Device, Error, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Which implementation runs the element-wise work and the attention core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// candle ops only (any device, any batch): the reference.
+    Reference,
+    /// The fused CPU kernels of this module for an unpadded input on the
+    /// CPU; everything else falls back to the reference.
+    Fused,
+}
+
+impl Kernels {
+    /// Fused on the CPU, the reference elsewhere.
+    pub fn default_for(device: &Device) -> Self {
+        if device.is_cpu() {
+            Kernels::Fused
+        } else {
+            Kernels::Reference
+        }
+    }
+}
+
+/// Runs `f` on the contiguous f32 values of a CPU tensor, without copying.
+pub fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Err(Error::Msg("fused kernels run on the CPU only".into()));
+    };
+    let values = cpu.as_slice::<f32>()?;
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| Error::Msg("fused kernels need contiguous tensors".into()))?;
+    Ok(f(&values[start..end]))
+}
+
+/// The values of a CPU tensor with `bias` added to every row.
+pub fn with_bias(t: &Tensor, bias: &[f32]) -> Result<Vec<f32>> {
+    with_values(t, |x| {
+        let mut out = x.to_vec();
+        for row in out.chunks_mut(bias.len()) {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+        out
+    })
+}
+
+/// A row-major matrix view: element `(r, c)` is `data[r * row_stride + offset + c]`.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// The values.
+    pub data: &'a [f32],
+    /// Distance between rows.
+    pub row_stride: usize,
+    /// Column offset.
+    pub offset: usize,
+}
+
+/// Where one head's map comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum HeadMap<'a> {
+    /// Computed from Q and K at these column offsets; captured when asked.
+    Compute {
+        /// Column offset of the head's queries.
+        q: usize,
+        /// Column offset of its keys.
+        k: usize,
+        /// Hand the map out.
+        capture: bool,
+    },
+    /// A given `[S, S]` map.
+    Reuse(&'a [f32]),
+}
+
+/// `dst[m × n] = lhs[m × k] · rhs[k × n]` on strided views (f32, one thread).
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    debug_assert!(m == 0 || dst.len() >= (m - 1) * dst_rs + n);
+    debug_assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    debug_assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    // SAFETY: the views lie inside their slices (checked above in debug
+    // builds, by construction in the callers), `dst` is exclusive.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Softmax of each row of `scores` (`[S, S]`) in place, as candle's
+/// `softmax_last_dim` computes it.
+fn softmax_rows(scores: &mut [f32], s: usize) {
+    for row in scores.chunks_mut(s) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        row.iter_mut().for_each(|v| *v /= sum);
+    }
+}
+
+/// The attention of every head for `s` tokens: returns the merged context
+/// `[S, heads·d]` and the captured maps (`[S, S]`, by head).
+pub fn attention(
+    q: View,
+    k: View,
+    v: View,
+    heads: &[HeadMap],
+    s: usize,
+    d: usize,
+) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
+    let per_head: Vec<(Vec<f32>, Option<Vec<f32>>)> = heads
+        .par_iter()
+        .enumerate()
+        .map(|(h, map)| {
+            let mut scratch;
+            let (probs, captured): (&[f32], bool) = match *map {
+                HeadMap::Compute {
+                    q: qo,
+                    k: ko,
+                    capture,
+                } => {
+                    scratch = vec![0f32; s * s];
+                    matmul(
+                        (s, s, d),
+                        &mut scratch,
+                        s,
+                        &q.data[q.offset + qo..],
+                        (q.row_stride, 1),
+                        &k.data[k.offset + ko..],
+                        (1, k.row_stride),
+                    );
+                    softmax_rows(&mut scratch, s);
+                    (&scratch, capture)
+                }
+                HeadMap::Reuse(map) => (map, false),
+            };
+            let mut context = vec![0f32; s * d];
+            matmul(
+                (s, d, s),
+                &mut context,
+                d,
+                probs,
+                (s, 1),
+                &v.data[v.offset + h * d..],
+                (v.row_stride, 1),
+            );
+            (context, captured.then(|| probs.to_vec()))
+        })
+        .collect();
+    let width = heads.len() * d;
+    let mut merged = vec![0f32; s * width];
+    let mut captured = Vec::with_capacity(heads.len());
+    for (h, (context, map)) in per_head.into_iter().enumerate() {
+        for (row, values) in merged.chunks_mut(width).zip(context.chunks(d)) {
+            row[h * d..(h + 1) * d].copy_from_slice(values);
+        }
+        captured.push(map);
+    }
+    (merged, captured)
+}
+
+/// `LayerNorm((x + bias) + residual)` per row, as candle's layer norm
+/// computes it.
+pub fn add_layer_norm(
+    x: &[f32],
+    bias: &[f32],
+    residual: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    eps: f32,
+) -> Vec<f32> {
+    let cols = bias.len();
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(cols)
+        .zip(x.par_chunks(cols).zip(residual.par_chunks(cols)))
+        .for_each(|(dst, (x, r))| {
+            let (mut sum, mut sum2) = (0f32, 0f32);
+            for i in 0..cols {
+                let v = (x[i] + bias[i]) + r[i];
+                dst[i] = v;
+                sum += v;
+                sum2 += v * v;
+            }
+            let mean = sum / cols as f32;
+            let var = sum2 / cols as f32 - mean * mean;
+            let inv_std = (var + eps).sqrt().recip();
+            for i in 0..cols {
+                dst[i] = (dst[i] - mean) * inv_std * gamma[i] + beta[i];
+            }
+        });
+    out
+}
+
+/// `gelu_erf(x + bias)` per row, in place.
+pub fn bias_gelu(x: &mut [f32], bias: &[f32]) {
+    x.par_chunks_mut(bias.len()).for_each(|row| {
+        for (v, b) in row.iter_mut().zip(bias) {
+            let t = *v + b;
+            *v = (candle_core::cpu::erf::erf_f32(t * std::f32::consts::FRAC_1_SQRT_2) + 1.0)
+                * 0.5
+                * t;
+        }
+    });
+}
+
+/// A CPU tensor of `values`.
+pub fn tensor(values: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+    Tensor::from_vec(values, shape, &Device::Cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_matmul_matches_a_naive_one() {
+        // lhs 2×3 inside a row stride of 5 at offset 1; rhs 3×2 read transposed.
+        let lhs_data: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let rhs_data: Vec<f32> = (0..12).map(|i| (i as f32) * 0.5).collect();
+        let mut dst = vec![0f32; 4];
+        matmul(
+            (2, 2, 3),
+            &mut dst,
+            2,
+            &lhs_data[1..],
+            (5, 1),
+            &rhs_data,
+            (1, 4),
+        );
+        for r in 0..2 {
+            for c in 0..2 {
+                let want: f32 = (0..3)
+                    .map(|t| lhs_data[1 + r * 5 + t] * rhs_data[c * 4 + t])
+                    .sum();
+                assert!((dst[r * 2 + c] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one() {
+        let mut x = vec![1.0, 2.0, 3.0, -1e9, 0.0, 0.0];
+        softmax_rows(&mut x, 3);
+        assert!((x[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[3] == 0.0 && (x[4] - 0.5).abs() < 1e-6);
+    }
+}
