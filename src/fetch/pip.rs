@@ -53,9 +53,10 @@ pub fn download_wheel(python: &Path, package: &Package, dir: &Path) -> Result<Pa
 }
 
 /// The wheel of `package` in `dir`, if pip left one (wheel names use
-/// underscores where the project name has dashes).
+/// underscores where the project name has dashes, and keep the project's
+/// own capitals: compared without case).
 fn find_wheel(dir: &Path, package: &Package) -> Option<PathBuf> {
-    let prefix = format!("{}-{}-", package.name.replace('-', "_"), package.version);
+    let prefix = format!("{}-{}-", package.name.replace('-', "_"), package.version).to_lowercase();
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())
@@ -63,6 +64,6 @@ fn find_wheel(dir: &Path, package: &Package) -> Option<PathBuf> {
         .find(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+                .is_some_and(|n| n.to_lowercase().starts_with(&prefix) && n.ends_with(".whl"))
         })
 }

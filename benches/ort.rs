@@ -1,0 +1,236 @@
+//! Our exact forward against ONNX Runtime on the same model
+//! (paraphrase-MiniLM-L3-v2, whose weights this harness reads out of the
+//! ONNX file), the same token ids and the same thread count; runs
+//! interleaved, medians and per-pair ratios; outputs compared.
+//!
+//!   cargo bench --bench ort
+//!
+//! Needs python3 with venv and pip: ONNX Runtime, onnx, numpy and safetensors
+//! are installed into `target/ort-venv` on first use. Not run by CI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::Context;
+use attncache::eval::median;
+use attncache::fetch::{Fetcher, MINILM_L3_ONNX, MINILM_L6};
+use attncache::model::{Kernels, Model, StaticPlan, TokenizedText};
+use serde_json::{Value, json};
+
+/// Python packages of the peer, pinned.
+const PEER_PACKAGES: [&str; 4] = [
+    "onnxruntime==1.32.0",
+    "onnx==1.23.2",
+    "numpy==2.4.6",
+    "safetensors==0.8.0",
+];
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The virtual environment with ONNX Runtime, created on first use.
+fn venv(root: &Path) -> anyhow::Result<PathBuf> {
+    let dir = root.join("target/ort-venv");
+    let python = dir.join("bin/python");
+    if !dir.join(".complete").is_file() {
+        eprintln!(
+            "creating {} with {}",
+            dir.display(),
+            PEER_PACKAGES.join(" ")
+        );
+        run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "-q"])
+            .args(PEER_PACKAGES))?;
+        std::fs::write(dir.join(".complete"), "")?;
+    }
+    Ok(python)
+}
+
+/// Our model directory converted from the ONNX file (weights), with the
+/// MiniLM tokenizer and config (same vocabulary and sizes, fewer layers).
+fn converted(root: &Path, python: &Path, onnx: &Path, minilm: &Path) -> anyhow::Result<PathBuf> {
+    let dir = root.join("target/ort-model");
+    if !dir.join("model.safetensors").is_file() {
+        std::fs::create_dir_all(&dir)?;
+        let layers: usize = run(Command::new(python)
+            .arg(root.join("scripts/ort/convert.py"))
+            .arg(onnx)
+            .arg(dir.join("model.safetensors")))?
+        .trim()
+        .parse()?;
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(minilm.join("config.json"))?)?;
+        config["num_hidden_layers"] = json!(layers);
+        std::fs::write(dir.join("config.json"), config.to_string())?;
+        std::fs::copy(minilm.join("tokenizer.json"), dir.join("tokenizer.json"))?;
+    }
+    Ok(dir)
+}
+
+/// The ONNX Runtime process.
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn start(
+        python: &Path,
+        root: &Path,
+        onnx: &Path,
+        threads: usize,
+    ) -> anyhow::Result<(Self, String)> {
+        let mut child = Command::new(python)
+            .arg(root.join("scripts/ort/peer.py"))
+            .arg(onnx)
+            .arg(threads.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().context("peer stdin")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("peer stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let ready: Value = serde_json::from_str(&line).context("the peer did not start")?;
+        let version = ready["version"].as_str().unwrap_or("?").to_string();
+        Ok((
+            Self {
+                child,
+                stdin,
+                stdout,
+            },
+            version,
+        ))
+    }
+
+    fn run(&mut self, ids: &[u32], output: bool) -> anyhow::Result<(f64, Option<Vec<f32>>)> {
+        writeln!(self.stdin, "{}", json!({ "ids": ids, "output": output }))?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let answer: Value = serde_json::from_str(&line)?;
+        let hidden = answer["hidden"].as_array().map(|v| {
+            v.iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                .collect()
+        });
+        Ok((answer["ms"].as_f64().context("no time")?, hidden))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// A text of about `target` tokens.
+fn input(model: &Model, target: usize) -> anyhow::Result<TokenizedText> {
+    let words: Vec<&str> =
+        "the film follows a retired detective back to the coastal town where he grew up and"
+            .split(' ')
+            .collect();
+    let mut text = String::new();
+    loop {
+        let t = model.tokenizer.encode(&text)?;
+        if t.ids.len() >= target {
+            return Ok(t);
+        }
+        text.push_str(words[t.ids.len() % words.len()]);
+        text.push(' ');
+    }
+}
+
+fn forward_ms(model: &Model, t: &TokenizedText) -> anyhow::Result<(f64, Vec<f32>)> {
+    let shape = model.shape();
+    let start = Instant::now();
+    let (_, out) = model.forward(
+        std::slice::from_ref(t),
+        &mut StaticPlan::exact(shape.layers, shape.heads),
+    )?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok((ms, out.hidden.flatten_all()?.to_vec1()?))
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let fetcher = Fetcher::from_env()?;
+    let onnx = fetcher
+        .ensure(&MINILM_L3_ONNX, "the ONNX Runtime benchmark")?
+        .join("model.onnx");
+    let minilm = fetcher.ensure(&MINILM_L6, "the ONNX Runtime benchmark")?;
+    let python = venv(&root)?;
+    let dir = converted(&root, &python, &onnx, &minilm)?;
+    let fused = Model::load_dir(&dir, &candle_core::Device::Cpu)?;
+    let mut reference = fused.clone();
+    reference.encoder.set_kernels(Kernels::Reference);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (mut peer, version) = Peer::start(&python, &root, &onnx, threads)?;
+    let repeats = 40;
+    println!(
+        "paraphrase-MiniLM-L3-v2 · {threads} threads each · ONNX Runtime {version} · {repeats} interleaved runs per length · medians"
+    );
+    println!(
+        "{:>6} | {:>9} {:>9} {:>9} | {:>11} {:>11} | {:>10} {:>9}",
+        "tokens", "ORT ms", "fused ms", "ref ms", "fused/ORT", "ref/ORT", "cosine", "max |Δ|"
+    );
+    for target in [16usize, 128, 256] {
+        let t = input(&fused, target)?;
+        let (_, ours) = forward_ms(&fused, &t)?;
+        let (_, theirs) = peer.run(&t.ids, true)?;
+        let theirs = theirs.context("no output from the peer")?;
+        let cosine = attncache::model::cosine(&ours, &theirs);
+        let max_diff = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        for _ in 0..3 {
+            forward_ms(&fused, &t)?;
+            forward_ms(&reference, &t)?;
+            peer.run(&t.ids, false)?;
+        }
+        let (mut o, mut f, mut r, mut fo, mut ro) = (vec![], vec![], vec![], vec![], vec![]);
+        for i in 0..repeats {
+            let (ort_ms, fused_ms, ref_ms) = if i % 2 == 0 {
+                let a = peer.run(&t.ids, false)?.0;
+                let b = forward_ms(&fused, &t)?.0;
+                (a, b, forward_ms(&reference, &t)?.0)
+            } else {
+                let c = forward_ms(&reference, &t)?.0;
+                let b = forward_ms(&fused, &t)?.0;
+                (peer.run(&t.ids, false)?.0, b, c)
+            };
+            o.push(ort_ms);
+            f.push(fused_ms);
+            r.push(ref_ms);
+            fo.push(fused_ms / ort_ms);
+            ro.push(ref_ms / ort_ms);
+        }
+        let m = |v: &[f64]| median(v).unwrap_or(f64::NAN);
+        println!(
+            "{:>6} | {:>9.2} {:>9.2} {:>9.2} | {:>10.2}× {:>10.2}× | {:>10.7} {:>9.1e}",
+            t.ids.len(),
+            m(&o),
+            m(&f),
+            m(&r),
+            m(&fo),
+            m(&ro),
+            cosine,
+            max_diff
+        );
+    }
+    Ok(())
+}
