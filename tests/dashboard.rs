@@ -567,9 +567,35 @@ fn live_queries_modes_and_checks_on_a_tiny_model() {
     app.on_key(parse_key("+").unwrap());
     assert_eq!(app.job.as_ref().unwrap().name, "check");
     wait_idle(&mut app, &events, timeout).unwrap();
-    let (hit_rate, fidelity, queries) = app.check.unwrap();
-    assert_eq!(queries, 10);
-    assert!((0.0..=1.0).contains(&hit_rate) && fidelity > 0.0);
+    let check = app.checks.last().cloned().unwrap();
+    assert_eq!(app.check_queries, 10);
+    assert!((0.0..=1.0).contains(&check.hit_rate) && check.fidelity_mean > 0.0);
+    assert!(check.e2e_speedup > 0.0 && (check.knob - 1.25).abs() < 1e-6);
+    // e exports the view with the session's sweep of checks.
+    app.on_key(parse_key("e").unwrap());
+    wait_idle(&mut app, &events, timeout).unwrap();
+    let status = app.status.clone().unwrap();
+    assert!(status.text.ends_with("(+8 plots)"), "{status:?}");
+    let json = status
+        .text
+        .trim_start_matches("exported ")
+        .split(" (+")
+        .next()
+        .unwrap();
+    let stem = json.trim_end_matches(".json").to_string();
+    for suffix in [
+        ".json",
+        "-maps.png",
+        "-maps.svg",
+        "-heads.png",
+        "-heads.svg",
+        "-latency.png",
+    ] {
+        std::fs::remove_file(format!("{stem}{suffix}")).unwrap();
+    }
+    for suffix in ["-latency.svg", "-sweep.png", "-sweep.svg"] {
+        std::fs::remove_file(format!("{stem}{suffix}")).unwrap();
+    }
     // A query that fails (empty after tokenization is fine; a bad policy is
     // not) shows an error and the dashboard goes on.
     app.on_event(Event::RunFailed("boom".into()));

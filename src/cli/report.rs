@@ -10,7 +10,7 @@ use super::eval::Workload;
 use super::progress;
 use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
 use crate::cache::write_atomically;
-use crate::engine::{Engine, StageTimings};
+use crate::engine::{Engine, STAGES, StageTimings};
 use crate::eval::{ReportData, ReportOptions, collect_report, train_probe};
 use crate::plot::{LatencyFigure, MapsFigure, MatrixFigure, MatrixPanel, SweepFigure, save};
 
@@ -188,18 +188,10 @@ fn latency_figure(data: &ReportData, model: &str) -> LatencyFigure {
         cached_e2e: pick(|p| p.1.total),
         exact_attention: pick(|p| p.0.attention),
         cached_attention: pick(|p| p.1.attention_with_lookup()),
-        stages: vec![
-            ("tokenize".into(), x.tokenize, c.tokenize),
-            ("feature".into(), x.feature, c.feature),
-            ("search".into(), x.search, c.search),
-            ("map load".into(), x.map_load, c.map_load),
-            ("attention".into(), x.attention, c.attention),
-            (
-                "rest".into(),
-                x.rest + x.embeddings + x.pooling,
-                c.rest + c.embeddings + c.pooling,
-            ),
-        ],
+        stages: STAGES
+            .iter()
+            .map(|(name, f)| (name.to_string(), f(x), f(c)))
+            .collect(),
     }
 }
 

@@ -11,7 +11,9 @@ use anyhow::Context;
 use candle_core::Tensor;
 
 pub use planner::{CachePlanner, LayerDecision};
-pub use trace::{HeadTrace, LayerTrace, Mode, NeighbourTrace, StageTimings, Trace};
+pub use trace::{
+    HeadTrace, LayerTrace, Mode, NeighbourTrace, STAGES, StageReader, StageTimings, Trace,
+};
 
 use crate::cache::{Database, ModelIdentity, Policy};
 use crate::eval::{js_divergence, similarity};

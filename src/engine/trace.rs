@@ -124,6 +124,20 @@ impl StageTimings {
     }
 }
 
+/// Reads one stage's time from [`StageTimings`].
+pub type StageReader = fn(&StageTimings) -> f64;
+
+/// The stages a latency breakdown shows, in order (`rest` includes the
+/// embeddings and pooling).
+pub const STAGES: [(&str, StageReader); 6] = [
+    ("tokenize", |t| t.tokenize),
+    ("feature", |t| t.feature),
+    ("search", |t| t.search),
+    ("map load", |t| t.map_load),
+    ("attention", |t| t.attention),
+    ("rest", |t| t.rest + t.embeddings + t.pooling),
+];
+
 /// Everything one run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trace {

@@ -1,6 +1,8 @@
 //! Evaluating a policy over a split: hit rate, fidelity, downstream accuracy
 //! and speedups over *all* queries, look-up and map loading counted.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::Serialize;
 
 use super::probe::Probe;
@@ -94,6 +96,29 @@ pub fn evaluate(
     repeats: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Evaluation> {
+    evaluate_until(
+        engine,
+        corpus,
+        probe,
+        repeats,
+        progress,
+        &AtomicBool::new(false),
+    )
+}
+
+/// [`evaluate`] that stops with an error once `cancel` is set.
+pub fn evaluate_until(
+    engine: &Engine,
+    corpus: &Corpus,
+    probe: Option<&Probe>,
+    repeats: usize,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> anyhow::Result<Evaluation> {
+    let cancelled = || -> anyhow::Result<()> {
+        anyhow::ensure!(!cancel.load(Ordering::Relaxed), "evaluation cancelled");
+        Ok(())
+    };
     let shape = *engine.model().shape();
     let n = corpus.items.len();
     anyhow::ensure!(n > 0, "the split {} is empty", corpus.name);
@@ -106,6 +131,7 @@ pub fn evaluate(
     let (mut correct_exact, mut correct_cached, mut agree, mut labelled) =
         (0usize, 0usize, 0usize, 0usize);
     for (i, item) in corpus.items.iter().enumerate() {
+        cancelled()?;
         let run = engine.run(&item.text, Mode::Shadow)?;
         let exact_embedding = run.exact_embedding.as_deref().expect("shadow mode");
         fidelities.push(cosine(&run.embedding, exact_embedding) as f64);
@@ -137,7 +163,8 @@ pub fn evaluate(
     }
     let (attention_speedup, e2e_speedup, timings_ms, samples) =
         time_speedups(engine, corpus, repeats, &mut |done| {
-            progress(n + done, total_steps)
+            progress(n + done, total_steps);
+            cancelled()
         })?;
     let share = |count: usize| count as f64 / n as f64;
     let accuracy = |c: usize| (labelled > 0).then(|| c as f64 / labelled as f64);
@@ -185,7 +212,7 @@ fn time_speedups(
     engine: &Engine,
     corpus: &Corpus,
     repeats: usize,
-    progress: &mut dyn FnMut(usize),
+    progress: &mut dyn FnMut(usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<(f64, f64, MeanTimings, Vec<TimedPair>)> {
     let (mut attention_ratios, mut e2e_ratios) = (Vec::new(), Vec::new());
     let mut samples = Vec::new();
@@ -204,7 +231,7 @@ fn time_speedups(
             sums.cached.accumulate(&cached);
             samples.push((exact, cached));
             done += 1;
-            progress(done);
+            progress(done)?;
         }
         attention_ratios.push(exact_att / cached_att);
         e2e_ratios.push(exact_total / cached_total);

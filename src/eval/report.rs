@@ -112,7 +112,7 @@ pub fn collect(
     } else {
         1.0
     };
-    let chosen = point(chosen_knob, &evaluation);
+    let chosen = sweep_point(chosen_knob, &evaluation);
     let mut sweep_of = |points: &[(f64, Policy)], what: &str| -> anyhow::Result<Vec<SweepPoint>> {
         points
             .iter()
@@ -121,7 +121,7 @@ pub fn collect(
                 e.set_policy(p.clone())?;
                 let ev = evaluate(&e, corpus, probe, options.sweep_repeats, &mut |_, _| {})?;
                 advance(what);
-                Ok(point(*knob, &ev))
+                Ok(sweep_point(*knob, &ev))
             })
             .collect()
     };
@@ -142,8 +142,8 @@ pub fn collect(
     })
 }
 
-/// An evaluation as a sweep point.
-fn point(knob: f64, e: &Evaluation) -> SweepPoint {
+/// An evaluation as a sweep point at `knob`.
+pub fn sweep_point(knob: f64, e: &Evaluation) -> SweepPoint {
     SweepPoint {
         knob,
         policy: e.policy.clone(),

@@ -20,6 +20,7 @@ use crate::cache::{Database, Policy};
 use crate::engine::{Mode, StageTimings};
 use crate::eval::Objective;
 use crate::model::ModelShape;
+use crate::plot::SweepPoint;
 
 /// Recent queries kept in the history and the latency chart.
 pub const HISTORY: usize = 64;
@@ -241,8 +242,11 @@ pub struct App {
     pub rebuild: RebuildForm,
     /// The running job.
     pub job: Option<JobView>,
-    /// Result of the last threshold check on the calibration split.
-    pub check: Option<(f64, f64, usize)>,
+    /// This session's threshold checks on the calibration split (a sweep
+    /// along the threshold scale), in the order they finished.
+    pub checks: Vec<SweepPoint>,
+    /// Queries each check measured.
+    pub check_queries: usize,
     /// Status line.
     pub status: Option<Status>,
     /// Heads reused and heads run, over this session's cached runs.
@@ -328,7 +332,8 @@ impl App {
                 field: 0,
             },
             job: None,
-            check: None,
+            checks: Vec::new(),
+            check_queries: 0,
             status: None,
             session_hits: (0, 0),
             in_flight: 0,
@@ -664,8 +669,8 @@ impl App {
                 job.name
             )),
             _ if self.db.is_some() => {
-                self.check = None;
-                self.start_job(JobRequest::Check(policy));
+                let scale = f64::from(self.scale);
+                self.start_job(JobRequest::Check { policy, scale });
             }
             _ => {}
         }
@@ -852,11 +857,10 @@ impl App {
                 ));
                 self.apply_thresholds();
             }
-            JobOutcome::Checked {
-                hit_rate,
-                fidelity,
-                queries,
-            } => self.check = Some((hit_rate, fidelity, queries)),
+            JobOutcome::Checked { point, queries } => {
+                self.check_queries = queries;
+                self.checks.push(point);
+            }
         }
     }
 

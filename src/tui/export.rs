@@ -1,7 +1,8 @@
 //! `e`: writes the current view to the export directory on a background
 //! thread: its data as JSON, and as plots (PNG + SVG) the selected head's
 //! exact / reused / difference maps, the current query's layer × head
-//! similarity and decisions, and the latency of recent queries.
+//! similarity and decisions, the latency of recent queries, and the sweep of
+//! this session's threshold checks.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, channel};
@@ -11,8 +12,10 @@ use serde_json::json;
 
 use super::app::{App, HistoryItem};
 use crate::cache::write_atomically;
-use crate::engine::Mode;
-use crate::plot::{LatencyFigure, MapRow, MapsFigure, MatrixFigure, MatrixPanel, save};
+use crate::engine::{Mode, STAGES};
+use crate::plot::{
+    LatencyFigure, MapRow, MapsFigure, MatrixFigure, MatrixPanel, SweepFigure, SweepPoint, save,
+};
 
 /// Starts writing the current view; the receiver yields the files written.
 pub fn export(app: &App) -> anyhow::Result<Receiver<anyhow::Result<Vec<PathBuf>>>> {
@@ -38,6 +41,7 @@ pub fn export(app: &App) -> anyhow::Result<Receiver<anyhow::Result<Vec<PathBuf>>
     });
     let heads = heads_figure(app);
     let latency = latency_figure(app);
+    let sweep = sweep_figure(app);
     let (tx, rx) = channel();
     std::thread::Builder::new()
         .name("attncache-export".into())
@@ -49,6 +53,9 @@ pub fn export(app: &App) -> anyhow::Result<Receiver<anyhow::Result<Vec<PathBuf>>
                 write_atomically(&json_path, serde_json::to_string_pretty(&view)?.as_bytes())?;
                 let mut files = vec![json_path];
                 files.extend(plots(&dir, &stem, maps, heads, latency)?);
+                if let Some(sweep) = sweep {
+                    files.extend(save(&sweep, &dir, &format!("{stem}-sweep"), true)?);
+                }
                 Ok(files)
             })();
             let _ = tx.send(written);
@@ -70,6 +77,24 @@ fn plots(
     files.extend(save(&heads, dir, &format!("{stem}-heads"), true)?);
     files.extend(save(&latency, dir, &format!("{stem}-latency"), true)?);
     Ok(files)
+}
+
+/// This session's threshold checks along the scale, the latest marked.
+fn sweep_figure(app: &App) -> Option<SweepFigure> {
+    let latest = app.checks.last()?.clone();
+    let mut ours: Vec<SweepPoint> = app.checks.clone();
+    ours.sort_by(|a, b| a.knob.total_cmp(&b.knob));
+    ours.dedup_by(|a, b| a.knob == b.knob);
+    Some(SweepFigure {
+        title: format!(
+            "Threshold checks on {} calibration queries · {}",
+            app.check_queries, app.base_policy.name
+        ),
+        knob_desc: format!("threshold scale (× {})", app.base_policy.name),
+        ours,
+        paper: Vec::new(),
+        chosen: Some(latest),
+    })
 }
 
 /// The view's data.
@@ -112,6 +137,7 @@ fn view_json(app: &App) -> serde_json::Value {
         "trace": app.current.as_ref().map(|c| &c.trace),
         "selected_head": maps,
         "history": history,
+        "checks": app.checks,
     })
 }
 
@@ -185,15 +211,6 @@ fn latency_figure(app: &App) -> LatencyFigure {
             v.iter().sum::<f64>() / v.len() as f64
         }
     };
-    type Stage = fn(&crate::engine::StageTimings) -> f64;
-    let stages: [(&str, Stage); 6] = [
-        ("tokenize", |t| t.tokenize),
-        ("feature", |t| t.feature),
-        ("search", |t| t.search),
-        ("map load", |t| t.map_load),
-        ("attention", |t| t.attention),
-        ("rest", |t| t.rest + t.embeddings + t.pooling),
-    ];
     let exact_runs: Vec<_> = items
         .iter()
         .filter_map(|i| match i.mode {
@@ -221,7 +238,7 @@ fn latency_figure(app: &App) -> LatencyFigure {
         cached_attention: attention(|i| {
             (i.mode != Mode::Exact).then(|| i.timings.attention_with_lookup())
         }),
-        stages: stages
+        stages: STAGES
             .iter()
             .map(|(name, f)| {
                 (

@@ -92,8 +92,8 @@ pub struct Report {
     pub status: Option<String>,
     /// True when the status line shows an error.
     pub status_is_error: bool,
-    /// Last threshold check: hit rate, fidelity, queries.
-    pub check: Option<(f64, f64, usize)>,
+    /// This session's threshold checks on the calibration split.
+    pub checks: Vec<crate::plot::SweepPoint>,
     /// Session hit rate.
     pub hit_rate: Option<f64>,
     /// Texts of the history, newest first.
@@ -207,7 +207,7 @@ fn report(app: App, screen: Vec<String>) -> Report {
         job: app.job.as_ref().map(|j| j.name.to_string()),
         status: app.status.as_ref().map(|s| s.text.clone()),
         status_is_error: app.status.as_ref().is_some_and(|s| s.error),
-        check: app.check,
+        checks: app.checks.clone(),
         hit_rate: app.session_hit_rate(),
         history: app.history.iter().map(|h| h.text.clone()).collect(),
         current: app.current.as_ref().map(|c| c.trace.clone()),

@@ -11,7 +11,10 @@ use std::thread::JoinHandle;
 use crate::cache::{BuildOptions, DEFAULT_HNSW_MIN_BUCKET, Database, FeatureKind, Policy, build};
 use crate::data::{Corpus, CorpusOptions, CorpusSpec};
 use crate::engine::{Engine, Mode, Trace};
-use crate::eval::{CalibrateOptions, Objective, PolicyKind, calibrate, train_probe};
+use crate::eval::{
+    CalibrateOptions, Objective, PolicyKind, calibrate, evaluate_until, sweep_point, train_probe,
+};
+use crate::plot::SweepPoint;
 
 /// What the UI asks of the worker.
 #[derive(Debug)]
@@ -53,8 +56,14 @@ pub enum JobRequest {
         /// What it bounds.
         objective: Objective,
     },
-    /// Hit rate and fidelity of a policy on the calibration split.
-    Check(Policy),
+    /// A policy evaluated on the calibration split (hit rate, fidelity,
+    /// accuracy, speedups), as a point of the session's threshold sweep.
+    Check {
+        /// The policy.
+        policy: Policy,
+        /// Its threshold scale (the sweep's knob).
+        scale: f64,
+    },
 }
 
 impl JobRequest {
@@ -63,7 +72,7 @@ impl JobRequest {
         match self {
             JobRequest::Rebuild { .. } => "rebuild",
             JobRequest::Calibrate { .. } => "calibrate",
-            JobRequest::Check(_) => "check",
+            JobRequest::Check { .. } => "check",
         }
     }
 }
@@ -86,12 +95,10 @@ pub enum JobOutcome {
     Rebuilt(Arc<Database>),
     /// A calibrated policy (also saved as the database's policy.json).
     Calibrated(Policy),
-    /// Hit rate and mean fidelity of a policy on the calibration split.
+    /// A policy's evaluation on the calibration split.
     Checked {
-        /// Share of heads reused.
-        hit_rate: f64,
-        /// Mean cosine of cached to exact sentence embedding.
-        fidelity: f64,
+        /// The evaluation as a sweep point (knob = threshold scale).
+        point: SweepPoint,
         /// Queries measured.
         queries: usize,
     },
@@ -305,24 +312,18 @@ pub fn run_job(
             policy.save(&db.dir().join("policy.json"))?;
             Ok(JobOutcome::Calibrated(policy))
         }
-        JobRequest::Check(policy) => {
+        JobRequest::Check { policy, scale } => {
             let mut engine = engine.clone();
             engine.set_policy(policy)?;
             let corpus = load(&settings.calib_split)?.limited(Some(settings.calib_limit));
-            let (mut hits, mut fidelity) = (0.0, 0.0);
-            let n = corpus.items.len();
-            for (i, item) in corpus.items.iter().enumerate() {
-                anyhow::ensure!(!cancel.load(Ordering::Relaxed), "check cancelled");
-                let run = engine.run(&item.text, Mode::Shadow)?;
-                hits += run.trace.hit_rate;
-                fidelity += f64::from(run.trace.fidelity.unwrap_or(1.0));
-                progress(i + 1, n);
-            }
-            let queries = n.max(1) as f64;
+            let probe = match engine.database() {
+                Some(db) => train_probe(db)?,
+                None => None,
+            };
+            let e = evaluate_until(&engine, &corpus, probe.as_ref(), 1, progress, cancel)?;
             Ok(JobOutcome::Checked {
-                hit_rate: hits / queries,
-                fidelity: fidelity / queries,
-                queries: n,
+                point: sweep_point(scale, &e),
+                queries: e.queries,
             })
         }
     }

@@ -9,7 +9,7 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 
 use super::super::app::{App, HistoryItem, Panel};
 use super::panel_block;
-use crate::engine::{Mode, StageTimings};
+use crate::engine::{Mode, STAGES, StageReader, StageTimings};
 use crate::eval::median;
 
 /// Draws the latency panel.
@@ -126,9 +126,6 @@ fn summary_line(app: &App) -> Line<'static> {
     ])
 }
 
-/// Reads one stage's time.
-type Stage = fn(&StageTimings) -> f64;
-
 /// The current query's stages: exact and cached ms and a bar.
 fn stage_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let Some(item) = app.history.front() else {
@@ -138,17 +135,9 @@ fn stage_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         Mode::Exact => (Some(item.timings), None),
         _ => (item.exact_timings, Some(item.timings)),
     };
-    let stages: [(&str, Stage); 6] = [
-        ("tokenize", |t| t.tokenize),
-        ("feature", |t| t.feature),
-        ("search", |t| t.search),
-        ("map load", |t| t.map_load),
-        ("attention", |t| t.attention),
-        ("rest", |t| t.rest + t.embeddings + t.pooling),
-    ];
     let total = exact.or(cached).map_or(1.0, |t| t.total.max(1e-9));
     let bar_width = width.saturating_sub(27);
-    let fmt = |t: Option<StageTimings>, f: Stage| {
+    let fmt = |t: Option<StageTimings>, f: StageReader| {
         t.map_or("     –".to_string(), |t| format!("{:>6.2}", f(&t)))
     };
     let mut lines = vec![Line::from(Span::styled(
@@ -158,7 +147,7 @@ fn stage_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         ),
         app.theme.dim(),
     ))];
-    for (name, f) in stages {
+    for (name, f) in STAGES {
         let shown = cached.or(exact).map_or(0.0, |t| f(&t));
         let cells = ((shown / total) * bar_width as f64).round() as usize;
         lines.push(Line::from(vec![

@@ -127,14 +127,19 @@ pub fn thresholds(frame: &mut Frame, area: Rect, app: &App) {
             app.theme.dim(),
         )));
     }
-    lines.push(match (&app.check, &app.job) {
+    lines.push(match (app.checks.last(), &app.job) {
         (_, Some(job)) if job.name == "check" => Line::raw(format!(
             "checking these thresholds on the calibration split… {}/{}",
             job.done, job.total
         )),
-        (Some((hit_rate, fidelity, n)), _) => Line::raw(format!(
-            "on {n} calibration queries: hit rate {:.1}%, mean fidelity {fidelity:.5}",
-            hit_rate * 100.0
+        (Some(p), _) => Line::raw(format!(
+            "×{:.2} on {} calibration queries: hits {:.1}%, loss {:.2}, fidelity {:.4}, e2e {:.2}×",
+            p.knob,
+            app.check_queries,
+            p.hit_rate * 100.0,
+            p.loss(),
+            p.fidelity_mean,
+            p.e2e_speedup
         )),
         _ => Line::from(Span::styled(
             "+/- re-decide the current query at once and check the calibration split",
