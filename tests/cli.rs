@@ -4,22 +4,13 @@ mod common;
 
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use common::json_of;
 
 fn attncache(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_attncache"))
         .args(args)
         .output()
         .unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
 }
 
 /// Asserts a failure with exactly one `error:` line on stderr containing `needle`.

@@ -108,12 +108,7 @@ fn eval_json_reports_every_documented_field_over_all_queries() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json_of(&out);
     assert_eq!(v["queries"], 8);
     for key in [
         "hit_rate",

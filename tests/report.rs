@@ -15,12 +15,7 @@ fn attncache(home: &Path, args: &[&str]) -> Value {
         .env("ATTNCACHE_HOME", home)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::json_of(&out)
 }
 
 /// Width and height of a PNG, decoded completely.
@@ -193,11 +188,7 @@ fn without_a_font_the_figures_are_svg_only_and_say_so() {
         .env("ATTNCACHE_FONT", "none")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("writing SVG only"), "{stderr}");
     for stem in [

@@ -340,3 +340,23 @@ pub fn check_partial_reuse_acts_only_through_its_heads(
         }
     }
 }
+
+/// A successful command's stdout as one JSON object (fails with its stderr
+/// otherwise).
+pub fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+/// Asserts that a command succeeded, showing its stderr when not.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
