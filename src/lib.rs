@@ -11,6 +11,7 @@
 //! - [`plot`]: figures with plotters (PNG and SVG).
 //! - [`tui`]: the interactive dashboard.
 //! - [`cli`]: the command-line interface.
+//! - [`text`]: small text helpers.
 
 pub mod cache;
 pub mod cli;
@@ -20,4 +21,5 @@ pub mod eval;
 pub mod fetch;
 pub mod model;
 pub mod plot;
+pub mod text;
 pub mod tui;

@@ -13,6 +13,7 @@ use crate::cache::write_atomically;
 use crate::engine::{Engine, STAGES, StageTimings};
 use crate::eval::{ReportData, ReportOptions, collect_report, train_probe};
 use crate::plot::{LatencyFigure, MapsFigure, MatrixFigure, MatrixPanel, SweepFigure, save};
+use crate::text::shorten;
 
 /// Options of `attncache report`.
 pub struct ReportArgs<'a> {
@@ -192,14 +193,6 @@ fn latency_figure(data: &ReportData, model: &str) -> LatencyFigure {
             .iter()
             .map(|(name, f)| (name.to_string(), f(x), f(c)))
             .collect(),
-    }
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        text.chars().take(max - 1).collect::<String>() + "…"
     }
 }
 

@@ -1,5 +1,6 @@
 //! `attncache run`: run texts exactly, from the cache, or in shadow mode.
 
+use crate::text::shorten;
 use std::path::Path;
 
 use serde_json::json;
@@ -111,12 +112,4 @@ fn print_trace(trace: &Trace) {
             .exact_timings
             .map_or(String::new(), |e| format!(" (exact: total {:.2})", e.total))
     );
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(max - 1).collect::<String>())
-    }
 }

@@ -18,6 +18,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::app::{App, HitAreas, Panel, Popup};
 use super::keys::HINTS;
+pub use crate::text::shorten;
 
 /// The smallest terminal the dashboard draws into.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
@@ -172,15 +173,4 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
         spans.push(Span::raw(format!("{what} ")));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
-}
-
-/// `text` cut to `max` characters with an ellipsis.
-pub fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-        out.push('…');
-        out
-    }
 }
