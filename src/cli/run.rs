@@ -1,12 +1,12 @@
 //! `attncache run`: run texts exactly, from the cache, or in shadow mode.
 
-use crate::text::shorten;
 use std::path::Path;
 
 use serde_json::json;
 
 use super::setup::{Target, load_model, load_policy, open_database};
 use crate::engine::{Engine, Mode, Trace};
+use crate::text::shorten;
 
 pub fn run(
     target: &Target,
