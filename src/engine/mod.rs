@@ -26,6 +26,8 @@ pub struct RunOutput {
     pub embedding: Vec<f32>,
     /// Shadow mode: the exact run's sentence embedding.
     pub exact_embedding: Option<Vec<f32>>,
+    /// Shadow mode: every map of the exact run, `[S, S]` by layer then head.
+    pub exact_maps: Option<Vec<Vec<Tensor>>>,
     /// The last hidden state `[1, S, D]`.
     pub hidden: Tensor,
     /// What happened.
@@ -116,6 +118,21 @@ impl Engine {
             _ => None,
         };
         let layers = self.layer_traces(db, &tokenized, &pass, exact.as_ref())?;
+        let exact_maps = exact
+            .as_ref()
+            .map(|e| {
+                e.out
+                    .maps
+                    .iter()
+                    .map(|layer| {
+                        layer
+                            .iter()
+                            .map(|m| m.as_ref().expect("shadow captures every map").squeeze(0))
+                            .collect::<candle_core::Result<Vec<_>>>()
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()
+            })
+            .transpose()?;
         Ok(RunOutput {
             trace: Trace {
                 text: text.to_string(),
@@ -134,6 +151,7 @@ impl Engine {
                 exact_timings: exact.as_ref().map(|e| e.timings),
             },
             exact_embedding: exact.map(|e| e.embedding),
+            exact_maps,
             embedding: pass.embedding,
             hidden: pass.out.hidden,
         })

@@ -215,13 +215,18 @@ fn cancel(job: &mut Option<(Arc<AtomicBool>, JoinHandle<()>)>) {
     }
 }
 
-/// One query: the engine's run plus the exact maps for the map view.
+/// One query: the engine's run plus the exact maps for the map view (the
+/// shadow run's own; other modes capture them in one more exact pass).
 fn run_query(engine: &Engine, text: &str, mode: Mode) -> anyhow::Result<QueryResult> {
     let run = engine.run(text, mode)?;
-    let model = engine.model();
-    let tokenized = model.tokenizer.encode(text)?;
-    let exact_maps = model
-        .capture_maps(&tokenized)?
+    let maps = match run.exact_maps {
+        Some(maps) => maps,
+        None => {
+            let model = engine.model();
+            model.capture_maps(&model.tokenizer.encode(text)?)?
+        }
+    };
+    let exact_maps = maps
         .into_iter()
         .map(|layer| {
             layer
