@@ -16,9 +16,9 @@ fn main() -> anyhow::Result<()> {
         "the kernel benchmark",
     )?;
     let mut reference = model.clone();
-    reference.encoder.set_kernels(Kernels::Reference);
+    reference.set_kernels(Kernels::Reference);
     let mut fused = model.clone();
-    fused.encoder.set_kernels(Kernels::Fused);
+    fused.set_kernels(Kernels::Fused);
     let shape = *model.shape();
     let words =
         "the film follows a retired detective back to the coastal town where he grew up and";

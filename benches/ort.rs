@@ -173,9 +173,9 @@ fn main() -> anyhow::Result<()> {
     let minilm = fetcher.ensure(&MINILM_L6, "the ONNX Runtime benchmark")?;
     let python = venv(&root)?;
     let dir = converted(&root, &python, &onnx, &minilm)?;
-    let fused = Model::load_dir(&dir, &candle_core::Device::Cpu)?;
+    let fused = Model::load_path(&dir, &candle_core::Device::Cpu)?;
     let mut reference = fused.clone();
-    reference.encoder.set_kernels(Kernels::Reference);
+    reference.set_kernels(Kernels::Reference);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (mut peer, version) = Peer::start(&python, &root, &onnx, threads)?;
     let repeats = 40;

@@ -222,7 +222,7 @@ fn damaged_and_foreign_databases_are_refused() {
     // A database of another model: the tiny test model.
     let tiny_dir = tempfile::tempdir().unwrap();
     common::write_tiny_model(tiny_dir.path());
-    let tiny = Model::load_dir(tiny_dir.path(), &candle_core::Device::Cpu).unwrap();
+    let tiny = Model::load_path(tiny_dir.path(), &candle_core::Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     build_db(common::real_model(), &corpus(3), &dir.path().join("db"));
     let err =

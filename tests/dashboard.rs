@@ -488,7 +488,7 @@ fn tiny_texts(n: usize) -> Vec<String> {
 /// first 40.
 fn tiny_setup(dir: &Path, n: usize) -> (Arc<Model>, Arc<Database>, String) {
     common::write_tiny_model(&dir.join("model"));
-    let model = Arc::new(Model::load_dir(&dir.join("model"), &candle_core::Device::Cpu).unwrap());
+    let model = Arc::new(Model::load_path(&dir.join("model"), &candle_core::Device::Cpu).unwrap());
     let corpus_path = dir.join("corpus.txt");
     std::fs::write(&corpus_path, tiny_texts(n).join("\n")).unwrap();
     let spec = corpus_path.to_str().unwrap().to_string();

@@ -11,9 +11,9 @@ use common::max_abs_diff;
 /// The model twice: fused (the CPU default) and reference.
 fn both(model: &Model) -> (Model, Model) {
     let mut reference = model.clone();
-    reference.encoder.set_kernels(Kernels::Reference);
+    reference.set_kernels(Kernels::Reference);
     let mut fused = model.clone();
-    fused.encoder.set_kernels(Kernels::Fused);
+    fused.set_kernels(Kernels::Fused);
     (fused, reference)
 }
 

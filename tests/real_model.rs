@@ -16,7 +16,7 @@ fn exact_forward_equals_candle_transformers_bert() {
         VarBuilder::from_mmaped_safetensors(&[&model.files.weights], DType::F32, &Device::Cpu)
     }
     .unwrap();
-    let reference = BertModel::load(vb, &model.config).unwrap();
+    let reference = BertModel::load(vb, model.bert_config().unwrap()).unwrap();
     let long = "The film opens slowly, lingers on faces and landscapes, and only in its last act does the \
                 quiet tension between the two brothers break into something loud, sad and strangely funny. "
         .repeat(3);

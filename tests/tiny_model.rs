@@ -76,10 +76,7 @@ fn a_padded_batch_equals_one_text_at_a_time() {
     let (batch, out) = model
         .forward(&texts, &mut StaticPlan::capture_all(LAYERS, HEADS))
         .unwrap();
-    let pooled = model
-        .encoder
-        .sentence_embeddings(&out.hidden, &batch)
-        .unwrap();
+    let pooled = model.readout(&out.hidden, &batch).unwrap();
     for (i, text) in texts.iter().enumerate() {
         let len = text.ids.len();
         let single = exact_hidden(&model, text);
@@ -97,10 +94,7 @@ fn a_padded_batch_equals_one_text_at_a_time() {
                 &mut StaticPlan::exact(LAYERS, HEADS),
             )
             .unwrap();
-        let single_pooled = model
-            .encoder
-            .sentence_embeddings(&single, &single_batch)
-            .unwrap();
+        let single_pooled = model.readout(&single, &single_batch).unwrap();
         let diff = max_abs_diff(&pooled.get(i).unwrap(), &single_pooled.squeeze(0).unwrap());
         assert!(
             diff <= 1e-5,
@@ -155,7 +149,7 @@ fn load_error(spoil: impl FnOnce(&std::path::Path)) -> String {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model(dir.path());
     spoil(dir.path());
-    let err = Model::load_dir(dir.path(), &Device::Cpu).unwrap_err();
+    let err = Model::load_path(dir.path(), &Device::Cpu).unwrap_err();
     let msg = format!("{err:#}");
     assert!(!msg.contains('\n'), "error is not one line: {msg}");
     msg
@@ -163,7 +157,7 @@ fn load_error(spoil: impl FnOnce(&std::path::Path)) -> String {
 
 #[test]
 fn model_directory_errors_say_what_is_wrong() {
-    let err = Model::load_dir(std::path::Path::new("/no/such/model"), &Device::Cpu).unwrap_err();
+    let err = Model::load_path(std::path::Path::new("/no/such/model"), &Device::Cpu).unwrap_err();
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
 
     let msg = load_error(|d| std::fs::remove_file(d.join("config.json")).unwrap());
@@ -190,15 +184,15 @@ fn model_directory_errors_say_what_is_wrong() {
         c["model_type"] = "gpt2".into();
         std::fs::write(d.join("config.json"), c.to_string()).unwrap();
     });
-    assert!(msg.contains("`gpt2` model, not BERT"), "{msg}");
+    assert!(msg.contains("`gpt2` model: attncache runs BERT"), "{msg}");
 
     let msg = load_error(|d| {
         let mut c = tiny_config();
         c.as_object_mut().unwrap().remove("model_type");
-        c["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+        c["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
         std::fs::write(d.join("config.json"), c.to_string()).unwrap();
     });
-    assert!(msg.contains("`LlamaForCausalLM` model, not BERT"), "{msg}");
+    assert!(msg.contains("`GPT2LMHeadModel` model: attncache"), "{msg}");
 
     let msg = load_error(|d| {
         let mut c = tiny_config();

@@ -117,7 +117,7 @@ pub fn build(
         };
         let (batch, output) = model.forward(&tokenized, &mut capture)?;
         let s = tokenized[0].ids.len();
-        let embedding = model.encoder.sentence_embeddings(&output.hidden, &batch)?;
+        let embedding = model.readout(&output.hidden, &batch)?;
         embeddings.extend(embedding.flatten_all()?.to_vec1::<f32>()?);
         for layer in &output.maps {
             for map in layer {

@@ -119,8 +119,7 @@ fn check_text(cpu: &Model, dev: &Model, text: &TokenizedText) -> anyhow::Result<
     }
     let embedding = |model: &Model, hidden: &Tensor, batch| -> anyhow::Result<Vec<f32>> {
         Ok(model
-            .encoder
-            .sentence_embeddings(hidden, batch)?
+            .readout(hidden, batch)?
             .to_device(&Device::Cpu)?
             .squeeze(0)?
             .to_vec1::<f32>()?)

@@ -184,7 +184,7 @@ impl Engine {
             .as_deref()
             .context("observing needs a database: pass --db DIR")?;
         let tokenized = self.model.tokenizer.encode(text)?;
-        let device = self.model.encoder.device();
+        let device = self.model.device();
         let mut planner = CachePlanner::new(db, &self.policy, tokenized.ids.len(), device)
             .exact_search()
             .observe_only();
@@ -258,7 +258,7 @@ impl Engine {
         tokenized: &TokenizedText,
         complete: bool,
     ) -> anyhow::Result<Pass> {
-        let device = self.model.encoder.device();
+        let device = self.model.device();
         let mut planner = CachePlanner::new(db, &self.policy, tokenized.ids.len(), device)
             .with_identical(db.find_text(text));
         let mut pass = self.pass(tokenized, &mut planner, Vec::new())?;
@@ -286,10 +286,7 @@ impl Engine {
             .model
             .forward(std::slice::from_ref(tokenized), planner)?;
         let pool_start = Instant::now();
-        let embedding = self
-            .model
-            .encoder
-            .sentence_embeddings(&out.hidden, &batch)?;
+        let embedding = self.model.readout(&out.hidden, &batch)?;
         let embedding = embedding.squeeze(0)?.to_vec1::<f32>()?;
         let pooling = pool_start.elapsed();
         let timings = StageTimings {

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::cost::LayerCost;
 use super::stats::median;
 use crate::engine::{Engine, Mode};
 use crate::model::{StaticPlan, ms};
@@ -80,7 +79,6 @@ pub fn bench(
         by_bucket.entry(bucket).or_default().push(t);
         progress(i + 1, texts.len());
     }
-    let ffn = model.config.intermediate_size;
     Ok(by_bucket
         .into_iter()
         .map(|(b, qs)| {
@@ -88,7 +86,7 @@ pub fn bench(
             let n = qs.len() as f64;
             let (mut flops_att, mut flops_total, mut skipped) = (0.0, 0.0, 0.0);
             for q in &qs {
-                let c = LayerCost::of(&shape, ffn, q.tokens);
+                let c = model.layer_cost(q.tokens);
                 flops_att += c.attention * shape.layers as f64;
                 flops_total += (c.attention + c.rest) * shape.layers as f64;
                 skipped += c.skippable_per_head * q.hits as f64;

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use super::cost::LayerCost;
 use super::probe::Probe;
 use crate::cache::Policy;
 use crate::cache::policy::{Calibration, IDENTICAL};
@@ -351,7 +350,7 @@ fn measure_trial(
         let run = engine.run(&item.text, Mode::Cached)?;
         fidelity_loss += 1.0 - cosine(&run.embedding, &obs.embedding) as f64;
         hit_rate += run.trace.hit_rate;
-        let cost = LayerCost::of(model.shape(), model.config.intermediate_size, obs.tokens);
+        let cost = model.layer_cost(obs.tokens);
         let share = cost.skippable_per_head / cost.attention;
         for (l, layer) in run.trace.layers.iter().enumerate() {
             let hits = layer.heads.iter().filter(|h| h.hit).count() as f64;

@@ -4,6 +4,7 @@
 //! always run.
 
 use crate::model::ModelShape;
+use crate::model::llama::LlamaConfig;
 
 /// Floating-point operations of one input's forward pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,8 +21,37 @@ pub struct LayerCost {
 const SOFTMAX_FLOPS: f64 = 5.0;
 
 impl LayerCost {
-    /// The cost of a layer of `shape` with `ffn` feed-forward width at `s` tokens.
-    pub fn of(shape: &ModelShape, ffn: usize, s: usize) -> Self {
+    /// The cost of a decoder layer at `s` tokens: grouped-query attention
+    /// (K and V projections `kv_heads` wide; a reused query head skips its Q
+    /// rows, its share of the K rows, QKᵀ and softmax), a three-matrix
+    /// feed-forward block.
+    pub fn decoder(config: &LlamaConfig, s: usize) -> Self {
+        let (s, d, h, dh, f) = (
+            s as f64,
+            config.hidden as f64,
+            config.heads as f64,
+            config.head_dim() as f64,
+            config.ffn as f64,
+        );
+        let kv = config.kv_heads as f64 * dh;
+        let projections = 2.0 * s * d * (d + 2.0 * kv);
+        let scores = 2.0 * s * s * d;
+        let softmax = SOFTMAX_FLOPS * s * s * h;
+        let map_v = 2.0 * s * s * d;
+        let group = config.group() as f64;
+        Self {
+            attention: projections + scores + softmax + map_v,
+            skippable_per_head: 2.0 * s * d * dh
+                + 2.0 * s * d * dh / group
+                + 2.0 * s * s * dh
+                + SOFTMAX_FLOPS * s * s,
+            rest: 2.0 * s * d * d + 3.0 * 2.0 * s * d * f,
+        }
+    }
+
+    /// The cost of an encoder layer of `shape` with `ffn` feed-forward width
+    /// at `s` tokens.
+    pub fn encoder(shape: &ModelShape, ffn: usize, s: usize) -> Self {
         let (s, d, h, dh, f) = (
             s as f64,
             shape.hidden as f64,
@@ -63,7 +93,7 @@ mod tests {
             hidden: 384,
             max_positions: 512,
         };
-        let c = LayerCost::of(&shape, 1536, 28);
+        let c = LayerCost::encoder(&shape, 1536, 28);
         let skipped_all = c.skippable_per_head * 12.0;
         assert!(skipped_all < c.attention);
         // V projection and map·V remain.

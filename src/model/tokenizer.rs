@@ -37,11 +37,24 @@ impl TextTokenizer {
     /// Loads `tokenizer.json`, turning its padding off and its truncation to
     /// `max_len` tokens.
     pub fn from_file(path: &Path, max_len: usize) -> Result<Self, ModelError> {
+        let inner = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        Self::from_tokenizer(path, inner, max_len)
+    }
+
+    /// Wraps a tokenizer built elsewhere (loaded from `path`), turning its
+    /// padding off and its truncation to `max_len` tokens.
+    pub fn from_tokenizer(
+        path: &Path,
+        mut inner: Tokenizer,
+        max_len: usize,
+    ) -> Result<Self, ModelError> {
         let err = |detail: String| ModelError::Tokenizer {
             path: path.to_path_buf(),
             detail,
         };
-        let mut inner = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
         inner.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams {
@@ -50,6 +63,18 @@ impl TextTokenizer {
             }))
             .map_err(|e| err(e.to_string()))?;
         Ok(Self { inner })
+    }
+
+    /// The text of token ids (special tokens kept).
+    pub fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| anyhow::anyhow!("cannot decode token ids {ids:?}: {e}"))
+    }
+
+    /// The id of a token string, if it is in the vocabulary.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
     }
 
     /// Tokenizes one text (special tokens added).

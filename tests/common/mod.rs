@@ -178,7 +178,7 @@ pub fn write_tiny_model(dir: &Path) {
 pub fn tiny_model() -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model(dir.path());
-    let model = Model::load_dir(dir.path(), &Device::Cpu).unwrap();
+    let model = Model::load_path(dir.path(), &Device::Cpu).unwrap();
     (dir, model)
 }
 
@@ -317,7 +317,7 @@ pub fn check_partial_reuse_acts_only_through_its_heads(
         "reusing another input's maps left the output unchanged ({output_change})"
     );
 
-    let attention = model.encoder.layers()[layer].attention();
+    let attention = model.encoder().expect("a BERT model").layers()[layer].attention();
     let x = &recorder.inputs[layer];
     let exact_ctx = attention
         .forward(x, None, &LayerPlan::exact(s.heads))

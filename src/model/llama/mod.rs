@@ -1,0 +1,248 @@
+//! Our own Llama-family decoder forward pass (RMSNorm, RoPE, grouped-query
+//! causal attention, SiLU-gated feed-forward) with a per-head attention plan
+//! in every layer, read from a GGUF file or Hugging Face safetensors.
+
+mod attention;
+mod chat;
+mod config;
+mod gguf_tokenizer;
+mod load;
+mod rope;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{D, Device, Module, Result, Tensor};
+use candle_nn::Embedding;
+
+pub use attention::LlamaAttention;
+pub use chat::ChatTemplate;
+pub use config::LlamaConfig;
+pub use load::{GgufModel, read_gguf, read_safetensors};
+
+use super::batch::Batch;
+use super::bert::ForwardOutput;
+use super::config::ModelShape;
+use super::fused::{self, Kernels};
+use super::plan::{LayerPlan, Planner};
+use super::timing::{ForwardTimings, LayerTiming};
+use load::DecoderTensors;
+use rope::Rope;
+
+/// One decoder layer: RMSNorm → attention → output projection + residual,
+/// RMSNorm → SiLU-gated feed-forward + residual.
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    attn_norm: Tensor,
+    attn_norm_values: Vec<f32>,
+    attention: LlamaAttention,
+    o_weight: Tensor,
+    ffn_norm: Tensor,
+    ffn_norm_values: Vec<f32>,
+    /// Gate and up projections stacked `[2F, D]`: one product.
+    gate_up: Tensor,
+    down: Tensor,
+    ffn: usize,
+    eps: f32,
+    kernels: Kernels,
+}
+
+impl DecoderLayer {
+    /// The pre-attention RMSNorm of the layer input `[B, S, D]`.
+    fn attention_input(&self, x: &Tensor) -> Result<Tensor> {
+        if self.fused(x)? {
+            let (_, s, d) = x.dims3()?;
+            let normed =
+                fused::with_values(x, |v| fused::rms_norm(v, &self.attn_norm_values, self.eps))?;
+            return fused::tensor(normed, &[1, s, d]);
+        }
+        candle_nn::ops::rms_norm(x, &self.attn_norm, self.eps)
+    }
+
+    /// Everything after attention: output projection + residual, then the
+    /// feed-forward block + residual.
+    fn finish(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let x = (x + context.broadcast_matmul(&self.o_weight.t()?)?)?;
+        if self.fused(&x)? {
+            let (_, s, d) = x.dims3()?;
+            let rows = x.reshape((s, d))?;
+            let normed = fused::with_values(&rows, |v| {
+                fused::rms_norm(v, &self.ffn_norm_values, self.eps)
+            })?;
+            let gate_up = fused::tensor(normed, &[s, d])?.matmul(&self.gate_up.t()?)?;
+            let act = fused::with_values(&gate_up, |v| fused::silu_mul(v, self.ffn))?;
+            let out = fused::tensor(act, &[s, self.ffn])?.matmul(&self.down.t()?)?;
+            return (rows + out)?.reshape((1, s, d));
+        }
+        let normed = candle_nn::ops::rms_norm(&x, &self.ffn_norm, self.eps)?;
+        let gate_up = normed.broadcast_matmul(&self.gate_up.t()?)?;
+        let act = (gate_up.narrow(D::Minus1, 0, self.ffn)?.silu()?
+            * gate_up.narrow(D::Minus1, self.ffn, self.ffn)?)?;
+        x + act.broadcast_matmul(&self.down.t()?)?
+    }
+
+    fn fused(&self, x: &Tensor) -> Result<bool> {
+        Ok(self.kernels == Kernels::Fused && x.dim(0)? == 1 && x.device().is_cpu())
+    }
+}
+
+/// A Llama decoder that runs under per-head plans.
+#[derive(Debug, Clone)]
+pub struct LlamaDecoder {
+    embed: Embedding,
+    layers: Vec<DecoderLayer>,
+    final_norm: Tensor,
+    /// `[V, D]` (the embeddings when tied).
+    lm_head: Tensor,
+    config: LlamaConfig,
+    shape: ModelShape,
+    chat: ChatTemplate,
+    device: Device,
+}
+
+impl LlamaDecoder {
+    /// Builds the decoder from its tensors.
+    pub fn new(
+        config: LlamaConfig,
+        tensors: DecoderTensors,
+        chat: ChatTemplate,
+        device: &Device,
+    ) -> Result<Self> {
+        let rope = Arc::new(Rope::new(
+            config.head_dim(),
+            config.rope_theta,
+            config.max_positions,
+            config.rope_interleaved,
+            device,
+        )?);
+        let layers = tensors
+            .layers
+            .into_iter()
+            .map(|t| {
+                Ok(DecoderLayer {
+                    attn_norm_values: t.attn_norm.to_vec1()?,
+                    attn_norm: t.attn_norm,
+                    attention: LlamaAttention::new((t.q, t.k, t.v), &config, rope.clone())?,
+                    o_weight: t.o,
+                    ffn_norm_values: t.ffn_norm.to_vec1()?,
+                    ffn_norm: t.ffn_norm,
+                    gate_up: Tensor::cat(&[&t.gate, &t.up], 0)?,
+                    down: t.down,
+                    ffn: config.ffn,
+                    eps: config.rms_eps as f32,
+                    kernels: Kernels::default_for(device),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lm_head = tensors.lm_head.unwrap_or_else(|| tensors.embed.clone());
+        let shape = ModelShape {
+            layers: config.layers,
+            heads: config.heads,
+            head_dim: config.head_dim(),
+            hidden: config.hidden,
+            max_positions: config.max_positions.min(rope.positions()),
+        };
+        Ok(Self {
+            embed: Embedding::new(tensors.embed, config.hidden),
+            layers,
+            final_norm: tensors.final_norm,
+            lm_head,
+            config,
+            shape,
+            chat,
+            device: device.clone(),
+        })
+    }
+
+    /// The decoder's sizes.
+    pub fn shape(&self) -> &ModelShape {
+        &self.shape
+    }
+
+    /// Its config.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Its chat template.
+    pub fn chat(&self) -> &ChatTemplate {
+        &self.chat
+    }
+
+    /// Chooses the kernels of every layer: [`Kernels::Reference`] (candle
+    /// ops) or [`Kernels::Fused`] (the default on the CPU).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        for layer in &mut self.layers {
+            layer.kernels = kernels;
+            layer.attention.set_kernels(kernels);
+        }
+    }
+
+    /// Runs the decoder on `batch` (right-padded), asking `planner` for each
+    /// layer's plan (it sees the layer's input residual stream) right before
+    /// that layer's attention. Returns the last residual stream `[B, S, D]`
+    /// (before the final norm).
+    pub fn forward(&self, batch: &Batch, planner: &mut dyn Planner) -> Result<ForwardOutput> {
+        let start = Instant::now();
+        let mut x = self.embed.forward(&batch.input_ids)?;
+        self.device.synchronize()?;
+        let mut timings = ForwardTimings {
+            embeddings: start.elapsed(),
+            layers: Vec::with_capacity(self.layers.len()),
+        };
+        let mut maps = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let start = Instant::now();
+            let plan: LayerPlan = planner.plan_layer(i, &x)?;
+            self.device.synchronize()?;
+            let planned = start.elapsed();
+            let start = Instant::now();
+            let normed = layer.attention_input(&x)?;
+            let out = layer
+                .attention
+                .forward(&normed, batch.mask.as_ref(), &plan)?;
+            self.device.synchronize()?;
+            let attention = start.elapsed();
+            let start = Instant::now();
+            x = layer.finish(&x, &out.context)?;
+            self.device.synchronize()?;
+            timings.layers.push(LayerTiming {
+                plan: planned,
+                attention,
+                rest: start.elapsed(),
+            });
+            maps.push(out.captured);
+        }
+        Ok(ForwardOutput {
+            hidden: x,
+            maps,
+            timings,
+        })
+    }
+
+    /// The final-normed hidden state of each input's last real token, `[B, D]`:
+    /// what the next-token logits are computed from.
+    pub fn last_hidden(&self, hidden: &Tensor, batch: &Batch) -> Result<Tensor> {
+        let rows = batch
+            .lengths
+            .iter()
+            .enumerate()
+            .map(|(b, &len)| hidden.get(b)?.get(len - 1))
+            .collect::<Result<Vec<_>>>()?;
+        candle_nn::ops::rms_norm(
+            &Tensor::stack(&rows, 0)?,
+            &self.final_norm,
+            self.config.rms_eps as f32,
+        )
+    }
+
+    /// Next-token logits `[B, V]` from [`Self::last_hidden`]'s output.
+    pub fn logits(&self, last_hidden: &Tensor) -> Result<Tensor> {
+        last_hidden.matmul(&self.lm_head.t()?)
+    }
+}
