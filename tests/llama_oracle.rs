@@ -56,9 +56,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn exact_logits_match_candles_quantized_llama() {
     let model = Model::load(&ModelSource::Smollm2, &Device::Cpu, "the test suite").unwrap();
     let shape = *model.shape();
-    let prompt = model
-        .chat_prompt("What is the capital of France?")
-        .unwrap();
+    let prompt = model.chat_prompt("What is the capital of France?").unwrap();
     let text = model.tokenizer.encode(&prompt).unwrap();
     let (batch, out) = model
         .forward(
@@ -96,7 +94,10 @@ fn exact_logits_match_candles_quantized_llama() {
     let diff_q = max_abs_diff(&ours, &quantized);
     println!("max |ours − quantized_llama (Q8_1 activations)| = {diff_q:.2e}");
     let (ours_top, quantized_top) = (top5(&ours), top5(&quantized));
-    let shared = ours_top.iter().filter(|t| quantized_top.contains(t)).count();
+    let shared = ours_top
+        .iter()
+        .filter(|t| quantized_top.contains(t))
+        .count();
     assert!(shared >= 4, "top-5 {ours_top:?} vs {quantized_top:?}");
     assert!(quantized_top[..2].contains(&ours_top[0]));
     assert!(diff_q < 3.0, "logits differ by {diff_q}");

@@ -25,8 +25,7 @@ pub use checksum::sha256_file;
 pub use error::FetchError;
 pub use packages::{
     DEFAULT_PACKAGES, FONT_VERA, MINILM_L3_ONNX, MINILM_L6, Package, PackageFile, ROTTEN_TOMATOES,
-    SMOLLM2,
-    Unpack,
+    SMOLLM2, Unpack,
 };
 
 use checksum::{HashingReader, HashingWriter};

@@ -197,9 +197,8 @@ impl Model {
             Architecture::Llama => {
                 let config = LlamaConfig::from_hf_json(&files.config, raw)?;
                 let tensors = llama::read_safetensors(vb, &config).map_err(weights_err)?;
-                let decoder =
-                    LlamaDecoder::new(config, tensors, ChatTemplate::default(), device)
-                        .map_err(weights_err)?;
+                let decoder = LlamaDecoder::new(config, tensors, ChatTemplate::default(), device)
+                    .map_err(weights_err)?;
                 let max_len = decoder.shape().max_positions;
                 (Network::Llama(decoder), max_len)
             }
@@ -218,12 +217,13 @@ impl Model {
     fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<Self> {
         let gguf = llama::read_gguf(path, device)?;
         let tokenizer = gguf.tokenizer;
-        let decoder = LlamaDecoder::new(gguf.config, gguf.tensors, gguf.chat, device).map_err(|e| {
-            ModelError::Weights {
-                path: path.to_path_buf(),
-                detail: e.to_string().lines().next().unwrap_or("").to_string(),
-            }
-        })?;
+        let decoder =
+            LlamaDecoder::new(gguf.config, gguf.tensors, gguf.chat, device).map_err(|e| {
+                ModelError::Weights {
+                    path: path.to_path_buf(),
+                    detail: e.to_string().lines().next().unwrap_or("").to_string(),
+                }
+            })?;
         let tokenizer =
             TextTokenizer::from_tokenizer(path, tokenizer, decoder.shape().max_positions)?;
         Ok(Self {

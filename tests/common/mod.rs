@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod tiny_llama;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -61,7 +63,7 @@ pub fn tiny_config() -> serde_json::Value {
 
 /// A WordPiece `tokenizer.json` for the tiny vocabulary, in the layout of
 /// BERT tokenizers (lower-casing, [CLS] … [SEP]).
-fn tiny_tokenizer() -> serde_json::Value {
+pub fn tiny_tokenizer() -> serde_json::Value {
     let vocab: serde_json::Map<String, serde_json::Value> = vocab()
         .into_iter()
         .enumerate()
@@ -359,4 +361,11 @@ pub fn assert_success(out: &std::process::Output) {
         "failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// SmolLM2-135M-Instruct, fetched on first use, loaded once per test binary.
+pub fn smollm2() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL
+        .get_or_init(|| Model::load(&ModelSource::Smollm2, &Device::Cpu, "the test suite").unwrap())
 }

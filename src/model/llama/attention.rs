@@ -127,9 +127,7 @@ impl LlamaAttention {
                 _ => Ok(Vec::new()),
             })
             .collect::<Result<Vec<_>>>()?;
-        let computed: Vec<usize> = (0..h_all)
-            .filter(|&h| plan.heads()[h].computes())
-            .collect();
+        let computed: Vec<usize> = (0..h_all).filter(|&h| plan.heads()[h].computes()).collect();
         let core = Core {
             s,
             d: hd,
@@ -151,8 +149,10 @@ impl LlamaAttention {
         };
         let (context, maps) = if computed.len() == h_all {
             let width = (h_all + 2 * kv_all) * hd;
-            let mut qkv = fused::with_values(&rows.matmul(&self.qkv_weight.t()?)?, <[f32]>::to_vec)?;
-            self.rope.apply_rows(&mut qkv, width, (0, h_all + kv_all), 0);
+            let mut qkv =
+                fused::with_values(&rows.matmul(&self.qkv_weight.t()?)?, <[f32]>::to_vec)?;
+            self.rope
+                .apply_rows(&mut qkv, width, (0, h_all + kv_all), 0);
             let view = |offset| View {
                 data: &qkv,
                 row_stride: width,
@@ -180,7 +180,10 @@ impl LlamaAttention {
                     self.rope
                         .apply_rows(&mut qk, width, (0, g.queries.len() + g.keys.len()), 0);
                     let mut q_pos = vec![0; h_all];
-                    g.queries.iter().enumerate().for_each(|(i, &h)| q_pos[h] = i);
+                    g.queries
+                        .iter()
+                        .enumerate()
+                        .for_each(|(i, &h)| q_pos[h] = i);
                     let mut k_pos = vec![0; kv_all];
                     g.keys.iter().enumerate().for_each(|(i, &k)| k_pos[k] = i);
                     (qk, width, q_pos, (g.queries.len(), k_pos))
@@ -235,7 +238,9 @@ impl LlamaAttention {
         let v = split(&self.v_weight, self.kv_heads)?;
         let k = candle_transformers::utils::repeat_kv(k, group)?.contiguous()?;
         let v = candle_transformers::utils::repeat_kv(v, group)?.contiguous()?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(&causal_mask(s, x.device())?)?;
+        let scores = q
+            .matmul(&k.t()?)?
+            .broadcast_add(&causal_mask(s, x.device())?)?;
         let scores = match mask {
             Some(mask) => scores.broadcast_add(mask)?,
             None => scores,

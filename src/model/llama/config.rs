@@ -147,10 +147,16 @@ impl LlamaConfig {
             ));
         }
         if !self.head_dim().is_multiple_of(2) {
-            return Err(format!("head width {} is odd: RoPE needs pairs", self.head_dim()));
+            return Err(format!(
+                "head width {} is odd: RoPE needs pairs",
+                self.head_dim()
+            ));
         }
         if self.heads > 64 {
-            return Err(format!("{} heads per layer: at most 64 are supported", self.heads));
+            return Err(format!(
+                "{} heads per layer: at most 64 are supported",
+                self.heads
+            ));
         }
         if self.max_positions < 2 {
             return Err("the context length must be at least 2".into());

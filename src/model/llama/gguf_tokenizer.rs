@@ -44,7 +44,11 @@ pub fn tokenizer_from_gguf(
         match metadata.get(key) {
             Some(Value::Array(values)) => values
                 .iter()
-                .map(|v| v.to_string().cloned().map_err(|e| err(format!("{key}: {e}"))))
+                .map(|v| {
+                    v.to_string()
+                        .cloned()
+                        .map_err(|e| err(format!("{key}: {e}")))
+                })
                 .collect(),
             _ => Err(err(format!("the metadata has no {key} list"))),
         }

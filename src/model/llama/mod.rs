@@ -183,6 +183,23 @@ impl LlamaDecoder {
         }
     }
 
+    /// Runs layer `layer`'s RMSNorm and attention alone on its input `x`
+    /// (`[B, S, D]`) under `plan`, for inspecting one layer in isolation.
+    pub fn layer_attention(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        plan: &LayerPlan,
+    ) -> Result<super::AttentionOutput> {
+        let layer = self
+            .layers
+            .get(layer)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no layer {layer}")))?;
+        layer
+            .attention
+            .forward(&layer.attention_input(x)?, None, plan)
+    }
+
     /// Runs the decoder on `batch` (right-padded), asking `planner` for each
     /// layer's plan (it sees the layer's input residual stream) right before
     /// that layer's attention. Returns the last residual stream `[B, S, D]`
