@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::setup::{Target, load_corpus, load_model, load_policy};
+use super::setup::{Target, load_model, load_policy};
 use crate::cache::{Database, ModelIdentity};
-use crate::data::CorpusOptions;
+use crate::data::{CorpusOptions, CorpusSpec};
 use crate::engine::Engine;
 use crate::fetch::Fetcher;
 use crate::model::device_name;
@@ -86,7 +86,8 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
     let steps = headless::parse_script(&args.keys)?;
     let size = parse_size(&args.screen)?;
     let model = load_model(target, "dashboard")?;
-    let stream = load_corpus(&args.split, &CorpusOptions::default(), None)?;
+    // Raw texts: the engine thread asks a decoder each one as the task prompt.
+    let stream = CorpusSpec::parse(&args.split)?.load(&CorpusOptions::default())?;
     let model_name = model
         .files
         .dir

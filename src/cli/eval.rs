@@ -11,7 +11,7 @@ use crate::cache::{LengthPolicy, Policy};
 use crate::data::CorpusOptions;
 use crate::engine::Engine;
 use crate::eval::{
-    CalibrateOptions, Evaluation, Objective, PolicyKind, calibrate, evaluate, train_probe,
+    CalibrateOptions, Classifier, Evaluation, Objective, PolicyKind, calibrate, evaluate,
 };
 
 /// Where a command reads its database and queries.
@@ -37,8 +37,8 @@ pub fn run_eval(
     for spec in compare {
         policies.push(load_policy(Some(spec), Some(&db), &model)?);
     }
-    let corpus = load_corpus(work.split, &work.columns, work.limit)?;
-    let probe = train_probe(&db)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
+    let probe = Classifier::for_database(&model, &db)?;
     let per_policy = corpus.items.len() * (1 + repeats);
     let bar = progress::bar(
         per_policy * policies.len(),
@@ -84,6 +84,9 @@ fn print_evaluation(e: &Evaluation) {
         "  fidelity            mean {:.5}, p5 {:.5} (cosine cached vs exact)",
         e.fidelity_mean, e.fidelity_p5
     );
+    if let (Some(kl), Some(p95)) = (e.kl_mean, e.kl_p95) {
+        println!("  next-token KL       mean {kl:.5}, p95 {p95:.5} nats (exact ‖ cached)");
+    }
     if let (Some(a), Some(c), Some(loss)) =
         (e.accuracy_exact, e.accuracy_cached, e.accuracy_loss_pt)
     {
@@ -144,8 +147,8 @@ pub fn run_calibrate(target: &Target, work: Workload, args: CalibrateArgs) -> an
     anyhow::ensure!(args.budget >= 0.0, "--budget must be at least 0");
     let model = load_model(target, "calibrate")?;
     let db = open_database(work.db, &model)?;
-    let corpus = load_corpus(work.split, &work.columns, work.limit)?;
-    let probe = train_probe(&db)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
+    let probe = Classifier::for_database(&model, &db)?;
     let mut start = Policy::strict(model.shape());
     start.lengths = LengthPolicy::parse(args.length_policy)?;
     let engine = Engine::new(model, db.clone(), start)?;
@@ -203,8 +206,8 @@ pub fn run_sweep(
 ) -> anyhow::Result<()> {
     let model = load_model(target, "sweep")?;
     let db = open_database(work.db, &model)?;
-    let corpus = load_corpus(work.split, &work.columns, work.limit)?;
-    let probe = train_probe(&db)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
+    let probe = Classifier::for_database(&model, &db)?;
     let mut rows = Vec::new();
     let bar = progress::bar(thresholds.len(), &format!("sweeping on {}", corpus.name));
     for &t in thresholds {
@@ -258,7 +261,7 @@ pub fn run_sweep(
 pub fn run_retrieval(target: &Target, work: Workload, json: bool) -> anyhow::Result<()> {
     let model = load_model(target, "retrieval")?;
     let db = open_database(work.db, &model)?;
-    let corpus = load_corpus(work.split, &work.columns, work.limit)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
     let bar = progress::bar(corpus.items.len(), &format!("retrieval on {}", corpus.name));
     let layers = crate::eval::retrieval_quality(&model, &db, &corpus, &mut |d, _| {
         bar.set_position(d as u64)

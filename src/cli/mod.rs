@@ -24,9 +24,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "attncache", version, about)]
 pub struct Cli {
-    /// A local Hugging Face-layout BERT directory (config.json,
-    /// model.safetensors, tokenizer.json) instead of the default model.
-    #[arg(long, global = true, value_name = "DIR")]
+    /// The model: minilm (the default encoder), smollm2 (SmolLM2-135M-Instruct,
+    /// a decoder), a llama .gguf file, or a Hugging Face-layout BERT or Llama
+    /// directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, global = true, value_name = "MODEL")]
     pub model: Option<PathBuf>,
 
     /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with
@@ -167,7 +168,11 @@ pub enum Command {
         /// exact, cached or shadow (default: shadow with --db, else exact).
         #[arg(long, value_name = "M")]
         mode: Option<String>,
-        /// Print one JSON object instead of text.
+        /// Wrap each text in the model's chat template (decoders).
+        #[arg(long)]
+        chat: bool,
+        /// Print one JSON object instead of text (decoders add the five most
+        /// likely next tokens as `top`).
         #[arg(long)]
         json: bool,
         /// The texts.
@@ -394,15 +399,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             db,
             policy,
             mode,
+            chat,
             json,
             texts,
         } => run::run(
             target,
-            db.as_deref(),
-            policy.as_deref(),
-            mode.as_deref(),
+            run::RunOptions {
+                db: db.as_deref(),
+                policy: policy.as_deref(),
+                mode: mode.as_deref(),
+                chat,
+                json,
+            },
             &texts,
-            json,
         ),
         Command::Eval {
             work,

@@ -11,7 +11,7 @@ use super::progress;
 use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
 use crate::cache::write_atomically;
 use crate::engine::{Engine, STAGES, StageTimings};
-use crate::eval::{ReportData, ReportOptions, collect_report, train_probe};
+use crate::eval::{Classifier, ReportData, ReportOptions, collect_report};
 use crate::plot::{LatencyFigure, MapsFigure, MatrixFigure, MatrixPanel, SweepFigure, save};
 use crate::text::shorten;
 
@@ -28,8 +28,8 @@ pub fn run(target: &Target, work: Workload, args: ReportArgs) -> anyhow::Result<
     let model = load_model(target, "report")?;
     let db = open_database(work.db, &model)?;
     let policy = load_policy(args.policy, Some(&db), &model)?;
-    let corpus = load_corpus(work.split, &work.columns, work.limit)?;
-    let probe = train_probe(&db)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
+    let probe = Classifier::for_database(&model, &db)?;
     let engine = Engine::new(model.clone(), db, policy)?;
     let bar = progress::bar(1, &format!("report on {}", corpus.name));
     let data = collect_report(

@@ -6,45 +6,94 @@ use serde_json::json;
 
 use super::setup::{Target, load_model, load_policy, open_database};
 use crate::engine::{Engine, Mode, Trace};
+use crate::model::TokenProb;
 use crate::text::shorten;
 
-pub fn run(
-    target: &Target,
-    db: Option<&Path>,
-    policy: Option<&str>,
-    mode: Option<&str>,
-    texts: &[String],
-    json: bool,
-) -> anyhow::Result<()> {
-    let mode = match (mode, db) {
+/// What `attncache run` was asked to do besides the texts.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions<'a> {
+    /// `--db`.
+    pub db: Option<&'a Path>,
+    /// `--policy`.
+    pub policy: Option<&'a str>,
+    /// `--mode`.
+    pub mode: Option<&'a str>,
+    /// `--chat`: wrap each text in the model's chat template.
+    pub chat: bool,
+    /// `--json`.
+    pub json: bool,
+}
+
+/// Most likely next tokens reported for a decoder.
+const TOP: usize = 5;
+
+pub fn run(target: &Target, options: RunOptions, texts: &[String]) -> anyhow::Result<()> {
+    let mode = match (options.mode, options.db) {
         (Some(m), _) => Mode::parse(m)?,
         (None, Some(_)) => Mode::Shadow,
         (None, None) => Mode::Exact,
     };
     let model = load_model(target, "run")?;
-    let engine = match db {
+    let texts = if options.chat {
+        texts
+            .iter()
+            .map(|t| model.chat_prompt(t))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        texts.to_vec()
+    };
+    let decoder = model.decoder().is_some();
+    let engine = match options.db {
         Some(dir) => {
             let db = open_database(dir, &model)?;
-            let policy = load_policy(policy, Some(&db), &model)?;
-            Engine::new(model, db, policy)?
+            let policy = load_policy(options.policy, Some(&db), &model)?;
+            Engine::new(model.clone(), db, policy)?
         }
-        None => Engine::exact_only(model),
+        None => Engine::exact_only(model.clone()),
     };
-    let traces = texts
-        .iter()
-        .map(|t| engine.run(t, mode).map(|r| r.trace))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if json {
+    let mut runs = Vec::with_capacity(texts.len());
+    for text in &texts {
+        let out = engine.run(text, mode)?;
+        let top = if decoder {
+            Some(model.top_tokens(&out.embedding, TOP)?)
+        } else {
+            None
+        };
+        runs.push((out.trace, top));
+    }
+    if options.json {
+        let runs = runs
+            .into_iter()
+            .map(|(trace, top)| {
+                let mut value = serde_json::to_value(trace)?;
+                if let Some(top) = top {
+                    value["top"] = serde_json::to_value(top)?;
+                }
+                Ok(value)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         println!(
             "{}",
-            json!({ "policy": engine.policy().name, "runs": traces })
+            json!({ "policy": engine.policy().name, "runs": runs })
         );
     } else {
-        for trace in &traces {
+        for (trace, top) in &runs {
             print_trace(trace);
+            if let Some(top) = top {
+                print_top(top);
+            }
         }
     }
     Ok(())
+}
+
+/// The most likely next tokens, one line.
+fn print_top(top: &[TokenProb]) {
+    let cells: Vec<String> = top
+        .iter()
+        .map(|t| format!("{:?} {:.1}%", t.token, t.prob * 100.0))
+        .collect();
+    println!("  next token: {}", cells.join(" · "));
 }
 
 /// A compact text rendering of a trace: neighbours, a layer × head grid of

@@ -8,6 +8,7 @@ use candle_core::Device;
 
 use crate::cache::{Database, ModelIdentity, Policy};
 use crate::data::{Corpus, CorpusOptions, CorpusSpec};
+use crate::eval::task_corpus;
 use crate::model::{Model, ModelSource};
 
 /// The model and device chosen by the global `--model` and `--device` flags.
@@ -29,13 +30,18 @@ pub fn load_model(target: &Target, command: &str) -> anyhow::Result<Arc<Model>> 
     )?))
 }
 
-/// Loads a corpus spec, keeping its first `limit` items.
+/// Loads a corpus spec, keeping its first `limit` items, as `model`'s task
+/// sees it (a decoder gets every text as the sentiment prompt).
 pub fn load_corpus(
     spec: &str,
     options: &CorpusOptions,
     limit: Option<usize>,
+    model: &Model,
 ) -> anyhow::Result<Corpus> {
-    Ok(CorpusSpec::parse(spec)?.load(options)?.limited(limit))
+    task_corpus(
+        model,
+        CorpusSpec::parse(spec)?.load(options)?.limited(limit),
+    )
 }
 
 /// Opens the database at `dir` for `model`.

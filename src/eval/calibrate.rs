@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use super::probe::Probe;
+use super::classifier::Classifier;
 use crate::cache::Policy;
 use crate::cache::policy::{Calibration, IDENTICAL};
 use crate::data::Corpus;
@@ -110,7 +110,7 @@ struct Trial {
 pub fn calibrate(
     engine: &Engine,
     corpus: &Corpus,
-    probe: Option<&Probe>,
+    probe: Option<&Classifier>,
     options: CalibrateOptions,
     progress: &mut dyn FnMut(usize, usize),
     cancel: &AtomicBool,
@@ -338,7 +338,7 @@ fn measure_trial(
     engine: &Engine,
     corpus: &Corpus,
     observations: &[Observation],
-    probe: Option<&Probe>,
+    probe: Option<&Classifier>,
     objective: Objective,
 ) -> anyhow::Result<Trial> {
     let (mut fidelity_loss, mut hit_rate) = (0f64, 0f64);

@@ -5,29 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use super::probe::Probe;
+use super::classifier::Classifier;
 use super::stats::{mean, median, percentile};
-use crate::cache::Database;
 use crate::data::Corpus;
 use crate::engine::{Engine, Mode, StageTimings};
 use crate::model::cosine;
-
-/// Trains the accuracy probe on the database's entries (their exact
-/// embeddings and labels); `None` when the entries carry fewer than two labels.
-pub fn train_probe(db: &Database) -> anyhow::Result<Option<Probe>> {
-    let examples: Vec<(&[f32], &str)> = db
-        .entries()
-        .iter()
-        .filter_map(|e| e.label.as_deref().map(|l| (db.embedding(e.id as usize), l)))
-        .collect();
-    let mut labels: Vec<&str> = examples.iter().map(|(_, l)| *l).collect();
-    labels.sort();
-    labels.dedup();
-    if labels.len() < 2 {
-        return Ok(None);
-    }
-    Probe::train(&examples).map(Some)
-}
+use crate::model::next_token::kl_divergence;
 
 /// The stage times of one query run exactly and cached.
 pub type TimedPair = (StageTimings, StageTimings);
@@ -56,15 +39,24 @@ pub struct Evaluation {
     pub hit_rate_per_head: Vec<Vec<f64>>,
     /// Share of queries with no qualifying entry at all (no look-up can hit).
     pub no_candidate: f64,
-    /// Probe accuracy on exact embeddings (fraction), when the split is labelled.
+    /// Task accuracy (probe or prompt, see [`Classifier`]) on the exact
+    /// readouts (fraction), when the split is labelled.
     pub accuracy_exact: Option<f64>,
-    /// Probe accuracy on cached embeddings (fraction).
+    /// Task accuracy on the cached readouts (fraction).
     pub accuracy_cached: Option<f64>,
     /// `accuracy_exact − accuracy_cached` in percentage points.
     pub accuracy_loss_pt: Option<f64>,
-    /// Share of queries where the probe predicts the same label either way.
+    /// Share of queries where the task predicts the same label either way.
     pub agreement: Option<f64>,
-    /// Mean cosine of the cached to the exact sentence embedding.
+    /// Decoders: mean KL divergence (nats) of the cached from the exact
+    /// next-token distribution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kl_mean: Option<f64>,
+    /// Decoders: its 95th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kl_p95: Option<f64>,
+    /// Mean cosine of the cached to the exact readout (sentence embedding;
+    /// a decoder's final hidden state).
     pub fidelity_mean: f64,
     /// Its 5th percentile.
     pub fidelity_p5: f64,
@@ -92,7 +84,7 @@ pub struct Evaluation {
 pub fn evaluate(
     engine: &Engine,
     corpus: &Corpus,
-    probe: Option<&Probe>,
+    probe: Option<&Classifier>,
     repeats: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Evaluation> {
@@ -110,7 +102,7 @@ pub fn evaluate(
 pub fn evaluate_until(
     engine: &Engine,
     corpus: &Corpus,
-    probe: Option<&Probe>,
+    probe: Option<&Classifier>,
     repeats: usize,
     progress: &mut dyn FnMut(usize, usize),
     cancel: &AtomicBool,
@@ -127,6 +119,8 @@ pub fn evaluate_until(
     let mut sims = vec![vec![(0f64, 0usize); shape.heads]; shape.layers];
     let (mut reused_sum, mut reused_count) = (0f64, 0usize);
     let mut fidelities = Vec::with_capacity(n);
+    let decoder = engine.model().decoder().is_some();
+    let mut kls = Vec::new();
     let mut no_candidate = 0usize;
     let (mut correct_exact, mut correct_cached, mut agree, mut labelled) =
         (0usize, 0usize, 0usize, 0usize);
@@ -135,6 +129,13 @@ pub fn evaluate_until(
         let run = engine.run(&item.text, Mode::Shadow)?;
         let exact_embedding = run.exact_embedding.as_deref().expect("shadow mode");
         fidelities.push(cosine(&run.embedding, exact_embedding) as f64);
+        if decoder {
+            let model = engine.model();
+            kls.push(kl_divergence(
+                &model.next_token_probs(exact_embedding)?,
+                &model.next_token_probs(&run.embedding)?,
+            ));
+        }
         no_candidate += usize::from(run.trace.layers.iter().all(|l| l.neighbour.is_none()));
         for (l, layer) in run.trace.layers.iter().enumerate() {
             for (h, head) in layer.heads.iter().enumerate() {
@@ -185,6 +186,8 @@ pub fn evaluate_until(
             .zip(accuracy_cached)
             .map(|(e, c)| (e - c) * 100.0),
         agreement: accuracy(agree),
+        kl_mean: decoder.then(|| mean(&kls)),
+        kl_p95: decoder.then(|| percentile(&kls, 95.0)),
         fidelity_mean: mean(&fidelities),
         fidelity_p5: percentile(&fidelities, 5.0),
         attention_speedup,

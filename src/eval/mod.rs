@@ -1,12 +1,14 @@
 //! Measuring attention reuse: map similarity, timing statistics, the
-//! downstream probe, evaluation of a policy and calibration of thresholds.
+//! downstream task (probe or prompt), evaluation of a policy and calibration of thresholds.
 
 mod bench;
 mod calibrate;
+mod classifier;
 mod cost;
 mod evaluate;
 mod index_bench;
 mod probe;
+mod prompt;
 mod report;
 mod retrieval;
 mod similarity;
@@ -14,10 +16,12 @@ mod stats;
 
 pub use bench::{BenchRow, bench};
 pub use calibrate::{CalibrateOptions, Objective, PolicyKind, calibrate};
+pub use classifier::Classifier;
 pub use cost::LayerCost;
-pub use evaluate::{Evaluation, MeanTimings, TimedPair, evaluate, evaluate_until, train_probe};
+pub use evaluate::{Evaluation, MeanTimings, TimedPair, evaluate, evaluate_until};
 pub use index_bench::{IndexBenchRow, index_bench};
 pub use probe::Probe;
+pub use prompt::{PromptClassifier, SENTIMENT_QUESTION, sentiment_prompt, task_corpus, task_text};
 pub use report::{Example, ReportData, ReportOptions, collect as collect_report, sweep_point};
 pub use retrieval::{LayerRetrieval, retrieval_quality};
 pub use similarity::{js_divergence, map_similarity, similarity};

@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
+use super::classifier::Classifier;
 use super::evaluate::{Evaluation, evaluate};
-use super::probe::Probe;
 use super::similarity::js_divergence;
 use crate::cache::Policy;
 use crate::cache::policy::IDENTICAL;
@@ -62,7 +62,7 @@ pub struct ReportData {
 pub fn collect(
     engine: &Engine,
     corpus: &Corpus,
-    probe: Option<&Probe>,
+    probe: Option<&Classifier>,
     options: &ReportOptions,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> anyhow::Result<ReportData> {

@@ -10,6 +10,7 @@ mod device;
 mod error;
 pub mod fused;
 pub mod llama;
+pub mod next_token;
 mod plan;
 mod timing;
 mod tokenizer;
@@ -29,6 +30,7 @@ pub use config::{Architecture, BertConfig, ModelShape};
 pub use device::{device_name, open_device};
 pub use error::ModelError;
 pub use fused::Kernels;
+pub use next_token::TokenProb;
 pub use plan::{HeadPlan, LayerPlan, Planner, StaticPlan};
 pub use timing::{ForwardTimings, LayerTiming, ms};
 pub use tokenizer::{TextTokenizer, TokenizedText};
@@ -358,6 +360,29 @@ impl Model {
             Network::Bert { encoder, .. } => encoder.sentence_embeddings(hidden, batch),
             Network::Llama(decoder) => decoder.last_hidden(hidden, batch),
         }
+    }
+
+    /// A decoder's next-token probabilities from one readout (see
+    /// [`Self::readout`]); an error for an encoder.
+    pub fn next_token_probs(&self, readout: &[f32]) -> anyhow::Result<Vec<f32>> {
+        let readout = Tensor::from_slice(readout, (1, readout.len()), self.device())?;
+        let logits = self.logits(&readout)?.squeeze(0)?.to_vec1::<f32>()?;
+        Ok(next_token::softmax(&logits))
+    }
+
+    /// The `k` most probable next tokens of a decoder's readout.
+    pub fn top_tokens(&self, readout: &[f32], k: usize) -> anyhow::Result<Vec<TokenProb>> {
+        let probs = self.next_token_probs(readout)?;
+        next_token::top_ids(&probs, k)
+            .into_iter()
+            .map(|id| {
+                Ok(TokenProb {
+                    token: self.tokenizer.decode(&[id])?,
+                    id,
+                    prob: probs[id as usize],
+                })
+            })
+            .collect()
     }
 
     /// `text` in the model's chat template (a decoder's); an error for an encoder.

@@ -12,8 +12,10 @@ use crate::cache::{BuildOptions, DEFAULT_HNSW_MIN_BUCKET, Database, FeatureKind,
 use crate::data::{Corpus, CorpusOptions, CorpusSpec};
 use crate::engine::{Engine, Mode, Trace};
 use crate::eval::{
-    CalibrateOptions, Objective, PolicyKind, calibrate, evaluate_until, sweep_point, train_probe,
+    CalibrateOptions, Classifier, Objective, PolicyKind, calibrate, evaluate_until, sweep_point,
+    task_corpus, task_text,
 };
+use crate::model::Model;
 use crate::plot::SweepPoint;
 
 /// What the UI asks of the worker.
@@ -218,6 +220,7 @@ fn cancel(job: &mut Option<(Arc<AtomicBool>, JoinHandle<()>)>) {
 /// One query: the engine's run plus the exact maps for the map view (the
 /// shadow run's own; other modes capture them in one more exact pass).
 fn run_query(engine: &Engine, text: &str, mode: Mode) -> anyhow::Result<QueryResult> {
+    let text = &task_text(engine.model(), text)?;
     let run = engine.run(text, mode)?;
     let maps = match run.exact_maps {
         Some(maps) => maps,
@@ -281,7 +284,7 @@ pub fn run_job(
     let model = engine.model();
     match request {
         JobRequest::Rebuild { corpus, limit, out } => {
-            let corpus = load(&corpus)?.limited(limit);
+            let corpus = load(&corpus, &model)?.limited(limit);
             let feature = engine
                 .database()
                 .map_or(FeatureKind::Pooled, |db| db.manifest().feature);
@@ -305,8 +308,8 @@ pub fn run_job(
             let db = engine.database().ok_or_else(|| {
                 anyhow::anyhow!("calibration needs a database: press R to build one")
             })?;
-            let corpus = load(&settings.calib_split)?.limited(Some(settings.calib_limit));
-            let probe = train_probe(db)?;
+            let corpus = load(&settings.calib_split, &model)?.limited(Some(settings.calib_limit));
+            let probe = Classifier::for_database(&model, db)?;
             let options = CalibrateOptions {
                 budget,
                 objective,
@@ -320,9 +323,9 @@ pub fn run_job(
         JobRequest::Check { policy, scale } => {
             let mut engine = engine.clone();
             engine.set_policy(policy)?;
-            let corpus = load(&settings.calib_split)?.limited(Some(settings.calib_limit));
+            let corpus = load(&settings.calib_split, &model)?.limited(Some(settings.calib_limit));
             let probe = match engine.database() {
-                Some(db) => train_probe(db)?,
+                Some(db) => Classifier::for_database(&model, db)?,
                 None => None,
             };
             let e = evaluate_until(&engine, &corpus, probe.as_ref(), 1, progress, cancel)?;
@@ -334,7 +337,10 @@ pub fn run_job(
     }
 }
 
-/// Loads a corpus spec with default columns.
-fn load(spec: &str) -> anyhow::Result<Corpus> {
-    CorpusSpec::parse(spec)?.load(&CorpusOptions::default())
+/// Loads a corpus spec with default columns, as `model`'s task sees it.
+fn load(spec: &str, model: &Model) -> anyhow::Result<Corpus> {
+    task_corpus(
+        model,
+        CorpusSpec::parse(spec)?.load(&CorpusOptions::default())?,
+    )
 }

@@ -258,6 +258,12 @@ impl LlamaDecoder {
         )
     }
 
+    /// The output-projection rows of token `ids` (`[N, D]`): a token's
+    /// logit is its row · the readout.
+    pub fn output_rows(&self, ids: &Tensor) -> Result<Tensor> {
+        self.lm_head.index_select(ids, 0)
+    }
+
     /// Next-token logits `[B, V]` from [`Self::last_hidden`]'s output.
     pub fn logits(&self, last_hidden: &Tensor) -> Result<Tensor> {
         last_hidden.matmul(&self.lm_head.t()?)

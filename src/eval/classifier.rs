@@ -1,0 +1,56 @@
+//! The downstream task accuracy is measured on: a probe on frozen encoder
+//! embeddings, or classification by prompting a decoder.
+
+use super::probe::Probe;
+use super::prompt::PromptClassifier;
+use crate::cache::Database;
+use crate::model::Model;
+
+/// Predicts a label from a model's readout.
+#[derive(Debug, Clone)]
+pub enum Classifier {
+    /// A softmax-regression probe on exact sentence embeddings (encoders).
+    Probe(Probe),
+    /// The next-token logits of each label's answer word (decoders).
+    Prompt(PromptClassifier),
+}
+
+impl Classifier {
+    /// The classifier for `model` on the labels of `db`'s entries: a probe
+    /// trained on their exact embeddings (encoder) or the prompt classifier
+    /// of those labels (decoder); `None` with fewer than two labels.
+    pub fn for_database(model: &Model, db: &Database) -> anyhow::Result<Option<Self>> {
+        let examples: Vec<(&[f32], &str)> = db
+            .entries()
+            .iter()
+            .filter_map(|e| e.label.as_deref().map(|l| (db.embedding(e.id as usize), l)))
+            .collect();
+        let mut labels: Vec<String> = examples.iter().map(|(_, l)| l.to_string()).collect();
+        labels.sort();
+        labels.dedup();
+        if labels.len() < 2 {
+            return Ok(None);
+        }
+        Ok(Some(if model.decoder().is_some() {
+            Classifier::Prompt(PromptClassifier::new(model, &labels)?)
+        } else {
+            Classifier::Probe(Probe::train(&examples)?)
+        }))
+    }
+
+    /// The predicted label of a readout.
+    pub fn predict(&self, readout: &[f32]) -> &str {
+        match self {
+            Classifier::Probe(p) => p.predict(readout),
+            Classifier::Prompt(p) => p.predict(readout),
+        }
+    }
+
+    /// What the accuracy figures measure, for reports.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Classifier::Probe(_) => "probe on frozen exact embeddings",
+            Classifier::Prompt(_) => "prompted sentiment (label-word next-token logits)",
+        }
+    }
+}
