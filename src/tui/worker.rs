@@ -284,7 +284,7 @@ pub fn run_job(
     let model = engine.model();
     match request {
         JobRequest::Rebuild { corpus, limit, out } => {
-            let corpus = load(&corpus, &model)?.limited(limit);
+            let corpus = load(&corpus, model)?.limited(limit);
             let feature = engine
                 .database()
                 .map_or(FeatureKind::Pooled, |db| db.manifest().feature);
@@ -308,8 +308,8 @@ pub fn run_job(
             let db = engine.database().ok_or_else(|| {
                 anyhow::anyhow!("calibration needs a database: press R to build one")
             })?;
-            let corpus = load(&settings.calib_split, &model)?.limited(Some(settings.calib_limit));
-            let probe = Classifier::for_database(&model, db)?;
+            let corpus = load(&settings.calib_split, model)?.limited(Some(settings.calib_limit));
+            let probe = Classifier::for_database(model, db)?;
             let options = CalibrateOptions {
                 budget,
                 objective,
@@ -323,9 +323,9 @@ pub fn run_job(
         JobRequest::Check { policy, scale } => {
             let mut engine = engine.clone();
             engine.set_policy(policy)?;
-            let corpus = load(&settings.calib_split, &model)?.limited(Some(settings.calib_limit));
+            let corpus = load(&settings.calib_split, model)?.limited(Some(settings.calib_limit));
             let probe = match engine.database() {
-                Some(db) => Classifier::for_database(&model, db)?,
+                Some(db) => Classifier::for_database(model, db)?,
                 None => None,
             };
             let e = evaluate_until(&engine, &corpus, probe.as_ref(), 1, progress, cancel)?;
