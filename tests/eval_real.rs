@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use attncache::cache::{BuildOptions, Database, ModelIdentity, Policy, build};
 use attncache::data::{CorpusOptions, CorpusSpec};
 use attncache::engine::Engine;
-use attncache::eval::{CalibrateOptions, Objective, PolicyKind, calibrate, evaluate, train_probe};
+use attncache::eval::{CalibrateOptions, Classifier, Objective, PolicyKind, calibrate, evaluate};
 
 fn small_db(dir: &Path, entries: usize) -> Arc<Database> {
     let model = common::real_model();
@@ -41,7 +41,7 @@ fn calibration_respects_its_budget_on_the_calibration_split() {
         .load(&CorpusOptions::default())
         .unwrap()
         .limited(Some(25));
-    let probe = train_probe(&db).unwrap();
+    let probe = Classifier::for_database(&model, &db).unwrap();
     assert!(probe.is_some(), "rt:db entries carry fresh/rotten labels");
     let engine = Engine::new(model.clone(), db.clone(), Policy::strict(model.shape())).unwrap();
     for (budget, kind) in [
