@@ -173,3 +173,30 @@ fn fused_and_reference_kernels_agree_exact_and_with_mixed_plans() {
         "reusing another input's maps changed nothing ({moved})"
     );
 }
+
+#[test]
+fn the_sentiment_template_prefix_cache_serves_its_tokens_exactly() {
+    let model = smollm2();
+    let decoder = model.decoder().unwrap();
+    let template = model
+        .tokenizer
+        .encode(&attncache::eval::sentiment_prompt(model, "").unwrap())
+        .unwrap();
+    let prefix = decoder.prefix_cache(&template.ids).unwrap();
+    let prompt = attncache::eval::sentiment_prompt(model, "An overlong, tedious mess.").unwrap();
+    let text = model.tokenizer.encode(&prompt).unwrap();
+    let served = prefix.shared_len(&text.ids);
+    assert!(
+        served > text.ids.len() / 2,
+        "the template is most of a short prompt ({served} of {})",
+        text.ids.len()
+    );
+    let (out, _) = decoder
+        .forward_after_prefix(&text.ids, &prefix, &mut exact_plan(model))
+        .unwrap();
+    let got = decoder
+        .logits(&decoder.last_row(&out.hidden).unwrap())
+        .unwrap();
+    let diff = max_abs_diff(&got, &last_logits(model, &text, exact_plan(model)));
+    assert!(diff < 1e-3, "next-token logits differ by {diff}");
+}

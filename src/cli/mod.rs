@@ -11,6 +11,7 @@ mod embed;
 mod eval;
 mod fetch;
 mod heatmap;
+mod prefix;
 mod progress;
 mod report;
 mod run;
@@ -193,6 +194,24 @@ pub enum Command {
         /// JSON lists them under `compared`.
         #[arg(long, value_name = "P")]
         compare: Vec<String>,
+        /// Timed passes over the split (speedups are medians over them).
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        repeats: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decoders: attention-map reuse against prefix caching on the same
+    /// templated prompts — exact, prefix cache alone, map reuse alone, both —
+    /// interleaved; map reuse is credited only with what it adds on top of
+    /// the prefix cache.
+    Prefix {
+        #[command(flatten)]
+        work: WorkloadArgs,
+        /// strict, global:D, paper:D or a policy file (default: the
+        /// database's policy.json, else strict).
+        #[arg(long, value_name = "P")]
+        policy: Option<String>,
         /// Timed passes over the split (speedups are medians over them).
         #[arg(long, default_value_t = 3, value_name = "N")]
         repeats: usize,
@@ -427,6 +446,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             repeats,
             json,
         ),
+        Command::Prefix {
+            work,
+            policy,
+            repeats,
+            json,
+        } => prefix::run(target, work.workload(), policy.as_deref(), repeats, json),
         Command::Calibrate {
             work,
             budget,

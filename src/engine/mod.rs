@@ -17,6 +17,7 @@ pub use trace::{
 
 use crate::cache::{Database, ModelIdentity, Policy};
 use crate::eval::{js_divergence, similarity};
+use crate::model::llama::PrefixCache;
 use crate::model::{ForwardOutput, Model, Planner, StaticPlan, TokenizedText, cosine, ms};
 
 /// The result of one run.
@@ -34,12 +35,14 @@ pub struct RunOutput {
     pub trace: Trace,
 }
 
-/// A model, optionally a database, and a policy.
+/// A model, optionally a database, a policy, and (decoders) optionally a
+/// prefix cache that every forward pass starts from.
 #[derive(Clone)]
 pub struct Engine {
     model: Arc<Model>,
     db: Option<Arc<Database>>,
     policy: Policy,
+    prefix: Option<Arc<PrefixCache>>,
 }
 
 impl Engine {
@@ -50,6 +53,7 @@ impl Engine {
             model,
             db: None,
             policy,
+            prefix: None,
         }
     }
 
@@ -69,6 +73,7 @@ impl Engine {
             model,
             db: Some(db),
             policy,
+            prefix: None,
         })
     }
 
@@ -87,6 +92,20 @@ impl Engine {
         &self.policy
     }
 
+    /// The same engine starting every forward pass from `prefix` (a
+    /// decoder's prefix cache): inputs that share its leading tokens compute
+    /// only the rest. Exact and cached modes only.
+    pub fn with_prefix(&self, prefix: Arc<PrefixCache>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            self.model.decoder().is_some(),
+            "prefix caching needs a decoder: pass --model smollm2"
+        );
+        Ok(Self {
+            prefix: Some(prefix),
+            ..self.clone()
+        })
+    }
+
     /// Replaces the policy (e.g. after tuning thresholds).
     pub fn set_policy(&mut self, policy: Policy) -> anyhow::Result<()> {
         policy.check_shape(self.model.shape())?;
@@ -96,6 +115,10 @@ impl Engine {
 
     /// Runs `text` in `mode`.
     pub fn run(&self, text: &str, mode: Mode) -> anyhow::Result<RunOutput> {
+        anyhow::ensure!(
+            self.prefix.is_none() || mode != Mode::Shadow,
+            "shadow mode runs without a prefix cache"
+        );
         let start = Instant::now();
         let tokenized = self.model.tokenizer.encode(text)?;
         let tokenize = start.elapsed();
@@ -183,6 +206,10 @@ impl Engine {
             .db
             .as_deref()
             .context("observing needs a database: pass --db DIR")?;
+        anyhow::ensure!(
+            self.prefix.is_none(),
+            "observing runs without a prefix cache"
+        );
         let tokenized = self.model.tokenizer.encode(text)?;
         let device = self.model.device();
         let mut planner = CachePlanner::new(db, &self.policy, tokenized.ids.len(), device)
@@ -282,11 +309,26 @@ impl Engine {
         decisions: Vec<LayerDecision>,
     ) -> anyhow::Result<Pass> {
         let start = Instant::now();
-        let (batch, out) = self
-            .model
-            .forward(std::slice::from_ref(tokenized), planner)?;
-        let pool_start = Instant::now();
-        let embedding = self.model.readout(&out.hidden, &batch)?;
+        let (out, pool_start, embedding) = match &self.prefix {
+            None => {
+                let (batch, out) = self
+                    .model
+                    .forward(std::slice::from_ref(tokenized), planner)?;
+                let pool_start = Instant::now();
+                let embedding = self.model.readout(&out.hidden, &batch)?;
+                (out, pool_start, embedding)
+            }
+            Some(prefix) => {
+                let decoder = self
+                    .model
+                    .decoder()
+                    .context("prefix caching needs a decoder")?;
+                let (out, _) = decoder.forward_after_prefix(&tokenized.ids, prefix, planner)?;
+                let pool_start = Instant::now();
+                let embedding = decoder.last_row(&out.hidden)?;
+                (out, pool_start, embedding)
+            }
+        };
         let embedding = embedding.squeeze(0)?.to_vec1::<f32>()?;
         let pooling = pool_start.elapsed();
         let timings = StageTimings {

@@ -215,11 +215,7 @@ impl SelfAttention {
                 .collect::<Vec<_>>()
         };
         let v_cols: Vec<usize> = (0..self.heads).map(|h| h * hd).collect();
-        let core = Core {
-            s,
-            d: hd,
-            causal: false,
-        };
+        let core = Core::square(s, hd, false);
         let (context, maps) = if computed.len() == self.heads {
             let qkv = fused::with_bias(&rows.matmul(&self.qkv_weight.t()?)?, &self.qkv_bias)?;
             let view = |offset| View {

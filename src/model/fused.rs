@@ -77,7 +77,7 @@ pub enum HeadMap<'a> {
         /// Hand the map out.
         capture: bool,
     },
-    /// A given `[S, S]` map.
+    /// A given `[queries, keys]` map.
     Reuse(&'a [f32]),
 }
 
@@ -139,25 +139,46 @@ fn softmax_rows(scores: &mut [f32], s: usize) {
 /// Sizes of one attention core call.
 #[derive(Debug, Clone, Copy)]
 pub struct Core {
-    /// Tokens.
-    pub s: usize,
+    /// Query rows (tokens computed in this pass).
+    pub queries: usize,
+    /// Key rows: the queries' tokens, after any cached prefix tokens.
+    pub keys: usize,
     /// Head width.
     pub d: usize,
-    /// Causal (decoder) attention: token `i` sees tokens `0..=i` only.
+    /// Causal (decoder) attention: query `i` sees keys `0..=i + keys − queries`.
     pub causal: bool,
 }
 
-/// The attention of every head: returns the merged context `[S, heads·d]`
-/// and the captured maps (`[S, S]`, by head). Head `h` reads its values at
-/// column `v_cols[h]` of `v` (several query heads may share one value head).
+impl Core {
+    /// Self-attention of `s` tokens over themselves.
+    pub fn square(s: usize, d: usize, causal: bool) -> Self {
+        Self {
+            queries: s,
+            keys: s,
+            d,
+            causal,
+        }
+    }
+}
+
+/// The attention of every head: returns the merged context
+/// `[queries, heads·d]` and the captured maps (`[queries, keys]`, by head).
+/// Head `h` reads its values at column `v_cols[h]` of `v` (several query
+/// heads may share one value head).
 pub fn attention(
     q: View,
     k: View,
     v: View,
     heads: &[HeadMap],
     v_cols: &[usize],
-    Core { s, d, causal }: Core,
+    core: Core,
 ) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
+    let Core {
+        queries: m,
+        keys: n,
+        d,
+        causal,
+    } = core;
     let per_head: Vec<(Vec<f32>, Option<Vec<f32>>)> = heads
         .par_iter()
         .enumerate()
@@ -169,31 +190,31 @@ pub fn attention(
                     k: ko,
                     capture,
                 } => {
-                    scratch = vec![0f32; s * s];
+                    scratch = vec![0f32; m * n];
                     matmul(
-                        (s, s, d),
+                        (m, n, d),
                         &mut scratch,
-                        s,
+                        n,
                         &q.data[q.offset + qo..],
                         (q.row_stride, 1),
                         &k.data[k.offset + ko..],
                         (1, k.row_stride),
                     );
                     if causal {
-                        mask_future(&mut scratch, s);
+                        mask_future(&mut scratch, n, n - m);
                     }
-                    softmax_rows(&mut scratch, s);
+                    softmax_rows(&mut scratch, n);
                     (&scratch, capture)
                 }
                 HeadMap::Reuse(map) => (map, false),
             };
-            let mut context = vec![0f32; s * d];
+            let mut context = vec![0f32; m * d];
             matmul(
-                (s, d, s),
+                (m, d, n),
                 &mut context,
                 d,
                 probs,
-                (s, 1),
+                (n, 1),
                 &v.data[v.offset + v_cols[h]..],
                 (v.row_stride, 1),
             );
@@ -201,7 +222,7 @@ pub fn attention(
         })
         .collect();
     let width = heads.len() * d;
-    let mut merged = vec![0f32; s * width];
+    let mut merged = vec![0f32; m * width];
     let mut captured = Vec::with_capacity(heads.len());
     for (h, (context, map)) in per_head.into_iter().enumerate() {
         for (row, values) in merged.chunks_mut(width).zip(context.chunks(d)) {
@@ -212,10 +233,11 @@ pub fn attention(
     (merged, captured)
 }
 
-/// Sets the scores of row `i` for columns after `i` to −∞.
-fn mask_future(scores: &mut [f32], s: usize) {
-    for (i, row) in scores.chunks_mut(s).enumerate() {
-        row[i + 1..].fill(f32::NEG_INFINITY);
+/// Sets the scores of row `i` (rows `n` wide) for columns after
+/// `i + offset` to −∞.
+fn mask_future(scores: &mut [f32], n: usize, offset: usize) {
+    for (i, row) in scores.chunks_mut(n).enumerate() {
+        row[i + offset + 1..].fill(f32::NEG_INFINITY);
     }
 }
 

@@ -60,6 +60,12 @@ impl LayerPlan {
 pub trait Planner {
     /// The plan for `layer`, given that layer's input.
     fn plan_layer(&mut self, layer: usize, input: &Tensor) -> Result<LayerPlan>;
+
+    /// Whether [`Self::plan_layer`] reads the input (a forward pass after a
+    /// cached prefix then assembles the prefix's rows and the new ones).
+    fn reads_input(&self) -> bool {
+        true
+    }
 }
 
 /// A fixed plan for every layer, decided before the pass.
@@ -114,6 +120,10 @@ impl StaticPlan {
 }
 
 impl Planner for StaticPlan {
+    fn reads_input(&self) -> bool {
+        false
+    }
+
     fn plan_layer(&mut self, layer: usize, _input: &Tensor) -> Result<LayerPlan> {
         self.layers.get(layer).cloned().ok_or_else(|| {
             candle_core::Error::Msg(format!(

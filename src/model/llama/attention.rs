@@ -21,7 +21,7 @@ use candle_core::{IndexOp, Result, Tensor};
 
 use super::config::LlamaConfig;
 use super::rope::Rope;
-use crate::model::attention::{AttentionOutput, reused_map, reused_values};
+use crate::model::attention::{AttentionOutput, reused_map};
 use crate::model::fused::{self, Core, HeadMap, Kernels, View};
 use crate::model::plan::{HeadPlan, LayerPlan};
 
@@ -108,114 +108,169 @@ impl LlamaAttention {
             );
         }
         if self.kernels == Kernels::Fused && b == 1 && mask.is_none() && x.device().is_cpu() {
-            self.forward_fused(x, plan)
+            Ok(self.forward_after_prefix(x, plan, None, false)?.0)
         } else {
             self.forward_reference(x, mask, plan)
         }
     }
 
-    fn forward_fused(&self, x: &Tensor, plan: &LayerPlan) -> Result<AttentionOutput> {
-        let (_, s, d) = x.dims3()?;
+    /// The fused path after an optional cached prefix of which the first
+    /// `used` tokens are shared: `x` holds the rows of the new tokens
+    /// (positions `used..`); their queries attend to the prefix's keys and
+    /// their own. With `keep_kv` the keys and values
+    /// of all rows (prefix + new) come back, to extend a prefix cache.
+    pub fn forward_after_prefix(
+        &self,
+        x: &Tensor,
+        plan: &LayerPlan,
+        prefix: Option<(&PrefixKv, usize)>,
+        keep_kv: bool,
+    ) -> Result<(AttentionOutput, Option<PrefixKv>)> {
+        let (b, n, d) = x.dims3()?;
+        if b != 1 || !x.device().is_cpu() {
+            candle_core::bail!("a cached prefix runs on the CPU, one input at a time");
+        }
         let (hd, h_all, kv_all) = (self.head_dim, self.heads, self.kv_heads);
-        let rows = x.reshape((s, d))?;
+        let kv_width = kv_all * hd;
+        let p = prefix.map_or(0, |(pre, used)| used.min(pre.len));
+        let total = p + n;
+        let rows = x.reshape((n, d))?;
         let reused_values = plan
             .heads()
             .iter()
             .enumerate()
-            .map(|(h, p)| match p {
-                HeadPlan::Reuse(map) => reused_values(map, h, s),
+            .map(|(h, plan)| match plan {
+                HeadPlan::Reuse(map) => reused_rows(map, h, p, total),
                 _ => Ok(Vec::new()),
             })
             .collect::<Result<Vec<_>>>()?;
         let computed: Vec<usize> = (0..h_all).filter(|&h| plan.heads()[h].computes()).collect();
-        let core = Core {
-            s,
-            d: hd,
-            causal: true,
-        };
-        let heads = |q_col: &dyn Fn(usize) -> usize, k_col: &dyn Fn(usize) -> usize| {
-            plan.heads()
-                .iter()
-                .enumerate()
-                .map(|(h, p)| match p {
-                    HeadPlan::Reuse(_) => HeadMap::Reuse(&reused_values[h]),
-                    _ => HeadMap::Compute {
-                        q: q_col(h),
-                        k: k_col(h),
-                        capture: matches!(p, HeadPlan::Capture),
-                    },
-                })
-                .collect::<Vec<_>>()
-        };
-        let (context, maps) = if computed.len() == h_all {
+        // Projections of the new rows: queries (by head), new keys (by
+        // key/value head) and values, as column offsets into `proj`/`v_new`.
+        let Projected {
+            proj,
+            width,
+            q_col,
+            k_col: k_new_col,
+            v: v_new,
+            v_width,
+        } = if computed.len() == h_all {
             let width = (h_all + 2 * kv_all) * hd;
             let mut qkv =
                 fused::with_values(&rows.matmul(&self.qkv_weight.t()?)?, <[f32]>::to_vec)?;
             self.rope
-                .apply_rows(&mut qkv, width, (0, h_all + kv_all), 0);
-            let view = |offset| View {
-                data: &qkv,
-                row_stride: width,
-                offset,
-            };
-            let v_cols: Vec<usize> = (0..h_all).map(|h| self.kv_of(h) * hd).collect();
-            let maps = heads(&|h| h * hd, &|h| (h_all + self.kv_of(h)) * hd);
-            fused::attention(
-                view(0),
-                view(0),
-                view((h_all + kv_all) * hd),
-                &maps,
-                &v_cols,
-                core,
-            )
+                .apply_rows(&mut qkv, width, (0, h_all + kv_all), p);
+            let q_col = (0..h_all).map(|h| h * hd).collect();
+            let k_col = (0..kv_all).map(|g| Some((h_all + g) * hd)).collect();
+            // Values stay inside the Q·K·V rows: read them from there.
+            Projected {
+                proj: qkv,
+                width,
+                q_col,
+                k_col,
+                v: Vec::new(),
+                v_width: 0,
+            }
         } else {
-            let gathered = (!computed.is_empty())
-                .then(|| self.gathered_weights(&computed))
-                .transpose()?;
-            let (qk, width, q_pos, k_pos) = match &gathered {
-                Some(g) => {
-                    let width = (g.queries.len() + g.keys.len()) * hd;
-                    let mut qk =
-                        fused::with_values(&rows.matmul(&g.weight.t()?)?, <[f32]>::to_vec)?;
-                    self.rope
-                        .apply_rows(&mut qk, width, (0, g.queries.len() + g.keys.len()), 0);
-                    let mut q_pos = vec![0; h_all];
-                    g.queries
-                        .iter()
-                        .enumerate()
-                        .for_each(|(i, &h)| q_pos[h] = i);
-                    let mut k_pos = vec![0; kv_all];
-                    g.keys.iter().enumerate().for_each(|(i, &k)| k_pos[k] = i);
-                    (qk, width, q_pos, (g.queries.len(), k_pos))
-                }
-                None => (Vec::new(), 0, Vec::new(), (0, Vec::new())),
-            };
             let v = fused::with_values(&rows.matmul(&self.v_weight.t()?)?, <[f32]>::to_vec)?;
-            let v_cols: Vec<usize> = (0..h_all).map(|h| self.kv_of(h) * hd).collect();
-            let (n_q, k_pos) = k_pos;
-            let maps = heads(&|h| q_pos[h] * hd, &|h| (n_q + k_pos[self.kv_of(h)]) * hd);
-            let view = |data, row_stride| View {
-                data,
-                row_stride,
-                offset: 0,
+            let mut q_col = vec![0; h_all];
+            let mut k_col = vec![None; kv_all];
+            let (qk, width) = if computed.is_empty() {
+                (Vec::new(), 0)
+            } else {
+                let g = self.gathered_weights(&computed)?;
+                let heads = g.queries.len() + g.keys.len();
+                let mut qk = fused::with_values(&rows.matmul(&g.weight.t()?)?, <[f32]>::to_vec)?;
+                self.rope.apply_rows(&mut qk, heads * hd, (0, heads), p);
+                g.queries
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, &h)| q_col[h] = i * hd);
+                g.keys
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, &k)| k_col[k] = Some((g.queries.len() + i) * hd));
+                (qk, heads * hd)
             };
-            fused::attention(
-                view(&qk, width),
-                view(&qk, width),
-                view(&v, kv_all * hd),
-                &maps,
-                &v_cols,
-                core,
-            )
+            Projected {
+                proj: qk,
+                width,
+                q_col,
+                k_col,
+                v,
+                v_width: kv_width,
+            }
         };
-        let captured = maps
+        // Keys and values of all rows, `[p + n, Hkv·d]`: the prefix's, then
+        // the new rows' (keys only for key/value heads some query head reads).
+        let mut keys = vec![0f32; total * kv_width];
+        let mut values = vec![0f32; total * kv_width];
+        if let Some((pre, _)) = prefix {
+            keys[..p * kv_width].copy_from_slice(&pre.k[..p * kv_width]);
+            values[..p * kv_width].copy_from_slice(&pre.v[..p * kv_width]);
+        }
+        let v_src_col = (h_all + kv_all) * hd;
+        for r in 0..n {
+            let dst = (p + r) * kv_width;
+            for (g, col) in k_new_col.iter().enumerate() {
+                if let Some(col) = col {
+                    let src = r * width + col;
+                    keys[dst + g * hd..dst + (g + 1) * hd].copy_from_slice(&proj[src..src + hd]);
+                }
+            }
+            let (src, stride_src) = if v_width == 0 {
+                (&proj, r * width + v_src_col)
+            } else {
+                (&v_new, r * v_width)
+            };
+            values[dst..dst + kv_width].copy_from_slice(&src[stride_src..stride_src + kv_width]);
+        }
+        let maps = plan
+            .heads()
+            .iter()
+            .enumerate()
+            .map(|(h, p)| match p {
+                HeadPlan::Reuse(_) => HeadMap::Reuse(&reused_values[h]),
+                _ => HeadMap::Compute {
+                    q: q_col[h],
+                    k: self.kv_of(h) * hd,
+                    capture: matches!(p, HeadPlan::Capture),
+                },
+            })
+            .collect::<Vec<_>>();
+        let v_cols: Vec<usize> = (0..h_all).map(|h| self.kv_of(h) * hd).collect();
+        let view = |data, row_stride| View {
+            data,
+            row_stride,
+            offset: 0,
+        };
+        let (context, captured) = fused::attention(
+            view(&proj, width),
+            view(&keys, kv_width),
+            view(&values, kv_width),
+            &maps,
+            &v_cols,
+            Core {
+                queries: n,
+                keys: total,
+                d: hd,
+                causal: true,
+            },
+        );
+        let captured = captured
             .into_iter()
-            .map(|m| m.map(|m| fused::tensor(m, &[1, s, s])).transpose())
+            .map(|m| m.map(|m| fused::tensor(m, &[1, n, total])).transpose())
             .collect::<Result<Vec<_>>>()?;
-        Ok(AttentionOutput {
-            context: fused::tensor(context, &[1, s, h_all * hd])?,
+        let out = AttentionOutput {
+            context: fused::tensor(context, &[1, n, h_all * hd])?,
             captured,
-        })
+        };
+        let kv = keep_kv.then_some(PrefixKv {
+            k: keys,
+            v: values,
+            len: total,
+        });
+        Ok((out, kv))
     }
 
     fn forward_reference(
@@ -311,6 +366,55 @@ impl LlamaAttention {
         }
         cache.insert(key, g.clone());
         Ok(g)
+    }
+}
+
+/// The projections of the new rows in one layer.
+struct Projected {
+    /// Row-major projections, `width` per row: queries, then new keys (and,
+    /// with every head computed, the values).
+    proj: Vec<f32>,
+    width: usize,
+    /// Column of each query head in `proj`.
+    q_col: Vec<usize>,
+    /// Column of each key/value head's new keys in `proj`, when computed.
+    k_col: Vec<Option<usize>>,
+    /// The values when projected apart, `v_width` per row (else empty).
+    v: Vec<f32>,
+    v_width: usize,
+}
+
+/// Keys (after RoPE) and values of the first `len` tokens of an input in one
+/// layer, `[len, Hkv·d]` row-major: a prefix cache's share of that layer.
+#[derive(Debug, Clone)]
+pub struct PrefixKv {
+    /// Keys.
+    pub k: Vec<f32>,
+    /// Values.
+    pub v: Vec<f32>,
+    /// Tokens.
+    pub len: usize,
+}
+
+/// Rows `prefix..total` of a reused map given as `[total, total]` (a
+/// database map) or as `[total − prefix, total]`, row-major f32.
+fn reused_rows(map: &Tensor, h: usize, prefix: usize, total: usize) -> Result<Vec<f32>> {
+    let map = if map.rank() == 3 {
+        map.squeeze(0)?
+    } else {
+        map.clone()
+    };
+    match map.dims() {
+        [rows, cols] if *cols == total && (*rows == total || *rows == total - prefix) => {
+            let map = map.narrow(0, rows - (total - prefix), total - prefix)?;
+            map.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()
+        }
+        other => candle_core::bail!(
+            "the map given for head {h} has shape {other:?}, expected [{total}, {total}] or [{}, {total}]",
+            total - prefix
+        ),
     }
 }
 

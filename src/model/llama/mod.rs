@@ -7,6 +7,7 @@ mod chat;
 mod config;
 mod gguf_tokenizer;
 mod load;
+mod prefix;
 mod rope;
 
 use std::sync::Arc;
@@ -16,9 +17,11 @@ use candle_core::{D, Device, Module, Result, Tensor};
 use candle_nn::Embedding;
 
 pub use attention::LlamaAttention;
+pub use attention::PrefixKv;
 pub use chat::ChatTemplate;
 pub use config::LlamaConfig;
 pub use load::{GgufModel, read_gguf, read_safetensors};
+pub use prefix::PrefixCache;
 
 use super::batch::Batch;
 use super::bert::ForwardOutput;
@@ -262,6 +265,17 @@ impl LlamaDecoder {
     /// logit is its row · the readout.
     pub fn output_rows(&self, ids: &Tensor) -> Result<Tensor> {
         self.lm_head.index_select(ids, 0)
+    }
+
+    /// The final-normed hidden state of the last row of `hidden` (`[1, n, D]`),
+    /// `[1, D]`: the readout of a pass after a cached prefix.
+    pub fn last_row(&self, hidden: &Tensor) -> Result<Tensor> {
+        let n = hidden.dim(1)?;
+        candle_nn::ops::rms_norm(
+            &hidden.get(0)?.narrow(0, n - 1, 1)?,
+            &self.final_norm,
+            self.config.rms_eps as f32,
+        )
     }
 
     /// Next-token logits `[B, V]` from [`Self::last_hidden`]'s output.

@@ -1,0 +1,133 @@
+//! Prefix caching: the keys, values and layer inputs of a token prefix,
+//! computed once; an input that starts with those tokens runs only its own
+//! tokens, attending to the cached keys. This skips *all* of the prefix's
+//! work (projections, attention, feed-forward), which is what any serving
+//! stack does for a shared prompt template — the baseline attention-map
+//! reuse has to beat.
+
+use std::time::Instant;
+
+use candle_core::{Module, Result, Tensor};
+
+use super::LlamaDecoder;
+use super::attention::PrefixKv;
+use crate::model::bert::ForwardOutput;
+use crate::model::plan::{LayerPlan, Planner};
+use crate::model::timing::{ForwardTimings, LayerTiming};
+
+/// One layer's share of a prefix cache.
+#[derive(Debug, Clone)]
+struct PrefixLayer {
+    /// The layer's input rows `[P, D]` (what a planner's features read).
+    input: Tensor,
+    /// Keys (after RoPE) and values.
+    kv: PrefixKv,
+}
+
+/// Keys, values and layer inputs of a token prefix, for every layer.
+#[derive(Debug, Clone)]
+pub struct PrefixCache {
+    ids: Vec<u32>,
+    layers: Vec<PrefixLayer>,
+}
+
+impl PrefixCache {
+    /// The prefix's token ids.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// How many leading tokens of `ids` the cache serves: their longest
+    /// common prefix, leaving at least one token to compute.
+    pub fn shared_len(&self, ids: &[u32]) -> usize {
+        let common = self.ids.iter().zip(ids).take_while(|(a, b)| a == b).count();
+        common.min(ids.len().saturating_sub(1))
+    }
+}
+
+impl LlamaDecoder {
+    /// Runs `ids` exactly once and keeps every layer's keys, values and input.
+    pub fn prefix_cache(&self, ids: &[u32]) -> Result<PrefixCache> {
+        if ids.is_empty() {
+            candle_core::bail!("a prefix cache needs at least one token");
+        }
+        let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        let mut x = self.embed.forward(&input)?;
+        let plan = LayerPlan::exact(self.config.heads);
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let normed = layer.attention_input(&x)?;
+            let (out, kv) = layer
+                .attention
+                .forward_after_prefix(&normed, &plan, None, true)?;
+            layers.push(PrefixLayer {
+                input: x.squeeze(0)?,
+                kv: kv.expect("asked for keys and values"),
+            });
+            x = layer.finish(&x, &out.context)?;
+        }
+        Ok(PrefixCache {
+            ids: ids.to_vec(),
+            layers,
+        })
+    }
+
+    /// Runs `ids` after the part of `prefix` it shares (see
+    /// [`PrefixCache::shared_len`]): only the remaining tokens are computed.
+    /// The planner sees each layer's full input (cached rows + new rows)
+    /// when it reads inputs, and its reused maps may be full `[S, S]` maps
+    /// (their rows for the new tokens are used). Returns the hidden state
+    /// and captured maps of the new rows (`[1, n, D]`, `[1, n, S]`) and the
+    /// number of prefix tokens served.
+    pub fn forward_after_prefix(
+        &self,
+        ids: &[u32],
+        prefix: &PrefixCache,
+        planner: &mut dyn Planner,
+    ) -> Result<(ForwardOutput, usize)> {
+        let p = prefix.shared_len(ids);
+        let start = Instant::now();
+        let input = Tensor::new(&ids[p..], &self.device)?.unsqueeze(0)?;
+        let mut x = self.embed.forward(&input)?;
+        let mut timings = ForwardTimings {
+            embeddings: start.elapsed(),
+            layers: Vec::with_capacity(self.layers.len()),
+        };
+        let mut maps = Vec::with_capacity(self.layers.len());
+        for (i, (layer, cached)) in self.layers.iter().zip(&prefix.layers).enumerate() {
+            let start = Instant::now();
+            let plan = if planner.reads_input() {
+                let full = Tensor::cat(&[&cached.input.narrow(0, 0, p)?, &x.squeeze(0)?], 0)?;
+                planner.plan_layer(i, &full.unsqueeze(0)?)?
+            } else {
+                planner.plan_layer(i, &x)?
+            };
+            let planned = start.elapsed();
+            let start = Instant::now();
+            let normed = layer.attention_input(&x)?;
+            let (out, _) = layer.attention.forward_after_prefix(
+                &normed,
+                &plan,
+                Some((&cached.kv, p)),
+                false,
+            )?;
+            let attention = start.elapsed();
+            let start = Instant::now();
+            x = layer.finish(&x, &out.context)?;
+            timings.layers.push(LayerTiming {
+                plan: planned,
+                attention,
+                rest: start.elapsed(),
+            });
+            maps.push(out.captured);
+        }
+        Ok((
+            ForwardOutput {
+                hidden: x,
+                maps,
+                timings,
+            },
+            p,
+        ))
+    }
+}
