@@ -134,6 +134,7 @@ fn fixture(theme: Theme) -> (App, Receiver<Request>) {
     ];
     for (n, text) in texts.iter().enumerate() {
         app.on_event(Event::Ran(Box::new(QueryResult {
+            query: text.to_string(),
             trace: trace(text, n),
             exact_maps: vec![vec![map(0); SHAPE.heads]; SHAPE.layers],
             db: None,
@@ -367,6 +368,7 @@ fn threshold_keys_re_decide_at_once_and_ask_for_a_rerun_and_a_check() {
     let mut app = App::new(config(MONO, None, SHAPE, Policy::global(&SHAPE, 0.1)), tx);
     app.mode = Mode::Shadow;
     app.on_event(Event::Ran(Box::new(QueryResult {
+        query: "x".into(),
         trace: trace("x", 0),
         exact_maps: vec![vec![map(0); SHAPE.heads]; SHAPE.layers],
         db: None,

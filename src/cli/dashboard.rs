@@ -20,6 +20,9 @@ use crate::tui::theme::Theme;
 use crate::tui::worker::{self, JobRequest, JobSettings};
 use crate::tui::{headless, run_terminal};
 
+/// Texts a decoder's default database is built from.
+const DECODER_BUILD_LIMIT: usize = 500;
+
 /// The dashboard's options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DashboardArgs {
@@ -40,7 +43,8 @@ pub struct DashboardArgs {
     /// The corpus a missing database is built from (and the rebuild form's default).
     #[arg(long, default_value = "rt:db", value_name = "SPEC")]
     pub build_corpus: String,
-    /// Build from the first N texts only.
+    /// Build from the first N texts only (default: all for an encoder,
+    /// 500 for a decoder, whose 270 maps per text take ~3 MB).
     #[arg(long, value_name = "N")]
     pub build_limit: Option<usize>,
     /// The split calibration and threshold checks run on.
@@ -148,12 +152,15 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
         },
         request_tx,
     );
+    let build_limit = args
+        .build_limit
+        .or(model.decoder().is_some().then_some(DECODER_BUILD_LIMIT));
     app.rebuild.corpus = args.build_corpus.clone();
-    app.rebuild.limit = args.build_limit.map_or(String::new(), |n| n.to_string());
+    app.rebuild.limit = build_limit.map_or(String::new(), |n| n.to_string());
     if db.is_none() {
         app.start_job(JobRequest::Rebuild {
             corpus: args.build_corpus.clone(),
-            limit: args.build_limit,
+            limit: build_limit,
             out: db_dir.clone(),
         });
         app.info(format!(

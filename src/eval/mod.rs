@@ -23,7 +23,9 @@ pub use evaluate::{Evaluation, MeanTimings, TimedPair, evaluate, evaluate_until}
 pub use index_bench::{IndexBenchRow, index_bench};
 pub use prefix::{PrefixComparison, RunFigures, compare_with_prefix_cache};
 pub use probe::Probe;
-pub use prompt::{PromptClassifier, SENTIMENT_QUESTION, sentiment_prompt, task_corpus, task_text};
+pub use prompt::{
+    PromptClassifier, SENTIMENT_QUESTION, sentiment_prompt, task_corpus, task_input, task_text,
+};
 pub use report::{Example, ReportData, ReportOptions, collect as collect_report, sweep_point};
 pub use retrieval::{LayerRetrieval, retrieval_quality};
 pub use similarity::{js_divergence, map_similarity, similarity};

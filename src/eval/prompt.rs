@@ -37,6 +37,19 @@ pub fn task_corpus(model: &Model, mut corpus: Corpus) -> anyhow::Result<Corpus> 
     Ok(corpus)
 }
 
+/// The text inside a sentiment prompt (for display), or the whole text when
+/// it is not one.
+pub fn task_input(prompt: &str) -> &str {
+    let open = format!("{SENTIMENT_QUESTION}\n\n");
+    match prompt.find(&open) {
+        Some(at) => {
+            let rest = &prompt[at + open.len()..];
+            rest.find("<|im_end|>").map_or(rest, |end| &rest[..end])
+        }
+        None => prompt,
+    }
+}
+
 /// The answer word of a label: `fresh` → positive, `rotten` → negative,
 /// any other label → itself.
 fn answer_word(label: &str) -> &str {

@@ -703,7 +703,7 @@ impl App {
 
     /// Runs the current query again (after a mode or threshold change).
     fn rerun(&mut self) {
-        if let Some(text) = self.current.as_ref().map(|r| r.trace.text.clone()) {
+        if let Some(text) = self.current.as_ref().map(|r| r.query.clone()) {
             self.run_text(text);
         }
     }
@@ -872,7 +872,7 @@ impl App {
             self.session_hits.1 += heads;
         }
         self.history.push_front(HistoryItem {
-            text: trace.text.clone(),
+            text: result.query.clone(),
             mode: trace.mode,
             hit_rate: trace.hit_rate,
             timings: trace.timings,

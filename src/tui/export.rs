@@ -31,7 +31,7 @@ pub fn export(app: &App) -> anyhow::Result<Receiver<anyhow::Result<Vec<PathBuf>>
     let dir = app.export_dir.clone();
     let view = view_json(app);
     let maps = app.head_maps.as_ref().map(|m| MapsFigure {
-        title: format!("“{}”", current.trace.text),
+        title: format!("“{}”", current.query),
         rows: vec![MapRow {
             label: format!("L{} H{}", m.layer, m.head),
             tokens: m.tokens.clone(),

@@ -82,6 +82,9 @@ impl JobRequest {
 /// One finished query.
 #[derive(Debug, Clone)]
 pub struct QueryResult {
+    /// The query as typed or streamed (a decoder runs it as the task
+    /// prompt; the trace holds that prompt).
+    pub query: String,
     /// What happened.
     pub trace: Trace,
     /// The exact model's maps of the query, `[S·S]` by layer then head.
@@ -219,8 +222,8 @@ fn cancel(job: &mut Option<(Arc<AtomicBool>, JoinHandle<()>)>) {
 
 /// One query: the engine's run plus the exact maps for the map view (the
 /// shadow run's own; other modes capture them in one more exact pass).
-fn run_query(engine: &Engine, text: &str, mode: Mode) -> anyhow::Result<QueryResult> {
-    let text = &task_text(engine.model(), text)?;
+fn run_query(engine: &Engine, query: &str, mode: Mode) -> anyhow::Result<QueryResult> {
+    let text = &task_text(engine.model(), query)?;
     let run = engine.run(text, mode)?;
     let maps = match run.exact_maps {
         Some(maps) => maps,
@@ -239,6 +242,7 @@ fn run_query(engine: &Engine, text: &str, mode: Mode) -> anyhow::Result<QueryRes
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(QueryResult {
+        query: query.to_string(),
         trace: run.trace,
         exact_maps,
         db: match mode {

@@ -175,7 +175,7 @@ fn neighbour_lines(app: &App, width: usize) -> Vec<Line<'static>> {
                 ),
                 app.theme.dim(),
             )),
-            Line::raw(shorten(&n.text, width)),
+            Line::raw(shorten(crate::eval::task_input(&n.text), width)),
         ],
         None => vec![Line::from(Span::styled(
             "no neighbour for this layer (exact mode, or no entry of this length)",
