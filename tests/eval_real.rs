@@ -41,7 +41,7 @@ fn calibration_respects_its_budget_on_the_calibration_split() {
         .load(&CorpusOptions::default())
         .unwrap()
         .limited(Some(25));
-    let probe = Classifier::for_database(&model, &db).unwrap();
+    let probe = Classifier::for_task(&model, &db, &calib).unwrap();
     assert!(probe.is_some(), "rt:db entries carry fresh/rotten labels");
     let engine = Engine::new(model.clone(), db.clone(), Policy::strict(model.shape())).unwrap();
     for (budget, kind) in [

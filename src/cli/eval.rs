@@ -38,7 +38,7 @@ pub fn run_eval(
         policies.push(load_policy(Some(spec), Some(&db), &model)?);
     }
     let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
-    let probe = Classifier::for_database(&model, &db)?;
+    let probe = Classifier::for_task(&model, &db, &corpus)?;
     let per_policy = corpus.items.len() * (1 + repeats);
     let bar = progress::bar(
         per_policy * policies.len(),
@@ -148,7 +148,7 @@ pub fn run_calibrate(target: &Target, work: Workload, args: CalibrateArgs) -> an
     let model = load_model(target, "calibrate")?;
     let db = open_database(work.db, &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
-    let probe = Classifier::for_database(&model, &db)?;
+    let probe = Classifier::for_task(&model, &db, &corpus)?;
     let mut start = Policy::strict(model.shape());
     start.lengths = LengthPolicy::parse(args.length_policy)?;
     let engine = Engine::new(model, db.clone(), start)?;
@@ -207,7 +207,7 @@ pub fn run_sweep(
     let model = load_model(target, "sweep")?;
     let db = open_database(work.db, &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
-    let probe = Classifier::for_database(&model, &db)?;
+    let probe = Classifier::for_task(&model, &db, &corpus)?;
     let mut rows = Vec::new();
     let bar = progress::bar(thresholds.len(), &format!("sweeping on {}", corpus.name));
     for &t in thresholds {

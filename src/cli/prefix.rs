@@ -23,7 +23,7 @@ pub fn run(
     let db = open_database(work.db, &model)?;
     let policy = load_policy(policy, Some(&db), &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
-    let classifier = Classifier::for_database(&model, &db)?;
+    let classifier = Classifier::for_task(&model, &db, &corpus)?;
     // The template's tokens, up to where the texts begin: every query shares
     // its longest common token prefix with them.
     let template = model.tokenizer.encode(&sentiment_prompt(&model, "")?)?;

@@ -29,7 +29,7 @@ pub fn run(target: &Target, work: Workload, args: ReportArgs) -> anyhow::Result<
     let db = open_database(work.db, &model)?;
     let policy = load_policy(args.policy, Some(&db), &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
-    let probe = Classifier::for_database(&model, &db)?;
+    let probe = Classifier::for_task(&model, &db, &corpus)?;
     let engine = Engine::new(model.clone(), db, policy)?;
     let bar = progress::bar(1, &format!("report on {}", corpus.name));
     let data = collect_report(

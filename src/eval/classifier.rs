@@ -4,6 +4,7 @@
 use super::probe::Probe;
 use super::prompt::PromptClassifier;
 use crate::cache::Database;
+use crate::data::Corpus;
 use crate::model::Model;
 
 /// Predicts a label from a model's readout.
@@ -16,16 +17,24 @@ pub enum Classifier {
 }
 
 impl Classifier {
-    /// The classifier for `model` on the labels of `db`'s entries: a probe
-    /// trained on their exact embeddings (encoder) or the prompt classifier
-    /// of those labels (decoder); `None` with fewer than two labels.
-    pub fn for_database(model: &Model, db: &Database) -> anyhow::Result<Option<Self>> {
+    /// The classifier for `model` evaluated on `queries`: for an encoder a
+    /// probe trained on the exact embeddings of `db`'s labelled entries, for
+    /// a decoder the prompt classifier of the labels of the entries and the
+    /// queries (it needs no training); `None` with fewer than two labels.
+    pub fn for_task(
+        model: &Model,
+        db: &Database,
+        queries: &Corpus,
+    ) -> anyhow::Result<Option<Self>> {
         let examples: Vec<(&[f32], &str)> = db
             .entries()
             .iter()
             .filter_map(|e| e.label.as_deref().map(|l| (db.embedding(e.id as usize), l)))
             .collect();
         let mut labels: Vec<String> = examples.iter().map(|(_, l)| l.to_string()).collect();
+        if model.decoder().is_some() {
+            labels.extend(queries.labels());
+        }
         labels.sort();
         labels.dedup();
         if labels.len() < 2 {

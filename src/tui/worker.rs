@@ -313,7 +313,7 @@ pub fn run_job(
                 anyhow::anyhow!("calibration needs a database: press R to build one")
             })?;
             let corpus = load(&settings.calib_split, model)?.limited(Some(settings.calib_limit));
-            let probe = Classifier::for_database(model, db)?;
+            let probe = Classifier::for_task(model, db, &corpus)?;
             let options = CalibrateOptions {
                 budget,
                 objective,
@@ -329,7 +329,7 @@ pub fn run_job(
             engine.set_policy(policy)?;
             let corpus = load(&settings.calib_split, model)?.limited(Some(settings.calib_limit));
             let probe = match engine.database() {
-                Some(db) => Classifier::for_database(model, db)?,
+                Some(db) => Classifier::for_task(model, db, &corpus)?,
                 None => None,
             };
             let e = evaluate_until(&engine, &corpus, probe.as_ref(), 1, progress, cancel)?;
