@@ -53,7 +53,11 @@ fn the_gguf_tokenizer_round_trips_and_keeps_chat_tokens_whole() {
     // The turn markers are whole tokens followed by the role and a newline.
     let user = t.tokens.iter().position(|s| s == "user").unwrap();
     assert_eq!(t.ids[user - 1], start);
-    assert_eq!(t.tokens[user + 1], "Ċ");
+    assert_eq!(
+        t.tokens[user + 1],
+        "⏎",
+        "byte-level tokens are shown decoded"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use super::progress;
 use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
 use crate::cache::write_atomically;
 use crate::engine::{Engine, STAGES, StageTimings};
-use crate::eval::{Classifier, ReportData, ReportOptions, collect_report};
+use crate::eval::{Classifier, ReportData, ReportOptions, collect_report, task_input};
 use crate::plot::{LatencyFigure, MapsFigure, MatrixFigure, MatrixPanel, SweepFigure, save};
 use crate::text::shorten;
 
@@ -140,7 +140,7 @@ fn write_figures(data: &ReportData, model: &str, out: &Path) -> anyhow::Result<V
         let figure = MapsFigure {
             title: format!(
                 "Most and least similar heads · “{}”",
-                shorten(&example.text, 80)
+                shorten(task_input(&example.text), 80)
             ),
             rows: example.rows.clone(),
         };
@@ -279,7 +279,12 @@ fn markdown(data: &ReportData, command: &str, model: &str, files: &[String]) -> 
     if !data.examples.is_empty() {
         let _ = writeln!(md, "## Example maps\n");
         for (i, example) in data.examples.iter().enumerate() {
-            let _ = writeln!(md, "“{}”\n\n![maps](maps-{}.{ext})\n", example.text, i + 1);
+            let _ = writeln!(
+                md,
+                "“{}”\n\n![maps](maps-{}.{ext})\n",
+                task_input(&example.text),
+                i + 1
+            );
         }
     }
     let _ = writeln!(md, "Files: {}", files.join(", "));

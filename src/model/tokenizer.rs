@@ -25,6 +25,9 @@ pub struct TokenizedText {
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// Byte-level BPE: token strings are shown decoded (`Ġgood` → ` good`,
+    /// a newline as `⏎`).
+    byte_level: bool,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -56,13 +59,17 @@ impl TextTokenizer {
             detail,
         };
         inner.with_padding(None);
+        let byte_level = matches!(
+            inner.get_decoder(),
+            Some(tokenizers::DecoderWrapper::ByteLevel(_))
+        );
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_len,
                 ..Default::default()
             }))
             .map_err(|e| err(e.to_string()))?;
-        Ok(Self { inner })
+        Ok(Self { inner, byte_level })
     }
 
     /// The text of token ids (special tokens kept).
@@ -70,6 +77,11 @@ impl TextTokenizer {
         self.inner
             .decode(ids, false)
             .map_err(|e| anyhow::anyhow!("cannot decode token ids {ids:?}: {e}"))
+    }
+
+    /// A byte-level token as text for display (newlines as `⏎`).
+    fn display_token(&self, id: u32) -> anyhow::Result<String> {
+        Ok(self.decode(&[id])?.replace('\n', "⏎"))
     }
 
     /// The id of a token string, if it is in the vocabulary.
@@ -86,7 +98,15 @@ impl TextTokenizer {
         Ok(TokenizedText {
             ids: encoding.get_ids().to_vec(),
             type_ids: encoding.get_type_ids().to_vec(),
-            tokens: encoding.get_tokens().to_vec(),
+            tokens: if self.byte_level {
+                encoding
+                    .get_ids()
+                    .iter()
+                    .map(|&id| self.display_token(id))
+                    .collect::<anyhow::Result<_>>()?
+            } else {
+                encoding.get_tokens().to_vec()
+            },
             truncated: !encoding.get_overflowing().is_empty(),
         })
     }
