@@ -2,7 +2,7 @@
 //! embeddings, or classification by prompting a decoder.
 
 use super::probe::Probe;
-use super::prompt::PromptClassifier;
+use super::prompt::{ANSWERS, PromptClassifier};
 use crate::cache::Database;
 use crate::data::Corpus;
 use crate::model::Model;
@@ -18,9 +18,10 @@ pub enum Classifier {
 
 impl Classifier {
     /// The classifier for `model` evaluated on `queries`: for an encoder a
-    /// probe trained on the exact embeddings of `db`'s labelled entries, for
-    /// a decoder the prompt classifier of the labels of the entries and the
-    /// queries (it needs no training); `None` with fewer than two labels.
+    /// probe trained on the exact embeddings of `db`'s labelled entries
+    /// (`None` with fewer than two labels), for a decoder the prompt
+    /// classifier of the labels of the entries and the queries, or of the
+    /// question's answers (positive, negative) when they carry none.
     pub fn for_task(
         model: &Model,
         db: &Database,
@@ -37,14 +38,20 @@ impl Classifier {
         }
         labels.sort();
         labels.dedup();
+        if model.decoder().is_some() {
+            if labels.len() < 2 {
+                // Unlabelled texts: the question's own answers, so that
+                // cached and exact predictions can still be compared.
+                labels = ANSWERS.iter().map(|a| a.to_string()).collect();
+            }
+            return Ok(Some(Classifier::Prompt(PromptClassifier::new(
+                model, &labels,
+            )?)));
+        }
         if labels.len() < 2 {
             return Ok(None);
         }
-        Ok(Some(if model.decoder().is_some() {
-            Classifier::Prompt(PromptClassifier::new(model, &labels)?)
-        } else {
-            Classifier::Probe(Probe::train(&examples)?)
-        }))
+        Ok(Some(Classifier::Probe(Probe::train(&examples)?)))
     }
 
     /// The predicted label of a readout.

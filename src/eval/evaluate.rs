@@ -46,7 +46,8 @@ pub struct Evaluation {
     pub accuracy_cached: Option<f64>,
     /// `accuracy_exact − accuracy_cached` in percentage points.
     pub accuracy_loss_pt: Option<f64>,
-    /// Share of queries where the task predicts the same label either way.
+    /// Share of queries where the task predicts the same label either way
+    /// (labelled or not).
     pub agreement: Option<f64>,
     /// Decoders: mean KL divergence (nats) of the cached from the exact
     /// next-token distribution.
@@ -122,8 +123,8 @@ pub fn evaluate_until(
     let decoder = engine.model().decoder().is_some();
     let mut kls = Vec::new();
     let mut no_candidate = 0usize;
-    let (mut correct_exact, mut correct_cached, mut agree, mut labelled) =
-        (0usize, 0usize, 0usize, 0usize);
+    let (mut correct_exact, mut correct_cached, mut labelled) = (0usize, 0usize, 0usize);
+    let (mut agree, mut predicted) = (0usize, 0usize);
     for (i, item) in corpus.items.iter().enumerate() {
         cancelled()?;
         let run = engine.run(&item.text, Mode::Shadow)?;
@@ -150,15 +151,18 @@ pub fn evaluate_until(
                 }
             }
         }
-        if let (Some(probe), Some(label)) = (probe, item.label.as_deref()) {
+        if let Some(probe) = probe {
             let (e, c) = (
                 probe.predict(exact_embedding),
                 probe.predict(&run.embedding),
             );
-            labelled += 1;
-            correct_exact += usize::from(e == label);
-            correct_cached += usize::from(c == label);
+            predicted += 1;
             agree += usize::from(e == c);
+            if let Some(label) = item.label.as_deref() {
+                labelled += 1;
+                correct_exact += usize::from(e == label);
+                correct_cached += usize::from(c == label);
+            }
         }
         progress(i + 1, total_steps);
     }
@@ -185,7 +189,7 @@ pub fn evaluate_until(
         accuracy_loss_pt: accuracy_exact
             .zip(accuracy_cached)
             .map(|(e, c)| (e - c) * 100.0),
-        agreement: accuracy(agree),
+        agreement: (predicted > 0).then(|| agree as f64 / predicted as f64),
         kl_mean: decoder.then(|| mean(&kls)),
         kl_p95: decoder.then(|| percentile(&kls, 95.0)),
         fidelity_mean: mean(&fidelities),

@@ -125,12 +125,12 @@ pub fn compare_with_prefix_cache(
                         &exact_probs,
                         &model.next_token_probs(readout)?,
                     ));
-                    if let (Some(c), Some(label), Some(exact)) =
-                        (classifier, item.label.as_deref(), exact_label.as_deref())
-                    {
+                    if let (Some(c), Some(exact)) = (classifier, exact_label.as_deref()) {
                         let predicted = c.predict(readout);
-                        correct[run] += usize::from(predicted == label);
                         agree[run] += usize::from(predicted == exact);
+                        if let Some(label) = item.label.as_deref() {
+                            correct[run] += usize::from(predicted == label);
+                        }
                     }
                 }
                 labelled += usize::from(classifier.is_some() && item.label.is_some());
@@ -156,7 +156,7 @@ pub fn compare_with_prefix_cache(
                 attention_speedup: ratio(0, run, |s| s.1),
                 hit_rate: hits[run] / n as f64,
                 accuracy: share(correct[run]),
-                agreement: share(agree[run]),
+                agreement: classifier.map(|_| agree[run] as f64 / n as f64),
                 kl_mean: mean(&kls[run]),
             }
         })

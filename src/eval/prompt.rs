@@ -12,6 +12,9 @@ use crate::model::Model;
 pub const SENTIMENT_QUESTION: &str =
     "Is the sentiment of this movie text positive or negative? Answer with one word.";
 
+/// The answers the question asks for.
+pub const ANSWERS: [&str; 2] = ["positive", "negative"];
+
 /// `text` as the sentiment question in the model's chat template.
 pub fn sentiment_prompt(model: &Model, text: &str) -> anyhow::Result<String> {
     model.chat_prompt(&format!("{SENTIMENT_QUESTION}\n\n{text}"))
