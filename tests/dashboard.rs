@@ -63,6 +63,7 @@ fn trace(text: &str, n: usize) -> Trace {
                 text: "a moving and gripping film".into(),
                 tokens: TOKENS.len(),
                 distance: 0.05 + 0.01 * l as f32,
+                shared_prefix: None,
             }),
             heads: (0..SHAPE.heads)
                 .map(|h| HeadTrace {
@@ -70,6 +71,7 @@ fn trace(text: &str, n: usize) -> Trace {
                     predicted: (l != 5).then(|| 0.5 + wave(l, h) / 2.0),
                     similarity: (l != 5).then(|| 0.45 + wave(h, l) / 2.0),
                     js: (l != 5).then(|| 0.01 * wave(l, h)),
+                    similarity_new_rows: None,
                 })
                 .collect(),
             timing: LayerTiming::default(),

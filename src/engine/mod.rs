@@ -4,6 +4,7 @@
 mod planner;
 mod trace;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -358,36 +359,52 @@ impl Engine {
         exact: Option<&Pass>,
     ) -> anyhow::Result<Vec<LayerTrace>> {
         let s = tokenized.ids.len();
+        let causal = self.model.decoder().is_some();
+        // Decoders: tokens each neighbour shares with the query, by entry.
+        let mut shared: HashMap<u32, usize> = HashMap::new();
         pass.decisions
             .iter()
             .enumerate()
             .map(|(l, decision)| {
                 let found = decision.neighbour.zip(db);
+                let shared_prefix = match found {
+                    Some((n, db)) if causal => Some(match shared.get(&n.entry) {
+                        Some(&p) => p,
+                        None => {
+                            let entry = &db.entries()[n.entry as usize];
+                            let ids = self.model.tokenizer.encode(&entry.text)?.ids;
+                            let p = common_prefix(&ids, &tokenized.ids).min(s);
+                            shared.insert(n.entry, p);
+                            p
+                        }
+                    }),
+                    _ => None,
+                };
                 let heads = decision
                     .hits
                     .iter()
                     .enumerate()
                     .map(|(h, &hit)| {
                         let predicted = found.map(|(n, _)| self.policy.predicted(l, h, n.distance));
-                        let (similarity, js) = match (found, exact) {
-                            (Some((n, db)), Some(exact)) => {
-                                let ours = db.map_values_for(n.entry as usize, l, h, s)?;
-                                let truth = exact.out.maps[l][h]
-                                    .as_ref()
-                                    .expect("shadow captures every map");
-                                let truth = truth.flatten_all()?.to_vec1::<f32>()?;
-                                (
-                                    Some(similarity(&ours, &truth, s)),
-                                    Some(js_divergence(&ours, &truth, s)),
-                                )
-                            }
-                            _ => (None, None),
-                        };
+                        let (mut similar, mut js, mut new_rows) = (None, None, None);
+                        if let (Some((n, db)), Some(exact)) = (found, exact) {
+                            let ours = db.map_values_for(n.entry as usize, l, h, s)?;
+                            let truth = exact.out.maps[l][h]
+                                .as_ref()
+                                .expect("shadow captures every map");
+                            let truth = truth.flatten_all()?.to_vec1::<f32>()?;
+                            similar = Some(similarity(&ours, &truth, s));
+                            js = Some(js_divergence(&ours, &truth, s));
+                            new_rows = shared_prefix
+                                .filter(|&p| p < s)
+                                .map(|p| similarity(&ours[p * s..], &truth[p * s..], s));
+                        }
                         Ok(HeadTrace {
                             hit,
                             predicted,
-                            similarity,
+                            similarity: similar,
                             js,
+                            similarity_new_rows: new_rows,
                         })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
@@ -398,6 +415,7 @@ impl Engine {
                         text: e.text.clone(),
                         tokens: e.tokens,
                         distance: n.distance,
+                        shared_prefix,
                     }
                 });
                 Ok(LayerTrace {
@@ -408,6 +426,11 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// Length of the longest common prefix of two token sequences.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// What the exact model's inputs retrieve for one text (see [`Engine::observe`]).

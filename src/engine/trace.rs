@@ -40,6 +40,11 @@ pub struct NeighbourTrace {
     pub tokens: usize,
     /// Feature distance.
     pub distance: f32,
+    /// Decoders: leading tokens the query and the entry share. A causal
+    /// map's rows for them are identical in both (what a prefix cache
+    /// serves anyway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_prefix: Option<usize>,
 }
 
 /// One head's decision.
@@ -54,6 +59,10 @@ pub struct HeadTrace {
     pub similarity: Option<f32>,
     /// Shadow mode: mean row JS divergence of the same two maps.
     pub js: Option<f32>,
+    /// Shadow mode, decoders: the similarity over the rows after the shared
+    /// prefix only (what map reuse adds beyond a prefix cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity_new_rows: Option<f32>,
 }
 
 /// One layer of a run.

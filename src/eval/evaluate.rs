@@ -71,6 +71,11 @@ pub struct Evaluation {
     /// Per layer × head: mean true similarity of the neighbour's map to the
     /// exact map over queries that had a neighbour ("cacheability").
     pub cacheability: Vec<Vec<Option<f64>>>,
+    /// Decoders: the same over the rows after the tokens query and
+    /// neighbour share (their rows are identical in a causal model, and a
+    /// prefix cache serves them anyway): what map reuse can add.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cacheability_new_rows: Option<Vec<Vec<Option<f64>>>>,
     /// Mean true similarity of the maps actually reused.
     pub reused_similarity: Option<f64>,
     /// Mean stage times per query.
@@ -118,6 +123,7 @@ pub fn evaluate_until(
     let total_steps = n * (1 + repeats);
     let mut hits = vec![vec![0usize; shape.heads]; shape.layers];
     let mut sims = vec![vec![(0f64, 0usize); shape.heads]; shape.layers];
+    let mut new_row_sims = vec![vec![(0f64, 0usize); shape.heads]; shape.layers];
     let (mut reused_sum, mut reused_count) = (0f64, 0usize);
     let mut fidelities = Vec::with_capacity(n);
     let decoder = engine.model().decoder().is_some();
@@ -141,6 +147,10 @@ pub fn evaluate_until(
         for (l, layer) in run.trace.layers.iter().enumerate() {
             for (h, head) in layer.heads.iter().enumerate() {
                 hits[l][h] += usize::from(head.hit);
+                if let Some(s) = head.similarity_new_rows {
+                    new_row_sims[l][h].0 += s as f64;
+                    new_row_sims[l][h].1 += 1;
+                }
                 if let Some(s) = head.similarity {
                     sims[l][h].0 += s as f64;
                     sims[l][h].1 += 1;
@@ -197,18 +207,24 @@ pub fn evaluate_until(
         attention_speedup,
         e2e_speedup,
         repeats,
-        cacheability: sims
-            .iter()
-            .map(|r| {
-                r.iter()
-                    .map(|&(s, c)| (c > 0).then(|| s / c as f64))
-                    .collect()
-            })
-            .collect(),
+        cacheability: mean_grid(&sims),
+        cacheability_new_rows: decoder.then(|| mean_grid(&new_row_sims)),
         reused_similarity: (reused_count > 0).then(|| reused_sum / reused_count as f64),
         timings_ms,
         samples,
     })
+}
+
+/// Per layer × head mean of `(sum, count)` cells (`None` where empty).
+fn mean_grid(cells: &[Vec<(f64, usize)>]) -> Vec<Vec<Option<f64>>> {
+    cells
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|&(s, c)| (c > 0).then(|| s / c as f64))
+                .collect()
+        })
+        .collect()
 }
 
 /// Runs every query exactly and cached, alternating which goes first, for
