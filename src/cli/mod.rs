@@ -89,7 +89,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Sentence embeddings, their cosine matrix, token counts and timings.
+    /// Sentence embeddings (an encoder's mean pooling; a decoder's final
+    /// hidden state of the last token), their cosine matrix, token counts and
+    /// timings.
     Embed {
         /// Print one JSON object instead of text.
         #[arg(long)]
