@@ -4,17 +4,7 @@
 mod common;
 
 use attncache::model::{HeadPlan, Kernels, LayerPlan, Model, StaticPlan, TokenizedText};
-use candle_core::Tensor;
-use common::{capture_all, check_self_reuse_is_exact, max_abs_diff, smollm2};
-
-fn last_logits(model: &Model, text: &TokenizedText, plan: StaticPlan) -> Tensor {
-    let (batch, out) = model
-        .forward(std::slice::from_ref(text), &mut { plan })
-        .unwrap();
-    model
-        .logits(&model.readout(&out.hidden, &batch).unwrap())
-        .unwrap()
-}
+use common::{capture_all, check_self_reuse_is_exact, last_logits, max_abs_diff, smollm2};
 
 fn exact_plan(model: &Model) -> StaticPlan {
     StaticPlan::exact(model.shape().layers, model.shape().heads)

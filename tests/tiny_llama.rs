@@ -8,20 +8,13 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::llama::{Cache, Llama, LlamaConfig};
 use common::tiny_llama::{HEADS, KV_HEADS, LAYERS, tiny_llama, tiny_llama_config};
-use common::{Recorder, capture_all, check_self_reuse_is_exact, exact_hidden, max_abs_diff};
+use common::{
+    Recorder, capture_all, check_self_reuse_is_exact, exact_hidden, last_logits as logits,
+    max_abs_diff,
+};
 
 fn tokens(model: &Model, text: &str) -> TokenizedText {
     model.tokenizer.encode(text).unwrap()
-}
-
-/// Our last-position logits under `plan`.
-fn logits(model: &Model, text: &TokenizedText, plan: StaticPlan) -> Tensor {
-    let (batch, out) = model
-        .forward(std::slice::from_ref(text), &mut { plan })
-        .unwrap();
-    model
-        .logits(&model.readout(&out.hidden, &batch).unwrap())
-        .unwrap()
 }
 
 fn with_kernels(model: &Model, kernels: Kernels) -> Model {

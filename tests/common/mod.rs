@@ -228,6 +228,16 @@ pub fn exact_hidden(model: &Model, text: &TokenizedText) -> Tensor {
         .hidden
 }
 
+/// A decoder's next-token logits `[1, V]` for one input under `plan`.
+pub fn last_logits(model: &Model, text: &TokenizedText, plan: StaticPlan) -> Tensor {
+    let (batch, out) = model
+        .forward(std::slice::from_ref(text), &mut { plan })
+        .unwrap();
+    model
+        .logits(&model.readout(&out.hidden, &batch).unwrap())
+        .unwrap()
+}
+
 /// Records each layer's input while following a fixed plan.
 pub struct Recorder {
     pub plan: StaticPlan,
