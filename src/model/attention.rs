@@ -125,13 +125,7 @@ impl SelfAttention {
         plan: &LayerPlan,
     ) -> Result<AttentionOutput> {
         let (b, s, d) = x.dims3()?;
-        if plan.heads().len() != self.heads {
-            candle_core::bail!(
-                "the layer plan has {} heads, the model has {}",
-                plan.heads().len(),
-                self.heads
-            );
-        }
+        plan.check_heads(self.heads)?;
         if self.kernels == Kernels::Fused && b == 1 && mask.is_none() && x.device().is_cpu() {
             return self.forward_fused(x, plan);
         }

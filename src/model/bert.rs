@@ -6,12 +6,13 @@ use std::time::Instant;
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
-use super::attention::{AttentionOutput, SelfAttention};
+use super::attention::SelfAttention;
 use super::batch::Batch;
 use super::config::{BertConfig, ModelShape};
 use super::fused::{self, Kernels};
-use super::plan::{LayerPlan, Planner};
-use super::timing::{ForwardTimings, LayerTiming};
+use super::layers::run_layers;
+use super::plan::Planner;
+use super::timing::ForwardTimings;
 
 /// Token, position and token-type embeddings followed by a layer norm.
 #[derive(Debug, Clone)]
@@ -266,43 +267,23 @@ impl BertEncoder {
     }
 
     /// Runs the encoder on `batch`, asking `planner` for each layer's plan
-    /// right before that layer's attention. On an asynchronous device (CUDA)
-    /// every stage waits for its kernels before its timer stops, so the
-    /// timers measure work, not kernel launches.
+    /// right before that layer's attention (see [`run_layers`]).
     pub fn forward(&self, batch: &Batch, planner: &mut dyn Planner) -> Result<ForwardOutput> {
         let start = Instant::now();
-        let mut x = self.embeddings.forward(batch)?;
+        let x = self.embeddings.forward(batch)?;
         self.device.synchronize()?;
-        let mut timings = ForwardTimings {
-            embeddings: start.elapsed(),
-            layers: Vec::with_capacity(self.layers.len()),
-        };
-        let mut maps = Vec::with_capacity(self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate() {
-            let start = Instant::now();
-            let plan: LayerPlan = planner.plan_layer(i, &x)?;
-            self.device.synchronize()?;
-            let planned = start.elapsed();
-            let start = Instant::now();
-            let AttentionOutput { context, captured } =
-                layer.attention.forward(&x, batch.mask.as_ref(), &plan)?;
-            self.device.synchronize()?;
-            let attention = start.elapsed();
-            let start = Instant::now();
-            x = layer.finish(&x, &context)?;
-            self.device.synchronize()?;
-            timings.layers.push(LayerTiming {
-                plan: planned,
-                attention,
-                rest: start.elapsed(),
-            });
-            maps.push(captured);
-        }
-        Ok(ForwardOutput {
-            hidden: x,
-            maps,
-            timings,
-        })
+        run_layers(
+            &self.device,
+            (x, start.elapsed()),
+            self.layers.len(),
+            planner,
+            |i, x, plan| {
+                self.layers[i]
+                    .attention
+                    .forward(x, batch.mask.as_ref(), plan)
+            },
+            |i, x, context| self.layers[i].finish(x, context),
+        )
     }
 
     /// Mean of the last hidden state over each input's real tokens, L2

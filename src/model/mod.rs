@@ -9,6 +9,7 @@ mod config;
 mod device;
 mod error;
 pub mod fused;
+mod layers;
 pub mod llama;
 pub mod next_token;
 mod plan;

@@ -48,6 +48,17 @@ impl LayerPlan {
         &self.heads
     }
 
+    /// Fails unless the plan has one entry per head of a `heads`-head layer.
+    pub fn check_heads(&self, heads: usize) -> Result<()> {
+        if self.heads.len() != heads {
+            candle_core::bail!(
+                "the layer plan has {} heads, the model has {heads}",
+                self.heads.len()
+            );
+        }
+        Ok(())
+    }
+
     /// Number of heads that reuse a given map.
     pub fn reused(&self) -> usize {
         self.heads.iter().filter(|h| !h.computes()).count()

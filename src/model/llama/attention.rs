@@ -100,13 +100,7 @@ impl LlamaAttention {
         plan: &LayerPlan,
     ) -> Result<AttentionOutput> {
         let (b, _, _) = x.dims3()?;
-        if plan.heads().len() != self.heads {
-            candle_core::bail!(
-                "the layer plan has {} heads, the model has {}",
-                plan.heads().len(),
-                self.heads
-            );
-        }
+        plan.check_heads(self.heads)?;
         if self.kernels == Kernels::Fused && b == 1 && mask.is_none() && x.device().is_cpu() {
             Ok(self.forward_after_prefix(x, plan, None, false)?.0)
         } else {
@@ -130,6 +124,7 @@ impl LlamaAttention {
         if b != 1 || !x.device().is_cpu() {
             candle_core::bail!("a cached prefix runs on the CPU, one input at a time");
         }
+        plan.check_heads(self.heads)?;
         let (hd, h_all, kv_all) = (self.head_dim, self.heads, self.kv_heads);
         let kv_width = kv_all * hd;
         let p = prefix.map_or(0, |(pre, used)| used.min(pre.len));

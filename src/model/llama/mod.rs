@@ -27,8 +27,8 @@ use super::batch::Batch;
 use super::bert::ForwardOutput;
 use super::config::ModelShape;
 use super::fused::{self, Kernels};
+use super::layers::run_layers;
 use super::plan::{LayerPlan, Planner};
-use super::timing::{ForwardTimings, LayerTiming};
 use load::DecoderTensors;
 use rope::Rope;
 
@@ -209,40 +209,21 @@ impl LlamaDecoder {
     /// (before the final norm).
     pub fn forward(&self, batch: &Batch, planner: &mut dyn Planner) -> Result<ForwardOutput> {
         let start = Instant::now();
-        let mut x = self.embed.forward(&batch.input_ids)?;
+        let x = self.embed.forward(&batch.input_ids)?;
         self.device.synchronize()?;
-        let mut timings = ForwardTimings {
-            embeddings: start.elapsed(),
-            layers: Vec::with_capacity(self.layers.len()),
-        };
-        let mut maps = Vec::with_capacity(self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate() {
-            let start = Instant::now();
-            let plan: LayerPlan = planner.plan_layer(i, &x)?;
-            self.device.synchronize()?;
-            let planned = start.elapsed();
-            let start = Instant::now();
-            let normed = layer.attention_input(&x)?;
-            let out = layer
-                .attention
-                .forward(&normed, batch.mask.as_ref(), &plan)?;
-            self.device.synchronize()?;
-            let attention = start.elapsed();
-            let start = Instant::now();
-            x = layer.finish(&x, &out.context)?;
-            self.device.synchronize()?;
-            timings.layers.push(LayerTiming {
-                plan: planned,
-                attention,
-                rest: start.elapsed(),
-            });
-            maps.push(out.captured);
-        }
-        Ok(ForwardOutput {
-            hidden: x,
-            maps,
-            timings,
-        })
+        run_layers(
+            &self.device,
+            (x, start.elapsed()),
+            self.layers.len(),
+            planner,
+            |i, x, plan| {
+                let layer = &self.layers[i];
+                layer
+                    .attention
+                    .forward(&layer.attention_input(x)?, batch.mask.as_ref(), plan)
+            },
+            |i, x, context| self.layers[i].finish(x, context),
+        )
     }
 
     /// The final-normed hidden state of each input's last real token, `[B, D]`:

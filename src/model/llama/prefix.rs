@@ -12,8 +12,8 @@ use candle_core::{Module, Result, Tensor};
 use super::LlamaDecoder;
 use super::attention::PrefixKv;
 use crate::model::bert::ForwardOutput;
+use crate::model::layers::run_layers;
 use crate::model::plan::{LayerPlan, Planner};
-use crate::model::timing::{ForwardTimings, LayerTiming};
 
 /// One layer's share of a prefix cache.
 #[derive(Debug, Clone)]
@@ -88,46 +88,52 @@ impl LlamaDecoder {
         let p = prefix.shared_len(ids);
         let start = Instant::now();
         let input = Tensor::new(&ids[p..], &self.device)?.unsqueeze(0)?;
-        let mut x = self.embed.forward(&input)?;
-        let mut timings = ForwardTimings {
-            embeddings: start.elapsed(),
-            layers: Vec::with_capacity(self.layers.len()),
+        let x = self.embed.forward(&input)?;
+        self.device.synchronize()?;
+        let mut planner = AfterPrefix {
+            inner: planner,
+            prefix,
+            used: p,
         };
-        let mut maps = Vec::with_capacity(self.layers.len());
-        for (i, (layer, cached)) in self.layers.iter().zip(&prefix.layers).enumerate() {
-            let start = Instant::now();
-            let plan = if planner.reads_input() {
-                let full = Tensor::cat(&[&cached.input.narrow(0, 0, p)?, &x.squeeze(0)?], 0)?;
-                planner.plan_layer(i, &full.unsqueeze(0)?)?
-            } else {
-                planner.plan_layer(i, &x)?
-            };
-            let planned = start.elapsed();
-            let start = Instant::now();
-            let normed = layer.attention_input(&x)?;
-            let (out, _) = layer.attention.forward_after_prefix(
-                &normed,
-                &plan,
-                Some((&cached.kv, p)),
-                false,
-            )?;
-            let attention = start.elapsed();
-            let start = Instant::now();
-            x = layer.finish(&x, &out.context)?;
-            timings.layers.push(LayerTiming {
-                plan: planned,
-                attention,
-                rest: start.elapsed(),
-            });
-            maps.push(out.captured);
-        }
-        Ok((
-            ForwardOutput {
-                hidden: x,
-                maps,
-                timings,
+        let out = run_layers(
+            &self.device,
+            (x, start.elapsed()),
+            self.layers.len(),
+            &mut planner,
+            |i, x, plan| {
+                let layer = &self.layers[i];
+                let kv = (&prefix.layers[i].kv, p);
+                let normed = layer.attention_input(x)?;
+                Ok(layer
+                    .attention
+                    .forward_after_prefix(&normed, plan, Some(kv), false)?
+                    .0)
             },
-            p,
-        ))
+            |i, x, context| self.layers[i].finish(x, context),
+        )?;
+        Ok((out, p))
+    }
+}
+
+/// A planner seen through a prefix cache: it reads each layer's full input,
+/// the cached prefix rows followed by the new rows.
+struct AfterPrefix<'a> {
+    inner: &'a mut dyn Planner,
+    prefix: &'a PrefixCache,
+    used: usize,
+}
+
+impl Planner for AfterPrefix<'_> {
+    fn reads_input(&self) -> bool {
+        self.inner.reads_input()
+    }
+
+    fn plan_layer(&mut self, layer: usize, input: &Tensor) -> Result<LayerPlan> {
+        if !self.inner.reads_input() {
+            return self.inner.plan_layer(layer, input);
+        }
+        let cached = self.prefix.layers[layer].input.narrow(0, 0, self.used)?;
+        let full = Tensor::cat(&[&cached, &input.squeeze(0)?], 0)?;
+        self.inner.plan_layer(layer, &full.unsqueeze(0)?)
     }
 }
