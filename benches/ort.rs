@@ -1,7 +1,11 @@
 //! Our exact forward against ONNX Runtime on the same model
 //! (paraphrase-MiniLM-L3-v2, whose weights this harness reads out of the
-//! ONNX file), the same token ids and the same thread count; runs
-//! interleaved, medians and per-pair ratios; outputs compared.
+//! ONNX file), the same token ids and the same thread count; outputs
+//! compared. Timing: per length, rounds of one block of back-to-back runs per
+//! engine in rotating order (each engine's threads warm, as when serving a
+//! stream of requests; a pause before each block lets the previous engine's
+//! spinning workers go idle), medians of all timed runs and of the per-round
+//! ratios.
 //!
 //!   cargo bench --bench ort
 //!
@@ -11,7 +15,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use attncache::eval::median;
@@ -153,6 +157,17 @@ fn input(model: &Model, target: usize) -> anyhow::Result<TokenizedText> {
     }
 }
 
+/// Pause between blocks, so that no engine's idle worker threads (ONNX
+/// Runtime's and candle's spin before they sleep) still compete for the cores
+/// when the next engine's block starts.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Rounds per length; each round runs one block per engine, in rotating order.
+const ROUNDS: usize = 12;
+
+/// Runs per block: the first warms the engine's threads and is not counted.
+const BLOCK: usize = 6;
+
 fn forward_ms(model: &Model, t: &TokenizedText) -> anyhow::Result<(f64, Vec<f32>)> {
     let shape = model.shape();
     let start = Instant::now();
@@ -178,9 +193,10 @@ fn main() -> anyhow::Result<()> {
     reference.set_kernels(Kernels::Reference);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (mut peer, version) = Peer::start(&python, &root, &onnx, threads)?;
-    let repeats = 40;
     println!(
-        "paraphrase-MiniLM-L3-v2 · {threads} threads each · ONNX Runtime {version} · {repeats} interleaved runs per length · medians"
+        "paraphrase-MiniLM-L3-v2 · {threads} threads each · ONNX Runtime {version} · per length {ROUNDS} rounds of one block per engine (rotating order, {} ms pause before each block, {} timed runs after one warm-up) · medians; ratios are medians of per-round block ratios",
+        SETTLE.as_millis(),
+        BLOCK - 1
     );
     println!(
         "{:>6} | {:>9} {:>9} {:>9} | {:>11} {:>11} | {:>10} {:>9}",
@@ -197,27 +213,30 @@ fn main() -> anyhow::Result<()> {
             .zip(&theirs)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        for _ in 0..3 {
-            forward_ms(&fused, &t)?;
-            forward_ms(&reference, &t)?;
-            peer.run(&t.ids, false)?;
-        }
+        // Engines: 0 ONNX Runtime, 1 ours fused, 2 ours reference.
+        let mut block = |engine: usize| -> anyhow::Result<Vec<f64>> {
+            std::thread::sleep(SETTLE);
+            let mut times = Vec::with_capacity(BLOCK);
+            for _ in 0..BLOCK {
+                times.push(match engine {
+                    0 => peer.run(&t.ids, false)?.0,
+                    1 => forward_ms(&fused, &t)?.0,
+                    _ => forward_ms(&reference, &t)?.0,
+                });
+            }
+            Ok(times.split_off(1))
+        };
         let (mut o, mut f, mut r, mut fo, mut ro) = (vec![], vec![], vec![], vec![], vec![]);
-        for i in 0..repeats {
-            let (ort_ms, fused_ms, ref_ms) = if i % 2 == 0 {
-                let a = peer.run(&t.ids, false)?.0;
-                let b = forward_ms(&fused, &t)?.0;
-                (a, b, forward_ms(&reference, &t)?.0)
-            } else {
-                let c = forward_ms(&reference, &t)?.0;
-                let b = forward_ms(&fused, &t)?.0;
-                (peer.run(&t.ids, false)?.0, b, c)
-            };
-            o.push(ort_ms);
-            f.push(fused_ms);
-            r.push(ref_ms);
-            fo.push(fused_ms / ort_ms);
-            ro.push(ref_ms / ort_ms);
+        for round in 0..ROUNDS {
+            let mut medians = [0f64; 3];
+            for i in 0..3 {
+                let engine = (round + i) % 3;
+                let times = block(engine)?;
+                medians[engine] = median(&times).unwrap_or(f64::NAN);
+                [&mut o, &mut f, &mut r][engine].extend(times);
+            }
+            fo.push(medians[1] / medians[0]);
+            ro.push(medians[2] / medians[0]);
         }
         let m = |v: &[f64]| median(v).unwrap_or(f64::NAN);
         println!(

@@ -21,6 +21,7 @@ use candle_nn::VarBuilder;
 
 use super::config::ModelShape;
 use super::fused::{self, Core, HeadMap, Kernels, View};
+use super::packed::{Activation, PackedLinear};
 use super::plan::{HeadPlan, LayerPlan};
 
 /// Most head sets whose gathered weights a layer keeps.
@@ -33,16 +34,19 @@ struct QkWeights {
     q_bias: Tensor,
     k_weight: Tensor,
     k_bias: Tensor,
-    /// The biases as host vectors, for the fused kernels.
-    q_bias_values: Vec<f32>,
-    k_bias_values: Vec<f32>,
+    /// Q then K stacked and packed, for the fused kernels: each output row
+    /// holds the queries then the keys.
+    qk_packed: PackedLinear,
 }
 
 impl QkWeights {
     fn new(q_weight: Tensor, q_bias: Tensor, k_weight: Tensor, k_bias: Tensor) -> Result<Self> {
         Ok(Self {
-            q_bias_values: q_bias.to_vec1()?,
-            k_bias_values: k_bias.to_vec1()?,
+            qk_packed: PackedLinear::from_tensor(
+                &Tensor::cat(&[&q_weight, &k_weight], 0)?,
+                Some(&Tensor::cat(&[&q_bias, &k_bias], 0)?),
+                Activation::Identity,
+            )?,
             q_weight,
             q_bias,
             k_weight,
@@ -58,11 +62,11 @@ pub struct SelfAttention {
     qk: Arc<QkWeights>,
     v_weight: Tensor,
     v_bias: Tensor,
-    /// Q (scaled), K and V weights stacked `[3D, D]`, and their biases: one
+    /// Q (scaled), K and V stacked `[3D, D]` with their biases, packed: one
     /// projection for a layer with no reused head (fused kernels).
-    qkv_weight: Tensor,
-    qkv_bias: Vec<f32>,
-    v_bias_values: Vec<f32>,
+    qkv_packed: Arc<PackedLinear>,
+    /// V packed, for a layer with reused heads (fused kernels).
+    v_packed: Arc<PackedLinear>,
     heads: usize,
     head_dim: usize,
     kernels: Kernels,
@@ -95,15 +99,18 @@ impl SelfAttention {
         let (k_weight, k_bias) = load("key")?;
         let (v_weight, v_bias) = load("value")?;
         let qk = QkWeights::new((q_weight * scale)?, (q_bias * scale)?, k_weight, k_bias)?;
-        let qkv_weight = Tensor::cat(&[&qk.q_weight, &qk.k_weight, &v_weight], 0)?;
-        let qkv_bias = Tensor::cat(&[&qk.q_bias, &qk.k_bias, &v_bias], 0)?.to_vec1()?;
+        let qkv_packed = PackedLinear::from_tensor(
+            &Tensor::cat(&[&qk.q_weight, &qk.k_weight, &v_weight], 0)?,
+            Some(&Tensor::cat(&[&qk.q_bias, &qk.k_bias, &v_bias], 0)?),
+            Activation::Identity,
+        )?;
+        let v_packed = PackedLinear::from_tensor(&v_weight, Some(&v_bias), Activation::Identity)?;
         Ok(Self {
             qk: Arc::new(qk),
-            v_bias_values: v_bias.to_vec1()?,
             v_weight,
             v_bias,
-            qkv_weight,
-            qkv_bias,
+            qkv_packed: Arc::new(qkv_packed),
+            v_packed: Arc::new(v_packed),
             heads: shape.heads,
             head_dim: shape.head_dim,
             kernels: Kernels::default_for(vb.device()),
@@ -210,39 +217,46 @@ impl SelfAttention {
         };
         let v_cols: Vec<usize> = (0..self.heads).map(|h| h * hd).collect();
         let core = Core::square(s, hd, false);
-        let (context, maps) = if computed.len() == self.heads {
-            let qkv = fused::with_bias(&rows.matmul(&self.qkv_weight.t()?)?, &self.qkv_bias)?;
-            let view = |offset| View {
-                data: &qkv,
-                row_stride: 3 * d,
-                offset,
-            };
-            let heads = head_maps(&|i| i * hd, &|i| d + i * hd);
-            fused::attention(view(0), view(0), view(2 * d), &heads, &v_cols, core)
-        } else {
-            let w = if computed.is_empty() {
-                None
+        let (context, maps) = fused::with_values(&rows, |x| -> Result<_> {
+            if computed.len() == self.heads {
+                let qkv = self.qkv_packed.forward(x);
+                let view = |offset| View {
+                    data: &qkv,
+                    row_stride: 3 * d,
+                    offset,
+                };
+                let heads = head_maps(&|i| i * hd, &|i| d + i * hd);
+                return Ok(fused::attention(
+                    view(0),
+                    view(0),
+                    view(2 * d),
+                    &heads,
+                    &v_cols,
+                    core,
+                ));
+            }
+            let qk = if computed.is_empty() {
+                Vec::new()
             } else {
-                Some(self.gathered_weights(&computed)?)
+                self.gathered_weights(&computed)?.qk_packed.forward(x)
             };
-            let project = |w: &Tensor, bias: &[f32]| fused::with_bias(&rows.matmul(&w.t()?)?, bias);
-            let (q, k) = match &w {
-                Some(w) => (
-                    project(&w.q_weight, &w.q_bias_values)?,
-                    project(&w.k_weight, &w.k_bias_values)?,
-                ),
-                None => (Vec::new(), Vec::new()),
-            };
-            let v = project(&self.v_weight, &self.v_bias_values)?;
+            let v = self.v_packed.forward(x);
             let n = computed.len() * hd;
-            let view = |data, row_stride| View {
+            let view = |data, row_stride, offset| View {
                 data,
                 row_stride,
-                offset: 0,
+                offset,
             };
-            let heads = head_maps(&|i| i * hd, &|i| i * hd);
-            fused::attention(view(&q, n), view(&k, n), view(&v, d), &heads, &v_cols, core)
-        };
+            let heads = head_maps(&|i| i * hd, &|i| n + i * hd);
+            Ok(fused::attention(
+                view(&qk, 2 * n, 0),
+                view(&qk, 2 * n, 0),
+                view(&v, d, 0),
+                &heads,
+                &v_cols,
+                core,
+            ))
+        })??;
         let captured = maps
             .into_iter()
             .map(|m| m.map(|m| fused::tensor(m, &[1, s, s])).transpose())

@@ -1,6 +1,7 @@
 //! Our own BERT encoder forward pass on candle ops, with a per-head attention
 //! plan in every layer and per-layer timers.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Module, Result, Tensor};
@@ -11,7 +12,9 @@ use super::batch::Batch;
 use super::config::{BertConfig, ModelShape};
 use super::fused::{self, Kernels};
 use super::layers::run_layers;
+use super::packed::{Activation, PackedLinear};
 use super::plan::Planner;
+use super::simd;
 use super::timing::ForwardTimings;
 
 /// Token, position and token-type embeddings followed by a layer norm.
@@ -21,12 +24,21 @@ struct Embeddings {
     positions: Embedding,
     token_types: Embedding,
     norm: LayerNorm,
+    /// The norm's scale and shift as host vectors, for the fused kernels.
+    norm_values: (Vec<f32>, Vec<f32>),
+    eps: f32,
+    kernels: Kernels,
 }
 
 impl Embeddings {
     fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
         let d = config.hidden_size;
+        let norm = candle_nn::layer_norm(d, config.layer_norm_eps, vb.pp("LayerNorm"))?;
         Ok(Self {
+            norm_values: norm_values(&norm)?,
+            norm,
+            eps: config.layer_norm_eps as f32,
+            kernels: Kernels::default_for(vb.device()),
             words: candle_nn::embedding(config.vocab_size, d, vb.pp("word_embeddings"))?,
             positions: candle_nn::embedding(
                 config.max_position_embeddings,
@@ -38,12 +50,14 @@ impl Embeddings {
                 d,
                 vb.pp("token_type_embeddings"),
             )?,
-            norm: candle_nn::layer_norm(d, config.layer_norm_eps, vb.pp("LayerNorm"))?,
         })
     }
 
     fn forward(&self, batch: &Batch) -> Result<Tensor> {
-        let (_, s) = batch.input_ids.dims2()?;
+        let (b, s) = batch.input_ids.dims2()?;
+        if self.kernels == Kernels::Fused && b == 1 && batch.input_ids.device().is_cpu() {
+            return self.forward_fused(batch, s);
+        }
         let positions = Tensor::arange(0u32, s as u32, batch.input_ids.device())?;
         let x = self
             .words
@@ -52,6 +66,48 @@ impl Embeddings {
             .broadcast_add(&self.positions.forward(&positions)?)?;
         self.norm.forward(&x)
     }
+
+    /// [`Self::forward`] for one input on the fused kernels: the three rows
+    /// of each token summed and normalised in one pass.
+    fn forward_fused(&self, batch: &Batch, s: usize) -> Result<Tensor> {
+        let ids = batch.input_ids.flatten_all()?.to_vec1::<u32>()?;
+        let types = batch.type_ids.flatten_all()?.to_vec1::<u32>()?;
+        let d = self.norm_values.0.len();
+        let mut out = vec![0f32; s * d];
+        fused::with_values(self.words.embeddings(), |words| {
+            fused::with_values(self.token_types.embeddings(), |token_types| {
+                fused::with_values(self.positions.embeddings(), |positions| {
+                    let mut others = vec![0f32; d];
+                    for (i, dst) in out.chunks_mut(d).enumerate() {
+                        let t = embedding_row(token_types, types[i], d)?;
+                        let p = embedding_row(positions, i as u32, d)?;
+                        others
+                            .iter_mut()
+                            .zip(t.iter().zip(p))
+                            .for_each(|(o, (t, p))| *o = t + p);
+                        let norm = (&self.norm_values.0[..], &self.norm_values.1[..]);
+                        simd::add_layer_norm(
+                            dst,
+                            embedding_row(words, ids[i], d)?,
+                            &others,
+                            norm,
+                            self.eps,
+                        );
+                    }
+                    Ok::<(), candle_core::Error>(())
+                })
+            })
+        })????;
+        fused::tensor(out, &[1, s, d])
+    }
+}
+
+/// Row `i` of an embedding table `d` wide.
+fn embedding_row(table: &[f32], i: u32, d: usize) -> Result<&[f32]> {
+    let start = i as usize * d;
+    table
+        .get(start..start + d)
+        .ok_or_else(|| candle_core::Error::Msg(format!("id {i} is outside the embeddings")))
 }
 
 /// One encoder layer: self-attention, output projection + residual + norm,
@@ -64,28 +120,27 @@ pub struct EncoderLayer {
     intermediate: Linear,
     output: Linear,
     output_norm: LayerNorm,
-    /// Biases and norm parameters as host vectors, for the fused kernels.
+    /// Packed projections and norm parameters, for the fused kernels.
     host: HostParams,
     eps: f32,
     kernels: Kernels,
 }
 
-/// Per-layer parameters the fused kernels read as slices.
+/// Per-layer parameters of the fused kernels: packed projections (bias and
+/// GELU applied as they are stored) and norm parameters as slices.
 #[derive(Debug, Clone)]
 struct HostParams {
-    attention_out_bias: Vec<f32>,
+    attention_out: Arc<PackedLinear>,
     attention_norm: (Vec<f32>, Vec<f32>),
-    intermediate_bias: Vec<f32>,
-    output_bias: Vec<f32>,
+    intermediate: Arc<PackedLinear>,
+    output: Arc<PackedLinear>,
     output_norm: (Vec<f32>, Vec<f32>),
 }
 
-/// A linear layer's bias as a host vector.
-fn bias_values(linear: &Linear) -> Result<Vec<f32>> {
-    match linear.bias() {
-        Some(b) => b.to_vec1(),
-        None => candle_core::bail!("the fused kernels expect biased linear layers"),
-    }
+/// A linear layer packed for the fused kernels, with `activation` applied.
+fn packed(linear: &Linear, activation: Activation) -> Result<Arc<PackedLinear>> {
+    let layer = PackedLinear::from_tensor(linear.weight(), linear.bias(), activation)?;
+    Ok(Arc::new(layer))
 }
 
 /// A layer norm's scale and shift as host vectors.
@@ -110,10 +165,10 @@ impl EncoderLayer {
         let output = candle_nn::linear(ffn, d, vb.pp("output.dense"))?;
         let output_norm = candle_nn::layer_norm(d, eps, vb.pp("output.LayerNorm"))?;
         let host = HostParams {
-            attention_out_bias: bias_values(&attention_out)?,
+            attention_out: packed(&attention_out, Activation::Identity)?,
             attention_norm: norm_values(&attention_norm)?,
-            intermediate_bias: bias_values(&intermediate)?,
-            output_bias: bias_values(&output)?,
+            intermediate: packed(&intermediate, Activation::GeluErf)?,
+            output: packed(&output, Activation::Identity)?,
             output_norm: norm_values(&output_norm)?,
         };
         Ok(Self {
@@ -154,39 +209,24 @@ impl EncoderLayer {
             .forward(&(self.output.forward(&hidden)? + attended)?)
     }
 
-    /// [`Self::finish`] with the matrix products in candle and the bias
-    /// adds, residuals, norms and GELU fused on slices.
+    /// [`Self::finish`] on the fused kernels: packed projections (bias and
+    /// GELU applied as they are stored), residual + layer norm in one pass.
     fn finish_fused(&self, x: &Tensor, context: &Tensor, s: usize, d: usize) -> Result<Tensor> {
         let h = &self.host;
-        let rows = x.reshape((s, d))?;
-        let projected = context
-            .reshape((s, d))?
-            .matmul(&self.attention_out.weight().t()?)?;
-        let attended = fused::with_values(&projected, |p| {
-            fused::with_values(&rows, |r| {
-                fused::add_layer_norm(
-                    p,
-                    &h.attention_out_bias,
-                    r,
+        let out = fused::with_values(x, |x| {
+            fused::with_values(context, |context| {
+                let projected = h.attention_out.forward(context);
+                let attended = fused::add_layer_norm(
+                    &projected,
+                    x,
                     (&h.attention_norm.0, &h.attention_norm.1),
                     self.eps,
-                )
-            })
-        })??;
-        let attended = fused::tensor(attended, &[s, d])?;
-        let mut hidden = fused::with_values(
-            &attended.matmul(&self.intermediate.weight().t()?)?,
-            <[f32]>::to_vec,
-        )?;
-        fused::bias_gelu(&mut hidden, &h.intermediate_bias);
-        let ffn = h.intermediate_bias.len();
-        let out = fused::tensor(hidden, &[s, ffn])?.matmul(&self.output.weight().t()?)?;
-        let out = fused::with_values(&out, |o| {
-            fused::with_values(&attended, |a| {
+                );
+                let hidden = h.intermediate.forward(&attended);
+                let out = h.output.forward(&hidden);
                 fused::add_layer_norm(
-                    o,
-                    &h.output_bias,
-                    a,
+                    &out,
+                    &attended,
                     (&h.output_norm.0, &h.output_norm.1),
                     self.eps,
                 )
@@ -253,6 +293,7 @@ impl BertEncoder {
     /// Chooses the kernels of every layer: [`Kernels::Reference`] (candle
     /// ops) or [`Kernels::Fused`] (the default on the CPU).
     pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.embeddings.kernels = kernels;
         self.layers.iter_mut().for_each(|l| l.set_kernels(kernels));
     }
 

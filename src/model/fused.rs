@@ -9,6 +9,8 @@
 use candle_core::{Device, Error, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::simd;
+
 /// Which implementation runs the element-wise work and the attention core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
@@ -41,17 +43,6 @@ pub fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
         .contiguous_offsets()
         .ok_or_else(|| Error::Msg("fused kernels need contiguous tensors".into()))?;
     Ok(f(&values[start..end]))
-}
-
-/// The values of a CPU tensor with `bias` added to every row.
-pub fn with_bias(t: &Tensor, bias: &[f32]) -> Result<Vec<f32>> {
-    with_values(t, |x| {
-        let mut out = x.to_vec();
-        for row in out.chunks_mut(bias.len()) {
-            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-        }
-        out
-    })
 }
 
 /// A row-major matrix view: element `(r, c)` is `data[r * row_stride + offset + c]`.
@@ -122,18 +113,9 @@ fn matmul(
     }
 }
 
-/// Softmax of each row of `scores` (`[S, S]`) in place, as candle's
-/// `softmax_last_dim` computes it.
+/// Softmax of each row of `scores` (rows `s` wide) in place.
 fn softmax_rows(scores: &mut [f32], s: usize) {
-    for row in scores.chunks_mut(s) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for v in row.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        row.iter_mut().for_each(|v| *v /= sum);
-    }
+    scores.chunks_mut(s).for_each(simd::softmax);
 }
 
 /// Sizes of one attention core call.
@@ -272,47 +254,15 @@ pub fn silu_mul(gate_up: &[f32], ffn: usize) -> Vec<f32> {
     out
 }
 
-/// `LayerNorm((x + bias) + residual)` per row, as candle's layer norm
-/// computes it.
-pub fn add_layer_norm(
-    x: &[f32],
-    bias: &[f32],
-    residual: &[f32],
-    (gamma, beta): (&[f32], &[f32]),
-    eps: f32,
-) -> Vec<f32> {
-    let cols = bias.len();
+/// `LayerNorm(x + residual)` per row (rows as wide as `gamma`), rows in
+/// parallel.
+pub fn add_layer_norm(x: &[f32], residual: &[f32], norm: (&[f32], &[f32]), eps: f32) -> Vec<f32> {
+    let cols = norm.0.len();
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(cols)
         .zip(x.par_chunks(cols).zip(residual.par_chunks(cols)))
-        .for_each(|(dst, (x, r))| {
-            let (mut sum, mut sum2) = (0f32, 0f32);
-            for i in 0..cols {
-                let v = (x[i] + bias[i]) + r[i];
-                dst[i] = v;
-                sum += v;
-                sum2 += v * v;
-            }
-            let mean = sum / cols as f32;
-            let var = sum2 / cols as f32 - mean * mean;
-            let inv_std = (var + eps).sqrt().recip();
-            for i in 0..cols {
-                dst[i] = (dst[i] - mean) * inv_std * gamma[i] + beta[i];
-            }
-        });
+        .for_each(|(dst, (x, r))| simd::add_layer_norm(dst, x, r, norm, eps));
     out
-}
-
-/// `gelu_erf(x + bias)` per row, in place.
-pub fn bias_gelu(x: &mut [f32], bias: &[f32]) {
-    x.par_chunks_mut(bias.len()).for_each(|row| {
-        for (v, b) in row.iter_mut().zip(bias) {
-            let t = *v + b;
-            *v = (candle_core::cpu::erf::erf_f32(t * std::f32::consts::FRAC_1_SQRT_2) + 1.0)
-                * 0.5
-                * t;
-        }
-    });
 }
 
 /// A CPU tensor of `values`.

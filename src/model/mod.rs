@@ -12,7 +12,9 @@ pub mod fused;
 mod layers;
 pub mod llama;
 pub mod next_token;
+pub mod packed;
 mod plan;
+mod simd;
 mod timing;
 mod tokenizer;
 

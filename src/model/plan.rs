@@ -67,8 +67,9 @@ impl LayerPlan {
 
 /// Chooses each layer's plan during a forward pass, seeing the layer's input
 /// hidden state (`[B, S, D]`) before its attention runs: this is where a
-/// per-layer look-up plugs in.
-pub trait Planner {
+/// per-layer look-up plugs in. Planners are `Send`: the layer loop runs on a
+/// worker thread.
+pub trait Planner: Send {
     /// The plan for `layer`, given that layer's input.
     fn plan_layer(&mut self, layer: usize, input: &Tensor) -> Result<LayerPlan>;
 
