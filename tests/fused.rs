@@ -5,7 +5,7 @@
 mod common;
 
 use attncache::model::{HeadPlan, Kernels, LayerPlan, Model, StaticPlan, TokenizedText};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use common::max_abs_diff;
 
 /// The model twice: fused (the CPU default) and reference.
@@ -54,15 +54,21 @@ fn mixed_plan(
 }
 
 /// Fused and reference agree within `tol` on `text` under exact, mixed and
-/// full reuse plans (donor: another text of the same length).
+/// full reuse plans (donor: another text of the same length), with the
+/// donor's maps in f32 and in f16 (as a database stores them).
 fn check_agreement(model: &Model, text: &TokenizedText, donor: &TokenizedText, tol: f32) {
     let (fused, reference) = both(model);
     let donor_maps = reference.capture_maps(donor).unwrap();
+    let donor_f16: Vec<Vec<Tensor>> = donor_maps
+        .iter()
+        .map(|layer| layer.iter().map(|m| m.to_dtype(DType::F16).unwrap()).collect())
+        .collect();
     let s = model.shape();
     let plans = [
         StaticPlan::capture_all(s.layers, s.heads),
         mixed_plan(model, &donor_maps, |l, h| (l + h) % 3 == 0),
         mixed_plan(model, &donor_maps, |_, _| true),
+        mixed_plan(model, &donor_f16, |l, h| (l + h) % 2 == 0),
     ];
     for (i, plan) in plans.into_iter().enumerate() {
         let (hf, mf) = run(&fused, text, plan.clone());

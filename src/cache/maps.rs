@@ -41,9 +41,10 @@ impl MapFile {
         self.mmap.len() / 2
     }
 
-    /// The map of `entry` (number `id`), `layer`, `head` as a row-major
-    /// `S × S` f32 vector, every row checked to be finite and sum to 1.
-    pub fn values(&self, entry: &Entry, layer: usize, head: usize) -> Result<Vec<f32>, DbError> {
+    /// The stored f16 map of `entry` (number `id`), `layer`, `head`,
+    /// row-major `S × S`, borrowed from the file; every row checked to be
+    /// finite and sum to 1.
+    pub fn stored(&self, entry: &Entry, layer: usize, head: usize) -> Result<&[f16], DbError> {
         let s = entry.tokens;
         let start = entry.offset as usize + (layer * self.heads + head) * s * s;
         let all: &[f16] = bytemuck::cast_slice(&self.mmap[..self.len() * 2]);
@@ -57,10 +58,10 @@ impl MapFile {
                 entry.id
             ))
         })?;
-        let mut out = vec![0f32; s * s];
-        stored.convert_to_f32_slice(&mut out);
-        for (r, row) in out.chunks(s).enumerate() {
-            let sum: f32 = row.iter().sum();
+        let mut row_values = vec![0f32; s];
+        for (r, row) in stored.chunks(s).enumerate() {
+            row.convert_to_f32_slice(&mut row_values);
+            let sum: f32 = row_values.iter().sum();
             if !sum.is_finite() || (sum - 1.0).abs() > ROW_SUM_TOLERANCE {
                 return Err(corrupt(format!(
                     "the map of entry {} layer {layer} head {head} row {r} sums to {sum}",
@@ -68,6 +69,11 @@ impl MapFile {
                 )));
             }
         }
-        Ok(out)
+        Ok(stored)
+    }
+
+    /// [`MapFile::stored`] as f32 values.
+    pub fn values(&self, entry: &Entry, layer: usize, head: usize) -> Result<Vec<f32>, DbError> {
+        Ok(self.stored(entry, layer, head)?.to_f32_vec())
     }
 }

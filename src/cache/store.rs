@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use half::f16;
 use serde::{Deserialize, Serialize};
 
 use super::crop::crop_map;
@@ -297,7 +298,9 @@ impl Database {
 
     /// [`Database::map_values_for`] of several heads of one layer as `[S, S]`
     /// tensors on `device`, moved there in one copy (a GPU pays per transfer,
-    /// not per byte, at these sizes).
+    /// not per byte, at these sizes). Maps of the query's length stay f16 as
+    /// stored (the fused kernels convert them inside map·V); cropped ones are
+    /// f32.
     pub fn maps_for(
         &self,
         entry: usize,
@@ -306,11 +309,20 @@ impl Database {
         query_len: usize,
         device: &Device,
     ) -> anyhow::Result<Vec<Tensor>> {
-        let mut values = Vec::with_capacity(heads.len() * query_len * query_len);
-        for &head in heads {
-            values.extend(self.map_values_for(entry, layer, head, query_len)?);
-        }
-        let stacked = Tensor::from_vec(values, (heads.len(), query_len, query_len), device)?;
+        let shape = (heads.len(), query_len, query_len);
+        let stacked = if self.entries[entry].tokens == query_len {
+            let mut values: Vec<f16> = Vec::with_capacity(heads.len() * query_len * query_len);
+            for &head in heads {
+                values.extend_from_slice(self.maps.stored(&self.entries[entry], layer, head)?);
+            }
+            Tensor::from_vec(values, shape, device)?
+        } else {
+            let mut values = Vec::with_capacity(heads.len() * query_len * query_len);
+            for &head in heads {
+                values.extend(self.map_values_for(entry, layer, head, query_len)?);
+            }
+            Tensor::from_vec(values, shape, device)?
+        };
         Ok((0..heads.len())
             .map(|i| stacked.get(i))
             .collect::<candle_core::Result<Vec<_>>>()?)

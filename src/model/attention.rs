@@ -188,75 +188,79 @@ impl SelfAttention {
         let computed: Vec<usize> = (0..self.heads)
             .filter(|&h| plan.heads()[h].computes())
             .collect();
-        let reused_values = plan
+        let reused = plan
             .heads()
             .iter()
             .enumerate()
             .map(|(h, p)| match p {
-                HeadPlan::Reuse(map) => reused_values(map, h, s),
-                _ => Ok(Vec::new()),
+                HeadPlan::Reuse(map) => fused::reused_rows(map, h, s, s).map(Some),
+                _ => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?;
-        let head_maps = |q_of: &dyn Fn(usize) -> usize, k_of: &dyn Fn(usize) -> usize| {
-            let mut next = 0;
-            plan.heads()
-                .iter()
-                .enumerate()
-                .map(|(h, p)| match p {
-                    HeadPlan::Reuse(_) => HeadMap::Reuse(&reused_values[h]),
-                    _ => {
-                        next += 1;
-                        HeadMap::Compute {
-                            q: q_of(next - 1),
-                            k: k_of(next - 1),
-                            capture: matches!(p, HeadPlan::Capture),
-                        }
-                    }
-                })
-                .collect::<Vec<_>>()
-        };
         let v_cols: Vec<usize> = (0..self.heads).map(|h| h * hd).collect();
         let core = Core::square(s, hd, false);
-        let (context, maps) = fused::with_values(&rows, |x| -> Result<_> {
-            if computed.len() == self.heads {
-                let qkv = self.qkv_packed.forward(x);
-                let view = |offset| View {
-                    data: &qkv,
-                    row_stride: 3 * d,
-                    offset,
+        let (context, maps) = fused::with_maps(&reused, |reused| {
+            // Computed heads read Q and K at `q_of(i)`, `k_of(i)` (i counts
+            // computed heads); reused heads read their map.
+            let head_maps = |q_of: &dyn Fn(usize) -> usize, k_of: &dyn Fn(usize) -> usize| {
+                let mut next = 0;
+                plan.heads()
+                    .iter()
+                    .zip(reused)
+                    .map(|(p, map)| match map {
+                        Some(map) => HeadMap::Reuse(*map),
+                        None => {
+                            next += 1;
+                            HeadMap::Compute {
+                                q: q_of(next - 1),
+                                k: k_of(next - 1),
+                                capture: matches!(p, HeadPlan::Capture),
+                            }
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            fused::with_values(&rows, |x| -> Result<_> {
+                if computed.len() == self.heads {
+                    let qkv = self.qkv_packed.forward(x);
+                    let view = |offset| View {
+                        data: &qkv,
+                        row_stride: 3 * d,
+                        offset,
+                    };
+                    let heads = head_maps(&|i| i * hd, &|i| d + i * hd);
+                    return Ok(fused::attention(
+                        view(0),
+                        view(0),
+                        view(2 * d),
+                        &heads,
+                        &v_cols,
+                        core,
+                    ));
+                }
+                let qk = if computed.is_empty() {
+                    Vec::new()
+                } else {
+                    self.gathered_weights(&computed)?.qk_packed.forward(x)
                 };
-                let heads = head_maps(&|i| i * hd, &|i| d + i * hd);
-                return Ok(fused::attention(
-                    view(0),
-                    view(0),
-                    view(2 * d),
+                let v = self.v_packed.forward(x);
+                let n = computed.len() * hd;
+                let view = |data, row_stride| View {
+                    data,
+                    row_stride,
+                    offset: 0,
+                };
+                let heads = head_maps(&|i| i * hd, &|i| n + i * hd);
+                Ok(fused::attention(
+                    view(&qk, 2 * n),
+                    view(&qk, 2 * n),
+                    view(&v, d),
                     &heads,
                     &v_cols,
                     core,
-                ));
-            }
-            let qk = if computed.is_empty() {
-                Vec::new()
-            } else {
-                self.gathered_weights(&computed)?.qk_packed.forward(x)
-            };
-            let v = self.v_packed.forward(x);
-            let n = computed.len() * hd;
-            let view = |data, row_stride, offset| View {
-                data,
-                row_stride,
-                offset,
-            };
-            let heads = head_maps(&|i| i * hd, &|i| n + i * hd);
-            Ok(fused::attention(
-                view(&qk, 2 * n, 0),
-                view(&qk, 2 * n, 0),
-                view(&v, d, 0),
-                &heads,
-                &v_cols,
-                core,
-            ))
-        })??;
+                ))
+            })
+        })???;
         let captured = maps
             .into_iter()
             .map(|m| m.map(|m| fused::tensor(m, &[1, s, s])).transpose())
@@ -364,18 +368,6 @@ fn stack_maps(plan: &LayerPlan, heads: &[usize], b: usize, s: usize) -> Result<T
     // candle concatenates along a non-leading axis through a transposed
     // layout; the batched matmul needs plain strides.
     Tensor::cat(&maps, 1)?.contiguous()
-}
-
-/// The reused map of head `h` of one input as row-major `[S, S]` f32 values.
-pub(super) fn reused_values(map: &Tensor, h: usize, s: usize) -> Result<Vec<f32>> {
-    match map.dims() {
-        [ms, ns] | [1, ms, ns] if *ms == s && *ns == s => {
-            map.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
-        }
-        other => candle_core::bail!(
-            "the map given for head {h} has shape {other:?}, expected [{s}, {s}]"
-        ),
-    }
 }
 
 /// A reused map (`[S, S]` shared by the batch, or `[B, S, S]`) as `[B, 1, S, S]` f32.

@@ -6,7 +6,8 @@
 //! strided views, so nothing is copied to a contiguous layout; heads run in
 //! parallel with rayon.
 
-use candle_core::{Device, Error, Result, Storage, Tensor};
+use candle_core::{CpuStorage, Device, Error, Result, Storage, Tensor};
+use half::f16;
 use rayon::prelude::*;
 
 use super::simd;
@@ -56,6 +57,16 @@ pub struct View<'a> {
     pub offset: usize,
 }
 
+/// A reused map's values, borrowed from its tensor: f32, or f16 as a
+/// database stores them (converted a row at a time inside map·V).
+#[derive(Debug, Clone, Copy)]
+pub enum MapValues<'a> {
+    /// f32 values (a cropped map, or one given by a caller).
+    F32(&'a [f32]),
+    /// f16 values, as stored.
+    F16(&'a [f16]),
+}
+
 /// Where one head's map comes from.
 #[derive(Debug, Clone, Copy)]
 pub enum HeadMap<'a> {
@@ -69,7 +80,7 @@ pub enum HeadMap<'a> {
         capture: bool,
     },
     /// A given `[queries, keys]` map.
-    Reuse(&'a [f32]),
+    Reuse(MapValues<'a>),
 }
 
 /// `dst[m × n] = lhs[m × k] · rhs[k × n]` on strided views (f32, one thread).
@@ -165,14 +176,15 @@ pub fn attention(
         .par_iter()
         .enumerate()
         .map(|(h, map)| {
-            let mut scratch;
-            let (probs, captured): (&[f32], bool) = match *map {
+            let mut context = vec![0f32; m * d];
+            let v_head = &v.data[v.offset + v_cols[h]..];
+            match *map {
                 HeadMap::Compute {
                     q: qo,
                     k: ko,
                     capture,
                 } => {
-                    scratch = vec![0f32; m * n];
+                    let mut scratch = vec![0f32; m * n];
                     matmul(
                         (m, n, d),
                         &mut scratch,
@@ -186,21 +198,22 @@ pub fn attention(
                         mask_future(&mut scratch, n, n - m);
                     }
                     softmax_rows(&mut scratch, n);
-                    (&scratch, capture)
+                    matmul(
+                        (m, d, n),
+                        &mut context,
+                        d,
+                        &scratch,
+                        (n, 1),
+                        v_head,
+                        (v.row_stride, 1),
+                    );
+                    (context, capture.then_some(scratch))
                 }
-                HeadMap::Reuse(map) => (map, false),
-            };
-            let mut context = vec![0f32; m * d];
-            matmul(
-                (m, d, n),
-                &mut context,
-                d,
-                probs,
-                (n, 1),
-                &v.data[v.offset + v_cols[h]..],
-                (v.row_stride, 1),
-            );
-            (context, captured.then(|| probs.to_vec()))
+                HeadMap::Reuse(map) => {
+                    simd::map_times_values(map, n, v_head, v.row_stride, &mut context);
+                    (context, None)
+                }
+            }
         })
         .collect();
     let width = heads.len() * d;
@@ -263,6 +276,61 @@ pub fn add_layer_norm(x: &[f32], residual: &[f32], norm: (&[f32], &[f32]), eps: 
         .zip(x.par_chunks(cols).zip(residual.par_chunks(cols)))
         .for_each(|(dst, (x, r))| simd::add_layer_norm(dst, x, r, norm, eps));
     out
+}
+
+/// The last `rows` rows of the map given for head `h` (`[cols, cols]` or
+/// `[rows, cols]`, optionally with a leading batch axis of 1): the rows of
+/// the queries computed in this pass, as a contiguous `[rows, cols]` view.
+pub fn reused_rows(map: &Tensor, h: usize, rows: usize, cols: usize) -> Result<Tensor> {
+    let map = match map.dims() {
+        [1, _, _] => map.squeeze(0)?,
+        _ => map.clone(),
+    };
+    match *map.dims() {
+        [r, c] if c == cols && (r == cols || r == rows) => map.narrow(0, r - rows, rows),
+        _ if rows == cols => candle_core::bail!(
+            "the map given for head {h} has shape {:?}, expected [{cols}, {cols}]",
+            map.dims()
+        ),
+        _ => candle_core::bail!(
+            "the map given for head {h} has shape {:?}, expected [{cols}, {cols}] or [{rows}, {cols}]",
+            map.dims()
+        ),
+    }
+}
+
+/// Runs `f` on the values of the given maps (contiguous CPU tensors, f32 or
+/// f16), borrowed from their storage without a copy.
+pub fn with_maps<R>(
+    maps: &[Option<Tensor>],
+    f: impl FnOnce(&[Option<MapValues>]) -> R,
+) -> Result<R> {
+    let guards: Vec<_> = maps
+        .iter()
+        .map(|m| m.as_ref().map(Tensor::storage_and_layout))
+        .collect();
+    let values = guards
+        .iter()
+        .map(|guard| {
+            guard
+                .as_ref()
+                .map(|(storage, layout)| {
+                    let Storage::Cpu(cpu) = &**storage else {
+                        return Err(Error::Msg("fused kernels run on the CPU only".into()));
+                    };
+                    let (start, end) = layout
+                        .contiguous_offsets()
+                        .ok_or_else(|| Error::Msg("a reused map must be contiguous".into()))?;
+                    Ok(match cpu {
+                        CpuStorage::F32(values) => MapValues::F32(&values[start..end]),
+                        CpuStorage::F16(values) => MapValues::F16(&values[start..end]),
+                        _ => candle_core::bail!("a reused map must be f32 or f16"),
+                    })
+                })
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(f(&values))
 }
 
 /// A CPU tensor of `values`.

@@ -130,13 +130,13 @@ impl LlamaAttention {
         let p = prefix.map_or(0, |(pre, used)| used.min(pre.len));
         let total = p + n;
         let rows = x.reshape((n, d))?;
-        let reused_values = plan
+        let reused = plan
             .heads()
             .iter()
             .enumerate()
             .map(|(h, plan)| match plan {
-                HeadPlan::Reuse(map) => reused_rows(map, h, p, total),
-                _ => Ok(Vec::new()),
+                HeadPlan::Reuse(map) => fused::reused_rows(map, h, n, total).map(Some),
+                _ => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?;
         let computed: Vec<usize> = (0..h_all).filter(|&h| plan.heads()[h].computes()).collect();
@@ -220,38 +220,41 @@ impl LlamaAttention {
             };
             values[dst..dst + kv_width].copy_from_slice(&src[stride_src..stride_src + kv_width]);
         }
-        let maps = plan
-            .heads()
-            .iter()
-            .enumerate()
-            .map(|(h, p)| match p {
-                HeadPlan::Reuse(_) => HeadMap::Reuse(&reused_values[h]),
-                _ => HeadMap::Compute {
-                    q: q_col[h],
-                    k: self.kv_of(h) * hd,
-                    capture: matches!(p, HeadPlan::Capture),
-                },
-            })
-            .collect::<Vec<_>>();
         let v_cols: Vec<usize> = (0..h_all).map(|h| self.kv_of(h) * hd).collect();
         let view = |data, row_stride| View {
             data,
             row_stride,
             offset: 0,
         };
-        let (context, captured) = fused::attention(
-            view(&proj, width),
-            view(&keys, kv_width),
-            view(&values, kv_width),
-            &maps,
-            &v_cols,
-            Core {
-                queries: n,
-                keys: total,
-                d: hd,
-                causal: true,
-            },
-        );
+        let (context, captured) = fused::with_maps(&reused, |reused| {
+            let maps = plan
+                .heads()
+                .iter()
+                .zip(reused)
+                .enumerate()
+                .map(|(h, (p, map))| match map {
+                    Some(map) => HeadMap::Reuse(*map),
+                    None => HeadMap::Compute {
+                        q: q_col[h],
+                        k: self.kv_of(h) * hd,
+                        capture: matches!(p, HeadPlan::Capture),
+                    },
+                })
+                .collect::<Vec<_>>();
+            fused::attention(
+                view(&proj, width),
+                view(&keys, kv_width),
+                view(&values, kv_width),
+                &maps,
+                &v_cols,
+                Core {
+                    queries: n,
+                    keys: total,
+                    d: hd,
+                    causal: true,
+                },
+            )
+        })?;
         let captured = captured
             .into_iter()
             .map(|m| m.map(|m| fused::tensor(m, &[1, n, total])).transpose())
@@ -389,28 +392,6 @@ pub struct PrefixKv {
     pub v: Vec<f32>,
     /// Tokens.
     pub len: usize,
-}
-
-/// Rows `prefix..total` of a reused map given as `[total, total]` (a
-/// database map) or as `[total − prefix, total]`, row-major f32.
-fn reused_rows(map: &Tensor, h: usize, prefix: usize, total: usize) -> Result<Vec<f32>> {
-    let map = if map.rank() == 3 {
-        map.squeeze(0)?
-    } else {
-        map.clone()
-    };
-    match map.dims() {
-        [rows, cols] if *cols == total && (*rows == total || *rows == total - prefix) => {
-            let map = map.narrow(0, rows - (total - prefix), total - prefix)?;
-            map.to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1()
-        }
-        other => candle_core::bail!(
-            "the map given for head {h} has shape {other:?}, expected [{total}, {total}] or [{}, {total}]",
-            total - prefix
-        ),
-    }
 }
 
 /// `[S, S]` additive causal mask: 0 on and below the diagonal, −∞ above.
