@@ -1,11 +1,8 @@
 //! Our exact forward against ONNX Runtime on the same model
 //! (paraphrase-MiniLM-L3-v2, whose weights this harness reads out of the
 //! ONNX file), the same token ids and the same thread count; outputs
-//! compared. Timing: per length, rounds of one block of back-to-back runs per
-//! engine in rotating order (each engine's threads warm, as when serving a
-//! stream of requests; a pause before each block lets the previous engine's
-//! spinning workers go idle), medians of all timed runs and of the per-round
-//! ratios.
+//! compared. Timing: per length, warm blocks of back-to-back runs per engine
+//! in rotating order (see `attncache::eval::timed_blocks`).
 //!
 //!   cargo bench --bench ort
 //!
@@ -18,7 +15,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use attncache::eval::median;
+use attncache::eval::{BlockPlan, timed_blocks};
 use attncache::fetch::{Fetcher, MINILM_L3_ONNX, MINILM_L6};
 use attncache::model::{Kernels, Model, StaticPlan, TokenizedText};
 use serde_json::{Value, json};
@@ -157,16 +154,12 @@ fn input(model: &Model, target: usize) -> anyhow::Result<TokenizedText> {
     }
 }
 
-/// Pause between blocks, so that no engine's idle worker threads (ONNX
-/// Runtime's and candle's spin before they sleep) still compete for the cores
-/// when the next engine's block starts.
-const SETTLE: Duration = Duration::from_millis(50);
-
-/// Rounds per length; each round runs one block per engine, in rotating order.
-const ROUNDS: usize = 12;
-
-/// Runs per block: the first warms the engine's threads and is not counted.
-const BLOCK: usize = 6;
+/// Per length: 12 rounds of one warm block per engine.
+const BLOCKS: BlockPlan = BlockPlan {
+    rounds: 12,
+    block: 6,
+    pause: Duration::from_millis(50),
+};
 
 fn forward_ms(model: &Model, t: &TokenizedText) -> anyhow::Result<(f64, Vec<f32>)> {
     let shape = model.shape();
@@ -194,9 +187,8 @@ fn main() -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (mut peer, version) = Peer::start(&python, &root, &onnx, threads)?;
     println!(
-        "paraphrase-MiniLM-L3-v2 · {threads} threads each · ONNX Runtime {version} · per length {ROUNDS} rounds of one block per engine (rotating order, {} ms pause before each block, {} timed runs after one warm-up) · medians; ratios are medians of per-round block ratios",
-        SETTLE.as_millis(),
-        BLOCK - 1
+        "paraphrase-MiniLM-L3-v2 · {threads} threads each · ONNX Runtime {version} · per length {}",
+        BLOCKS.describe()
     );
     println!(
         "{:>6} | {:>9} {:>9} {:>9} | {:>11} {:>11} | {:>10} {:>9}",
@@ -214,39 +206,21 @@ fn main() -> anyhow::Result<()> {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         // Engines: 0 ONNX Runtime, 1 ours fused, 2 ours reference.
-        let mut block = |engine: usize| -> anyhow::Result<Vec<f64>> {
-            std::thread::sleep(SETTLE);
-            let mut times = Vec::with_capacity(BLOCK);
-            for _ in 0..BLOCK {
-                times.push(match engine {
-                    0 => peer.run(&t.ids, false)?.0,
-                    1 => forward_ms(&fused, &t)?.0,
-                    _ => forward_ms(&reference, &t)?.0,
-                });
-            }
-            Ok(times.split_off(1))
-        };
-        let (mut o, mut f, mut r, mut fo, mut ro) = (vec![], vec![], vec![], vec![], vec![]);
-        for round in 0..ROUNDS {
-            let mut medians = [0f64; 3];
-            for i in 0..3 {
-                let engine = (round + i) % 3;
-                let times = block(engine)?;
-                medians[engine] = median(&times).unwrap_or(f64::NAN);
-                [&mut o, &mut f, &mut r][engine].extend(times);
-            }
-            fo.push(medians[1] / medians[0]);
-            ro.push(medians[2] / medians[0]);
-        }
-        let m = |v: &[f64]| median(v).unwrap_or(f64::NAN);
+        let times = timed_blocks(3, 1, BLOCKS, |engine| {
+            Ok(vec![match engine {
+                0 => peer.run(&t.ids, false)?.0,
+                1 => forward_ms(&fused, &t)?.0,
+                _ => forward_ms(&reference, &t)?.0,
+            }])
+        })?;
         println!(
             "{:>6} | {:>9.2} {:>9.2} {:>9.2} | {:>10.2}× {:>10.2}× | {:>10.7} {:>9.1e}",
             t.ids.len(),
-            m(&o),
-            m(&f),
-            m(&r),
-            m(&fo),
-            m(&ro),
+            times.median(0, 0),
+            times.median(1, 0),
+            times.median(2, 0),
+            times.ratio(1, 0, 0),
+            times.ratio(2, 0, 0),
             cosine,
             max_diff
         );

@@ -61,7 +61,12 @@ fn check_agreement(model: &Model, text: &TokenizedText, donor: &TokenizedText, t
     let donor_maps = reference.capture_maps(donor).unwrap();
     let donor_f16: Vec<Vec<Tensor>> = donor_maps
         .iter()
-        .map(|layer| layer.iter().map(|m| m.to_dtype(DType::F16).unwrap()).collect())
+        .map(|layer| {
+            layer
+                .iter()
+                .map(|m| m.to_dtype(DType::F16).unwrap())
+                .collect()
+        })
         .collect();
     let s = model.shape();
     let plans = [

@@ -2,6 +2,7 @@
 //! downstream task (probe or prompt), evaluation of a policy and calibration of thresholds.
 
 mod bench;
+mod blocks;
 mod calibrate;
 mod classifier;
 mod cost;
@@ -16,6 +17,7 @@ mod similarity;
 mod stats;
 
 pub use bench::{BenchRow, bench};
+pub use blocks::{BlockPlan, BlockTimes, timed_blocks};
 pub use calibrate::{CalibrateOptions, Objective, PolicyKind, calibrate};
 pub use classifier::Classifier;
 pub use cost::LayerCost;

@@ -1,10 +1,11 @@
 //! Fused CPU kernels for a batch of one (f32), on slices: the attention core
 //! per head (QKᵀ → softmax → ·V, maps handed out only when captured, reused
-//! maps read in place, context written straight into the merged `[S, D]`
-//! layout), bias + residual + layer norm, and bias + GELU. The matrix
-//! products go through `gemm` (the crate candle's CPU backend uses) with
-//! strided views, so nothing is copied to a contiguous layout; heads run in
-//! parallel with rayon.
+//! maps read in place from their tensors, f32 or f16), residual + layer norm,
+//! RMSNorm and SiLU·up, rows in parallel. QKᵀ goes through `gemm` (the crate
+//! candle's CPU backend uses) on strided views, map·V through
+//! [`simd::map_times_values`] (the same kernel for computed and reused maps,
+//! so reusing an input's own maps reproduces its output exactly); heads run
+//! in parallel with rayon. The projections are [`super::packed`]'s.
 
 use candle_core::{CpuStorage, Device, Error, Result, Storage, Tensor};
 use half::f16;
@@ -198,15 +199,8 @@ pub fn attention(
                         mask_future(&mut scratch, n, n - m);
                     }
                     softmax_rows(&mut scratch, n);
-                    matmul(
-                        (m, d, n),
-                        &mut context,
-                        d,
-                        &scratch,
-                        (n, 1),
-                        v_head,
-                        (v.row_stride, 1),
-                    );
+                    let map = MapValues::F32(&scratch);
+                    simd::map_times_values(map, n, v_head, v.row_stride, &mut context);
                     (context, capture.then_some(scratch))
                 }
                 HeadMap::Reuse(map) => {
@@ -243,13 +237,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(cols)
         .zip(x.par_chunks(cols))
-        .for_each(|(dst, x)| {
-            let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / cols as f32;
-            let scale = (mean_sq + eps).sqrt().recip();
-            for ((d, v), w) in dst.iter_mut().zip(x).zip(weight) {
-                *d = v * scale * w;
-            }
-        });
+        .for_each(|(dst, x)| simd::rms_norm(dst, x, weight, eps));
     out
 }
 
@@ -260,9 +248,7 @@ pub fn silu_mul(gate_up: &[f32], ffn: usize) -> Vec<f32> {
         .zip(gate_up.par_chunks(2 * ffn))
         .for_each(|(dst, row)| {
             let (gate, up) = row.split_at(ffn);
-            for ((d, g), u) in dst.iter_mut().zip(gate).zip(up) {
-                *d = g / (1.0 + (-g).exp()) * u;
-            }
+            simd::silu_mul(dst, gate, up);
         });
     out
 }

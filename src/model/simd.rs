@@ -125,57 +125,97 @@ pub fn add_layer_norm(
     }
 }
 
-/// `out = map · V` for a reused map: `map` is `rows × cols` (`rows` =
-/// `out.len() / d`), value row `j` is `v[j · stride..][..d]`, `out` is
-/// `rows × d`. An f16 map is converted one row at a time into a buffer that
-/// stays in L1, never as a whole; zero weights (masked keys) are skipped.
+/// `x / √(mean(x²) + eps) · weight` of one row into `dst`.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+pub fn rms_norm(dst: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    let mut squares = [0f32; LANES];
+    for chunk in x.chunks(LANES) {
+        for (s, v) in squares.iter_mut().zip(chunk) {
+            *s += v * v;
+        }
+    }
+    let scale = 1.0 / (squares.iter().sum::<f32>() / x.len() as f32 + eps).sqrt();
+    for ((d, v), w) in dst.iter_mut().zip(x).zip(weight) {
+        *d = v * scale * w;
+    }
+}
+
+/// `silu(gate) · up` into `dst`: `gate / (1 + e^−gate) · up`.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+pub fn silu_mul(dst: &mut [f32], gate: &[f32], up: &[f32]) {
+    for ((d, g), u) in dst.iter_mut().zip(gate).zip(up) {
+        *d = g / (1.0 + exp(-g)) * u;
+    }
+}
+
+/// Query rows per register tile of [`map_times_values`].
+const TILE_ROWS: usize = 4;
+
+/// `out = map · V`: `map` is `rows × cols` (`rows` = `out.len() / d`), value
+/// row `j` is `v[j · stride..][..d]`, `out` is `rows × d`. Four query rows at
+/// a time share each value row they load; an f16 map (as a database stores
+/// it) is converted four rows at a time into a buffer that stays in L1, never
+/// as a whole.
 #[multiversion(targets("x86_64+avx512f+avx2+fma+f16c", "x86_64+avx2+fma+f16c"))]
 pub fn map_times_values(map: MapValues, cols: usize, v: &[f32], stride: usize, out: &mut [f32]) {
-    let rows = match map {
-        MapValues::F32(m) => m.len() / cols.max(1),
-        MapValues::F16(m) => m.len() / cols.max(1),
+    let len = match map {
+        MapValues::F32(m) => m.len(),
+        MapValues::F16(m) => m.len(),
     };
-    let d = out.len() / rows.max(1);
-    let mut buffer = vec![0f32; cols];
-    for (i, out_row) in out.chunks_mut(d.max(1)).enumerate().take(rows) {
-        let row: &[f32] = match map {
-            MapValues::F32(m) => &m[i * cols..(i + 1) * cols],
+    let rows = len / cols.max(1);
+    if rows == 0 {
+        return;
+    }
+    let d = out.len() / rows;
+    let mut buffer = vec![0f32; TILE_ROWS * cols];
+    for (t, out_tile) in out.chunks_mut(TILE_ROWS * d).enumerate() {
+        let span = t * TILE_ROWS * cols..(t * TILE_ROWS * cols + out_tile.len() / d * cols);
+        let weights: &[f32] = match map {
+            MapValues::F32(m) => &m[span],
             MapValues::F16(m) => {
-                m[i * cols..(i + 1) * cols].convert_to_f32_slice(&mut buffer);
-                &buffer
+                let n = span.len();
+                m[span].convert_to_f32_slice(&mut buffer[..n]);
+                &buffer[..n]
             }
         };
-        match d {
-            32 => weighted_sum::<32>(row, v, stride, out_row),
-            64 => weighted_sum::<64>(row, v, stride, out_row),
-            _ => weighted_sum_any(row, v, stride, out_row),
+        match (d, out_tile.len() / d) {
+            (32, TILE_ROWS) => tile::<32, TILE_ROWS>(weights, cols, v, stride, out_tile),
+            (64, TILE_ROWS) => tile::<64, TILE_ROWS>(weights, cols, v, stride, out_tile),
+            _ => tile_any(weights, cols, v, stride, out_tile),
         }
     }
 }
 
-/// `out = Σ_j weights[j] · v[j · stride..][..D]`, the sum kept in registers.
+/// [`map_times_values`] for `R` query rows of width `D`, the sums in registers.
 #[inline(always)]
-fn weighted_sum<const D: usize>(weights: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
-    let mut sum = [0f32; D];
-    for (j, &w) in weights.iter().enumerate() {
-        if w != 0.0 {
-            let row = &v[j * stride..j * stride + D];
+fn tile<const D: usize, const R: usize>(
+    weights: &[f32],
+    cols: usize,
+    v: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) {
+    let mut sums = [[0f32; D]; R];
+    for j in 0..cols {
+        let row = &v[j * stride..j * stride + D];
+        for (r, sum) in sums.iter_mut().enumerate() {
+            let w = weights[r * cols + j];
             for (s, x) in sum.iter_mut().zip(row) {
                 *s += w * x;
             }
         }
     }
-    out.copy_from_slice(&sum);
+    out.copy_from_slice(sums.as_flattened());
 }
 
-/// [`weighted_sum`] for any width.
+/// [`tile`] for any width and row count.
 #[inline(always)]
-fn weighted_sum_any(weights: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
-    let d = out.len();
+fn tile_any(weights: &[f32], cols: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+    let d = out.len() / (weights.len() / cols);
     out.fill(0.0);
-    for (j, &w) in weights.iter().enumerate() {
-        if w != 0.0 {
-            for (s, x) in out.iter_mut().zip(&v[j * stride..j * stride + d]) {
+    for (w_row, out_row) in weights.chunks(cols).zip(out.chunks_mut(d)) {
+        for (j, &w) in w_row.iter().enumerate() {
+            for (s, x) in out_row.iter_mut().zip(&v[j * stride..j * stride + d]) {
                 *s += w * x;
             }
         }
@@ -232,7 +272,7 @@ mod tests {
 
     #[test]
     fn map_times_values_matches_a_naive_product_in_f32_and_f16() {
-        for (rows, cols, d) in [(3, 5, 32), (4, 9, 64), (2, 7, 12)] {
+        for (rows, cols, d) in [(3, 5, 32), (4, 9, 64), (9, 11, 32), (2, 7, 12)] {
             let stride = d + 3;
             let weights: Vec<f32> = (0..rows * cols)
                 .map(|i| ((i * 7) % 5) as f32 * 0.25)

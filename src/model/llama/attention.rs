@@ -23,16 +23,17 @@ use super::config::LlamaConfig;
 use super::rope::Rope;
 use crate::model::attention::{AttentionOutput, reused_map};
 use crate::model::fused::{self, Core, HeadMap, Kernels, View};
+use crate::model::packed::{Activation, PackedLinear};
 use crate::model::plan::{HeadPlan, LayerPlan};
 
 /// Most head sets whose gathered weights a layer keeps.
 const GATHERED_CACHE: usize = 32;
 
 /// Q rows of some query heads and K rows of the key/value heads they need,
-/// stacked `[(q + k)·d, D]`.
+/// stacked `[(q + k)·d, D]` and packed.
 #[derive(Debug)]
 struct Gathered {
-    weight: Tensor,
+    weight: PackedLinear,
     /// Query heads, in order.
     queries: Vec<usize>,
     /// Key/value heads, in order.
@@ -48,8 +49,10 @@ pub struct LlamaAttention {
     k_weight: Tensor,
     /// `[Hkv·d, D]`.
     v_weight: Tensor,
-    /// Q, K, V stacked.
-    qkv_weight: Tensor,
+    /// Q, K, V stacked and packed (fused kernels).
+    qkv_packed: Arc<PackedLinear>,
+    /// V packed, for a layer with reused heads (fused kernels).
+    v_packed: Arc<PackedLinear>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -66,13 +69,17 @@ impl LlamaAttention {
         rope: Arc<Rope>,
     ) -> Result<Self> {
         let q = (q * (1.0 / (config.head_dim() as f64).sqrt()))?;
-        let qkv_weight = Tensor::cat(&[&q, &k, &v], 0)?;
+        let pack =
+            |w: &Tensor| PackedLinear::from_tensor(w, None, Activation::Identity).map(Arc::new);
+        let qkv_packed = pack(&Tensor::cat(&[&q, &k, &v], 0)?)?;
+        let v_packed = pack(&v)?;
         Ok(Self {
             kernels: Kernels::default_for(q.device()),
             q_weight: q,
             k_weight: k,
             v_weight: v,
-            qkv_weight,
+            qkv_packed,
+            v_packed,
             heads: config.heads,
             kv_heads: config.kv_heads,
             head_dim: config.head_dim(),
@@ -151,8 +158,7 @@ impl LlamaAttention {
             v_width,
         } = if computed.len() == h_all {
             let width = (h_all + 2 * kv_all) * hd;
-            let mut qkv =
-                fused::with_values(&rows.matmul(&self.qkv_weight.t()?)?, <[f32]>::to_vec)?;
+            let mut qkv = fused::with_values(&rows, |x| self.qkv_packed.forward(x))?;
             self.rope
                 .apply_rows(&mut qkv, width, (0, h_all + kv_all), p);
             let q_col = (0..h_all).map(|h| h * hd).collect();
@@ -167,7 +173,7 @@ impl LlamaAttention {
                 v_width: 0,
             }
         } else {
-            let v = fused::with_values(&rows.matmul(&self.v_weight.t()?)?, <[f32]>::to_vec)?;
+            let v = fused::with_values(&rows, |x| self.v_packed.forward(x))?;
             let mut q_col = vec![0; h_all];
             let mut k_col = vec![None; kv_all];
             let (qk, width) = if computed.is_empty() {
@@ -175,7 +181,7 @@ impl LlamaAttention {
             } else {
                 let g = self.gathered_weights(&computed)?;
                 let heads = g.queries.len() + g.keys.len();
-                let mut qk = fused::with_values(&rows.matmul(&g.weight.t()?)?, <[f32]>::to_vec)?;
+                let mut qk = fused::with_values(&rows, |x| g.weight.forward(x))?;
                 self.rope.apply_rows(&mut qk, heads * hd, (0, heads), p);
                 g.queries
                     .iter()
@@ -355,7 +361,7 @@ impl LlamaAttention {
             0,
         )?;
         let g = Arc::new(Gathered {
-            weight,
+            weight: PackedLinear::from_tensor(&weight, None, Activation::Identity)?,
             queries: queries.to_vec(),
             keys,
         });

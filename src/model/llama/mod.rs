@@ -28,6 +28,7 @@ use super::bert::ForwardOutput;
 use super::config::ModelShape;
 use super::fused::{self, Kernels};
 use super::layers::run_layers;
+use super::packed::{Activation, PackedLinear};
 use super::plan::{LayerPlan, Planner};
 use load::DecoderTensors;
 use rope::Rope;
@@ -45,9 +46,30 @@ struct DecoderLayer {
     /// Gate and up projections stacked `[2F, D]`: one product.
     gate_up: Tensor,
     down: Tensor,
+    /// The output, gate + up and down projections packed (fused kernels).
+    packed: Arc<PackedFfn>,
     ffn: usize,
     eps: f32,
     kernels: Kernels,
+}
+
+/// A decoder layer's projections after attention, packed.
+#[derive(Debug)]
+struct PackedFfn {
+    o: PackedLinear,
+    gate_up: PackedLinear,
+    down: PackedLinear,
+}
+
+impl PackedFfn {
+    fn new(o: &Tensor, gate_up: &Tensor, down: &Tensor) -> Result<Self> {
+        let pack = |w: &Tensor| PackedLinear::from_tensor(w, None, Activation::Identity);
+        Ok(Self {
+            o: pack(o)?,
+            gate_up: pack(gate_up)?,
+            down: pack(down)?,
+        })
+    }
 }
 
 impl DecoderLayer {
@@ -65,18 +87,23 @@ impl DecoderLayer {
     /// Everything after attention: output projection + residual, then the
     /// feed-forward block + residual.
     fn finish(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let x = (x + context.broadcast_matmul(&self.o_weight.t()?)?)?;
-        if self.fused(&x)? {
+        if self.fused(x)? {
             let (_, s, d) = x.dims3()?;
-            let rows = x.reshape((s, d))?;
-            let normed = fused::with_values(&rows, |v| {
-                fused::rms_norm(v, &self.ffn_norm_values, self.eps)
-            })?;
-            let gate_up = fused::tensor(normed, &[s, d])?.matmul(&self.gate_up.t()?)?;
-            let act = fused::with_values(&gate_up, |v| fused::silu_mul(v, self.ffn))?;
-            let out = fused::tensor(act, &[s, self.ffn])?.matmul(&self.down.t()?)?;
-            return (rows + out)?.reshape((1, s, d));
+            let out = fused::with_values(x, |x| {
+                fused::with_values(context, |context| {
+                    let p = &self.packed;
+                    let mut attended = p.o.forward(context);
+                    attended.iter_mut().zip(x).for_each(|(a, x)| *a += x);
+                    let normed = fused::rms_norm(&attended, &self.ffn_norm_values, self.eps);
+                    let act = fused::silu_mul(&p.gate_up.forward(&normed), self.ffn);
+                    let mut out = p.down.forward(&act);
+                    out.iter_mut().zip(&attended).for_each(|(o, a)| *o += a);
+                    out
+                })
+            })??;
+            return fused::tensor(out, &[1, s, d]);
         }
+        let x = (x + context.broadcast_matmul(&self.o_weight.t()?)?)?;
         let normed = candle_nn::ops::rms_norm(&x, &self.ffn_norm, self.eps)?;
         let gate_up = normed.broadcast_matmul(&self.gate_up.t()?)?;
         let act = (gate_up.narrow(D::Minus1, 0, self.ffn)?.silu()?
@@ -122,14 +149,16 @@ impl LlamaDecoder {
             .layers
             .into_iter()
             .map(|t| {
+                let gate_up = Tensor::cat(&[&t.gate, &t.up], 0)?;
                 Ok(DecoderLayer {
+                    packed: Arc::new(PackedFfn::new(&t.o, &gate_up, &t.down)?),
                     attn_norm_values: t.attn_norm.to_vec1()?,
                     attn_norm: t.attn_norm,
                     attention: LlamaAttention::new((t.q, t.k, t.v), &config, rope.clone())?,
                     o_weight: t.o,
                     ffn_norm_values: t.ffn_norm.to_vec1()?,
                     ffn_norm: t.ffn_norm,
-                    gate_up: Tensor::cat(&[&t.gate, &t.up], 0)?,
+                    gate_up,
                     down: t.down,
                     ffn: config.ffn,
                     eps: config.rms_eps as f32,
