@@ -19,7 +19,7 @@ use crate::model::ModelShape;
 pub enum LengthPolicy {
     /// Entries of exactly the query's length.
     Exact,
-    /// Entries at least as long, cropped with [CLS]/[SEP] aligned and rows
+    /// Entries at least as long, cropped with `[CLS]`/`[SEP]` aligned and rows
     /// renormalised.
     Crop,
 }

@@ -241,7 +241,7 @@ pub enum Command {
         #[arg(long, default_value = "ours", value_name = "K")]
         kind: String,
         /// exact (same-length entries) or crop (longer entries cropped with
-        /// [CLS]/[SEP] aligned, rows renormalised).
+        /// `[CLS]`/`[SEP]` aligned, rows renormalised).
         #[arg(long, default_value = "exact", value_name = "L")]
         length_policy: String,
         /// Where to write the policy (default: DB/policy.json, which later
