@@ -64,7 +64,8 @@ impl Isa {
     }
 
     /// Every instruction set this CPU can run, the portable one first.
-    pub fn available() -> Vec<Self> {
+    #[cfg(test)]
+    fn available() -> Vec<Self> {
         let best = Self::detect();
         [Isa::Portable, Isa::Avx2, Isa::Avx512]
             .into_iter()
@@ -153,14 +154,10 @@ impl PackedLinear {
     }
 
     /// The same layer run on `isa` (tests compare instruction sets).
-    pub fn with_isa(mut self, isa: Isa) -> Self {
+    #[cfg(test)]
+    fn with_isa(mut self, isa: Isa) -> Self {
         self.isa = isa;
         self
-    }
-
-    /// Output columns.
-    pub fn outputs(&self) -> usize {
-        self.outputs
     }
 
     /// `act(x · Wᵀ + bias)` for `x` of `rows × inputs` values: `rows × outputs` values.
