@@ -167,15 +167,15 @@ pub fn map_times_values(map: MapValues, cols: usize, v: &[f32], stride: usize, o
         return;
     }
     let d = out.len() / rows;
-    let mut buffer = vec![0f32; TILE_ROWS * cols];
+    let mut buffer = Vec::new();
     for (t, out_tile) in out.chunks_mut(TILE_ROWS * d).enumerate() {
         let span = t * TILE_ROWS * cols..(t * TILE_ROWS * cols + out_tile.len() / d * cols);
         let weights: &[f32] = match map {
             MapValues::F32(m) => &m[span],
             MapValues::F16(m) => {
-                let n = span.len();
-                m[span].convert_to_f32_slice(&mut buffer[..n]);
-                &buffer[..n]
+                buffer.resize(span.len(), 0.0);
+                m[span].convert_to_f32_slice(&mut buffer);
+                &buffer
             }
         };
         match (d, out_tile.len() / d) {
