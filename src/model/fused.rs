@@ -7,7 +7,7 @@
 //! so reusing an input's own maps reproduces its output exactly); heads run
 //! in parallel with rayon. The projections are [`super::packed`]'s.
 
-use candle_core::{CpuStorage, Device, Error, Result, Storage, Tensor};
+use candle_core::{CpuStorage, Device, Error, Layout, Result, Storage, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
@@ -37,14 +37,25 @@ impl Kernels {
 /// Runs `f` on the contiguous f32 values of a CPU tensor, without copying.
 pub fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
+    match borrowed(&storage, layout)? {
+        MapValues::F32(values) => Ok(f(values)),
+        MapValues::F16(_) => Err(Error::Msg("this fused kernel reads f32 tensors".into())),
+    }
+}
+
+/// The contiguous values of a CPU tensor's storage, f32 or f16, borrowed.
+fn borrowed<'a>(storage: &'a Storage, layout: &Layout) -> Result<MapValues<'a>> {
+    let Storage::Cpu(cpu) = storage else {
         return Err(Error::Msg("fused kernels run on the CPU only".into()));
     };
-    let values = cpu.as_slice::<f32>()?;
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| Error::Msg("fused kernels need contiguous tensors".into()))?;
-    Ok(f(&values[start..end]))
+    Ok(match cpu {
+        CpuStorage::F32(values) => MapValues::F32(&values[start..end]),
+        CpuStorage::F16(values) => MapValues::F16(&values[start..end]),
+        _ => candle_core::bail!("fused kernels read f32 or f16 tensors"),
+    })
 }
 
 /// A row-major matrix view: element `(r, c)` is `data[r * row_stride + offset + c]`.
@@ -300,19 +311,7 @@ pub fn with_maps<R>(
         .map(|guard| {
             guard
                 .as_ref()
-                .map(|(storage, layout)| {
-                    let Storage::Cpu(cpu) = &**storage else {
-                        return Err(Error::Msg("fused kernels run on the CPU only".into()));
-                    };
-                    let (start, end) = layout
-                        .contiguous_offsets()
-                        .ok_or_else(|| Error::Msg("a reused map must be contiguous".into()))?;
-                    Ok(match cpu {
-                        CpuStorage::F32(values) => MapValues::F32(&values[start..end]),
-                        CpuStorage::F16(values) => MapValues::F16(&values[start..end]),
-                        _ => candle_core::bail!("a reused map must be f32 or f16"),
-                    })
-                })
+                .map(|(storage, layout)| borrowed(storage, layout))
                 .transpose()
         })
         .collect::<Result<Vec<_>>>()?;
