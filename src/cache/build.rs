@@ -2,26 +2,27 @@
 //! and each layer's input feature, write everything into a temporary
 //! directory beside the target, then swap it into place.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use candle_core::{Device, Tensor};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::feature::{FeatureKind, pooled_feature};
 use super::index::{Features, Index};
-use super::manifest::{FORMAT_VERSION, FileRecord, Manifest, ModelIdentity};
+use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
 use super::projector::{Projector, ProjectorFit};
 use super::store::{DATA_FILES, Entry, PROJECTOR_FILE};
 use crate::data::Corpus;
 use crate::eval::similarity;
 use crate::model::{LayerPlan, Model, ModelShape, Planner};
+use crate::storage::{FileRecord, StagedDir};
 
 /// Choices for a build.
 #[derive(Debug, Clone, Copy)]
@@ -87,9 +88,8 @@ pub fn build(
 ) -> anyhow::Result<BuildSummary> {
     let shape = *model.shape();
     let identity = ModelIdentity::of(model)?;
-    let tmp = sibling(out, "building")?;
-    let _cleanup = RemoveOnDrop(tmp.clone());
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let staged = StagedDir::new(out)?;
+    let tmp = staged.path().to_path_buf();
 
     let mut maps = BufWriter::new(File::create(tmp.join("maps.bin"))?);
     let mut entries: Vec<Entry> = Vec::new();
@@ -166,11 +166,8 @@ pub fn build(
     let buckets = Index::build_hnsw(&lengths, &features, shape.layers, options.hnsw_min_bucket);
     std::fs::write(tmp.join("index.bin"), postcard::to_stdvec(&buckets)?)?;
 
-    let mut files = BTreeMap::new();
     let projector_file = projector_fit.as_ref().map(|_| PROJECTOR_FILE);
-    for name in DATA_FILES.into_iter().chain(projector_file) {
-        files.insert(name.to_string(), FileRecord::of(&tmp.join(name))?);
-    }
+    let files = FileRecord::all(&tmp, DATA_FILES.into_iter().chain(projector_file))?;
     let bytes = files.values().map(|f| f.bytes).sum();
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -195,7 +192,7 @@ pub fn build(
             out.display()
         );
     }
-    swap_into_place(&tmp, out)?;
+    staged.commit("an attncache database")?;
     Ok(BuildSummary {
         dir: out.to_path_buf(),
         entries: entries.len(),
@@ -244,66 +241,10 @@ fn train_projector(
     Ok((projected, fits))
 }
 
-/// Replaces `out` by `new`: the old database is moved aside first and removed
-/// only once the new one is in place.
-fn swap_into_place(new: &Path, out: &Path) -> anyhow::Result<()> {
-    if out.exists() {
-        if !out.join("manifest.json").is_file() && std::fs::read_dir(out)?.next().is_some() {
-            bail!(
-                "{} exists and is not an attncache database: choose another --out",
-                out.display()
-            );
-        }
-        let old = sibling(out, "old")?;
-        std::fs::rename(out, &old)
-            .with_context(|| format!("cannot move {} aside", out.display()))?;
-        std::fs::rename(new, out)
-            .with_context(|| format!("cannot move the new database to {}", out.display()))?;
-        std::fs::remove_dir_all(&old).ok();
-    } else {
-        std::fs::rename(new, out)
-            .with_context(|| format!("cannot move the new database to {}", out.display()))?;
-    }
-    Ok(())
-}
-
-/// A hidden path next to `out`: `.NAME.WHAT-PID`.
-fn sibling(out: &Path, what: &str) -> anyhow::Result<PathBuf> {
-    let name = out
-        .file_name()
-        .with_context(|| format!("--out {} has no directory name", out.display()))?
-        .to_string_lossy();
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    Ok(parent.join(format!(".{name}.{what}-{}", std::process::id())))
-}
-
-/// Removes a temporary directory when the build ends, however it ends.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn write_f32(path: &Path, values: &[f32]) -> std::io::Result<()> {
     let mut w = BufWriter::new(File::create(path)?);
     for v in values {
         w.write_all(&v.to_le_bytes())?;
     }
     w.into_inner().map_err(|e| e.into_error())?.sync_all()
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers
-/// never see a partial file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = sibling(path, "tmp")?;
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

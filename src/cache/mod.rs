@@ -12,7 +12,8 @@ pub mod policy;
 mod projector;
 mod store;
 
-pub use build::{BuildOptions, BuildSummary, DEFAULT_HNSW_MIN_BUCKET, build, write_atomically};
+pub use crate::storage::write_atomically;
+pub use build::{BuildOptions, BuildSummary, DEFAULT_HNSW_MIN_BUCKET, build};
 pub use crop::{aligned_indices, crop_map};
 pub use error::DbError;
 pub use feature::FeatureKind;

@@ -20,7 +20,7 @@ use super::crop::crop_map;
 use super::error::DbError;
 use super::feature::{FeatureKind, pooled_feature};
 use super::index::{Features, HnswBucket, Index};
-use super::manifest::{FORMAT_VERSION, FileRecord, Manifest, ModelIdentity};
+use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
 use super::projector::Projector;
 
@@ -114,30 +114,8 @@ impl Database {
                 expected: FORMAT_VERSION,
             });
         }
-        for (name, record) in &manifest.files {
-            let path = dir.join(name);
-            let actual = std::fs::metadata(&path)
-                .map(|m| m.len())
-                .map_err(|_| corrupt(format!("{name} is missing")))?;
-            if actual != record.bytes {
-                return Err(corrupt(format!(
-                    "{name} has {actual} bytes, expected {}",
-                    record.bytes
-                )));
-            }
-            if name != "maps.bin" {
-                let sha = crate::fetch::sha256_file(&path)
-                    .map_err(|e| corrupt(format!("cannot read {name} ({e})")))?;
-                if sha != record.sha256 {
-                    return Err(corrupt(format!("{name} fails its checksum")));
-                }
-            }
-        }
-        for name in DATA_FILES {
-            if !manifest.files.contains_key(name) {
-                return Err(corrupt(format!("the manifest does not list {name}")));
-            }
-        }
+        crate::storage::check_files(dir, &manifest.files, &DATA_FILES, &["maps.bin"])
+            .map_err(corrupt)?;
         let entries: Vec<Entry> = serde_json::from_slice(
             &std::fs::read(dir.join("entries.json"))
                 .map_err(|e| corrupt(format!("entries.json: {e}")))?,
@@ -331,19 +309,12 @@ impl Database {
     /// Re-reads every file and compares it with its recorded checksum,
     /// `maps.bin` included.
     pub fn verify(&self) -> Result<(), DbError> {
-        for (name, record) in &self.manifest.files {
-            let actual = FileRecord::of(&self.dir.join(name)).map_err(|e| DbError::Corrupt {
+        crate::storage::verify_files(&self.dir, &self.manifest.files).map_err(|detail| {
+            DbError::Corrupt {
                 dir: self.dir.clone(),
-                detail: format!("cannot read {name} ({e})"),
-            })?;
-            if &actual != record {
-                return Err(DbError::Corrupt {
-                    dir: self.dir.clone(),
-                    detail: format!("{name} fails its checksum"),
-                });
+                detail,
             }
-        }
-        Ok(())
+        })
     }
 }
 

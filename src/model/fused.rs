@@ -184,6 +184,41 @@ pub fn attention(
         d,
         causal,
     } = core;
+    let mask = |scores: &mut [f32]| {
+        if causal {
+            mask_future(scores, n, n - m);
+        }
+    };
+    attention_masked((q, k, v), heads, v_cols, (m, n, d), &mask)
+}
+
+/// [`attention`] for query rows that sit anywhere among the keys: query `i`
+/// sees keys `0..=last_key[i]` (a causal pass over some rows of a prompt
+/// whose other rows' keys and values are given).
+pub fn attention_rows(
+    (q, k, v): (View, View, View),
+    heads: &[HeadMap],
+    v_cols: &[usize],
+    (keys, d): (usize, usize),
+    last_key: &[usize],
+) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
+    let mask = |scores: &mut [f32]| {
+        for (row, &last) in scores.chunks_mut(keys).zip(last_key) {
+            row[last + 1..].fill(f32::NEG_INFINITY);
+        }
+    };
+    attention_masked((q, k, v), heads, v_cols, (last_key.len(), keys, d), &mask)
+}
+
+/// The attention core of every head with `mask` applied to each head's
+/// `[m, n]` scores before the softmax.
+fn attention_masked(
+    (q, k, v): (View, View, View),
+    heads: &[HeadMap],
+    v_cols: &[usize],
+    (m, n, d): (usize, usize, usize),
+    mask: &(dyn Fn(&mut [f32]) + Sync),
+) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
     let per_head: Vec<(Vec<f32>, Option<Vec<f32>>)> = heads
         .par_iter()
         .enumerate()
@@ -206,9 +241,7 @@ pub fn attention(
                         &k.data[k.offset + ko..],
                         (1, k.row_stride),
                     );
-                    if causal {
-                        mask_future(&mut scratch, n, n - m);
-                    }
+                    mask(&mut scratch);
                     softmax_rows(&mut scratch, n);
                     let map = MapValues::F32(&scratch);
                     simd::map_times_values(map, n, v_head, v.row_stride, &mut context);

@@ -124,9 +124,9 @@ impl LlamaAttention {
         &self,
         x: &Tensor,
         plan: &LayerPlan,
-        prefix: Option<(&PrefixKv, usize)>,
+        prefix: Option<(&LayerKv, usize)>,
         keep_kv: bool,
-    ) -> Result<(AttentionOutput, Option<PrefixKv>)> {
+    ) -> Result<(AttentionOutput, Option<LayerKv>)> {
         let (b, n, d) = x.dims3()?;
         if b != 1 || !x.device().is_cpu() {
             candle_core::bail!("a cached prefix runs on the CPU, one input at a time");
@@ -269,12 +269,97 @@ impl LlamaAttention {
             context: fused::tensor(context, &[1, n, h_all * hd])?,
             captured,
         };
-        let kv = keep_kv.then_some(PrefixKv {
+        let kv = keep_kv.then_some(LayerKv {
             k: keys,
             v: values,
             len: total,
         });
         Ok((out, kv))
+    }
+
+    /// The rotary table.
+    pub(super) fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    /// Query, key and value heads and their width.
+    pub(super) fn dims(&self) -> (usize, usize, usize) {
+        (self.heads, self.kv_heads, self.head_dim)
+    }
+
+    /// Q·K·V of normed rows `x` (`[m, D]` row-major), queries and keys
+    /// rotated for each row's own position: `[m, (H + 2·Hkv)·d]`, queries
+    /// then keys then values.
+    pub(super) fn project_rows(&self, x: &[f32], positions: &[usize]) -> Vec<f32> {
+        let (h_all, kv_all, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let mut qkv = self.qkv_packed.forward(x);
+        self.rope.apply_rows_at(
+            &mut qkv,
+            (h_all + 2 * kv_all) * hd,
+            (0, h_all + kv_all),
+            positions,
+        );
+        qkv
+    }
+
+    /// Causal attention of some rows of a prompt: `qkv` holds
+    /// [`Self::project_rows`] of the rows `rows` (indices into `kv`, in
+    /// order). Their keys and values are written into `kv`, whose other rows
+    /// hold given (cached) keys and values; row `rows[i]` attends to keys
+    /// `0..=rows[i]`. Returns the merged context `[m, H·d]` and, for the
+    /// query rows at indices `capture` (into `rows`), every head's map over
+    /// all keys (`[head][capture.len() × kv.len]`).
+    pub(super) fn attend_rows(
+        &self,
+        qkv: &[f32],
+        rows: &[usize],
+        kv: &mut LayerKv,
+        capture: &[usize],
+    ) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let (h_all, kv_all, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let (width, kv_width) = ((h_all + 2 * kv_all) * hd, kv_all * hd);
+        for (r, &row) in rows.iter().enumerate() {
+            let src = r * width + h_all * hd;
+            let dst = row * kv_width..(row + 1) * kv_width;
+            kv.k[dst.clone()].copy_from_slice(&qkv[src..src + kv_width]);
+            kv.v[dst].copy_from_slice(&qkv[src + kv_width..src + 2 * kv_width]);
+        }
+        let view = |data, row_stride| View {
+            data,
+            row_stride,
+            offset: 0,
+        };
+        let heads: Vec<HeadMap> = (0..h_all)
+            .map(|h| HeadMap::Compute {
+                q: h * hd,
+                k: self.kv_of(h) * hd,
+                capture: !capture.is_empty(),
+            })
+            .collect();
+        let v_cols: Vec<usize> = (0..h_all).map(|h| self.kv_of(h) * hd).collect();
+        let (context, maps) = fused::attention_rows(
+            (
+                view(qkv, width),
+                view(&kv.k, kv_width),
+                view(&kv.v, kv_width),
+            ),
+            &heads,
+            &v_cols,
+            (kv.len, hd),
+            rows,
+        );
+        let n = kv.len;
+        let maps = maps
+            .into_iter()
+            .flatten()
+            .map(|map| {
+                capture
+                    .iter()
+                    .flat_map(|&i| map[i * n..(i + 1) * n].iter().copied())
+                    .collect()
+            })
+            .collect();
+        (context, maps)
     }
 
     fn forward_reference(
@@ -388,10 +473,11 @@ struct Projected {
     v_width: usize,
 }
 
-/// Keys (after RoPE) and values of the first `len` tokens of an input in one
-/// layer, `[len, Hkv·d]` row-major: a prefix cache's share of that layer.
+/// Keys (after RoPE) and values of `len` tokens in one layer, `[len, Hkv·d]`
+/// row-major: a prefix cache's share of that layer, or a prompt's keys and
+/// values in a row-wise pass (see [`super::KvCache`]).
 #[derive(Debug, Clone)]
-pub struct PrefixKv {
+pub struct LayerKv {
     /// Keys.
     pub k: Vec<f32>,
     /// Values.

@@ -5,10 +5,12 @@
 mod attention;
 mod chat;
 mod config;
+mod decode;
 mod gguf_tokenizer;
 mod load;
 mod prefix;
 mod rope;
+mod rows;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,12 +18,14 @@ use std::time::Instant;
 use candle_core::{D, Device, Module, Result, Tensor};
 use candle_nn::Embedding;
 
+pub use attention::LayerKv;
 pub use attention::LlamaAttention;
-pub use attention::PrefixKv;
 pub use chat::ChatTemplate;
 pub use config::LlamaConfig;
+pub use decode::{Prefilled, argmax};
 pub use load::{GgufModel, read_gguf, read_safetensors};
 pub use prefix::PrefixCache;
+pub use rows::{KvCache, RowPass, RowsOutput, Selection};
 
 use super::batch::Batch;
 use super::bert::ForwardOutput;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use candle_core::{Module, Result, Tensor};
 
 use super::LlamaDecoder;
-use super::attention::PrefixKv;
+use super::attention::LayerKv;
 use crate::model::bert::ForwardOutput;
 use crate::model::layers::run_layers;
 use crate::model::plan::{LayerPlan, Planner};
@@ -21,7 +21,7 @@ struct PrefixLayer {
     /// The layer's input rows `[P, D]` (what a planner's features read).
     input: Tensor,
     /// Keys (after RoPE) and values.
-    kv: PrefixKv,
+    kv: LayerKv,
 }
 
 /// Keys, values and layer inputs of a token prefix, for every layer.

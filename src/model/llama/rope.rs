@@ -71,22 +71,66 @@ impl Rope {
         (offset, heads): (usize, usize),
         start: usize,
     ) {
-        let (half, d) = (self.half, 2 * self.half);
         for (r, row) in rows.chunks_mut(stride).enumerate() {
-            let at = (start + r) * half;
-            let (cos, sin) = (&self.cos[at..at + half], &self.sin[at..at + half]);
-            for h in 0..heads {
-                let x = &mut row[offset + h * d..offset + (h + 1) * d];
-                for i in 0..half {
-                    let (a, b) = if self.interleaved {
-                        (2 * i, 2 * i + 1)
-                    } else {
-                        (i, i + half)
-                    };
-                    let (x0, x1) = (x[a], x[b]);
-                    x[a] = x0 * cos[i] - x1 * sin[i];
-                    x[b] = x0 * sin[i] + x1 * cos[i];
-                }
+            self.rotate_row(row, (offset, heads), start + r, false);
+        }
+    }
+
+    /// [`Self::apply_rows`] with each row's own position: row `r` is at
+    /// `positions[r]`.
+    pub fn apply_rows_at(
+        &self,
+        rows: &mut [f32],
+        stride: usize,
+        heads: (usize, usize),
+        positions: &[usize],
+    ) {
+        for (row, &at) in rows.chunks_mut(stride).zip(positions) {
+            self.rotate_row(row, heads, at, false);
+        }
+    }
+
+    /// Moves rotated rows to other positions: row `r`, rotated for position
+    /// `from[r]`, is rotated by `to[r] − from[r]` (either sign), which equals
+    /// rotating the unrotated row for `to[r]` up to rounding.
+    pub fn shift_rows(
+        &self,
+        rows: &mut [f32],
+        stride: usize,
+        heads: (usize, usize),
+        (from, to): (&[usize], &[usize]),
+    ) {
+        for ((row, &from), &to) in rows.chunks_mut(stride).zip(from).zip(to) {
+            if from != to {
+                self.rotate_row(row, heads, from.abs_diff(to), to < from);
+            }
+        }
+    }
+
+    /// Rotates one row's head blocks by the angles of position `at`
+    /// (backwards when `inverse`).
+    fn rotate_row(
+        &self,
+        row: &mut [f32],
+        (offset, heads): (usize, usize),
+        at: usize,
+        inverse: bool,
+    ) {
+        let (half, d) = (self.half, 2 * self.half);
+        let base = at * half;
+        let (cos, sin) = (&self.cos[base..base + half], &self.sin[base..base + half]);
+        let sign = if inverse { -1.0 } else { 1.0 };
+        for h in 0..heads {
+            let x = &mut row[offset + h * d..offset + (h + 1) * d];
+            for i in 0..half {
+                let (a, b) = if self.interleaved {
+                    (2 * i, 2 * i + 1)
+                } else {
+                    (i, i + half)
+                };
+                let (x0, x1, s) = (x[a], x[b], sign * sin[i]);
+                x[a] = x0 * cos[i] - x1 * s;
+                x[b] = x0 * s + x1 * cos[i];
             }
         }
     }
@@ -120,6 +164,32 @@ mod tests {
                 .to_vec1::<f32>()
                 .unwrap();
             let diff = rows
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-5, "interleaved {interleaved}: {diff}");
+        }
+    }
+
+    #[test]
+    fn shifting_rotated_rows_equals_rotating_at_the_new_position() {
+        let (h, d) = (2, 8);
+        let x = Tensor::randn(0f32, 1.0, (3, h * d), &Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for interleaved in [true, false] {
+            let rope = Rope::new(d, 10_000.0, 64, interleaved, &Device::Cpu).unwrap();
+            let (from, to) = ([0, 40, 7], [30, 2, 7]);
+            let mut shifted = x.clone();
+            rope.apply_rows_at(&mut shifted, h * d, (0, h), &from);
+            rope.shift_rows(&mut shifted, h * d, (0, h), (&from, &to));
+            let mut want = x.clone();
+            rope.apply_rows_at(&mut want, h * d, (0, h), &to);
+            let diff = shifted
                 .iter()
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())

@@ -1,0 +1,300 @@
+//! Row-wise prefill: some rows of a prompt computed through every layer, the
+//! keys and values of the others given (from a module store, a prefix cache
+//! or an earlier pass). This is the one pass behind exact prefill (every row
+//! computed), a prefix cache (the leading rows given), modular attention
+//! reuse (the modules' rows given, rotated to where they land), selective
+//! recomputation (CacheBlend: layer 0 for every row, then the rows whose
+//! keys and values deviate most from the given ones) and each decoding step
+//! (one new row after all the others).
+//!
+//! Rows carry their own position ids (gaps allowed) and attend causally by
+//! row order: row `i` sees rows `0..=i`.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Module, Result, Tensor};
+
+use super::LlamaDecoder;
+use super::attention::LayerKv;
+use crate::model::fused;
+
+/// Keys (after RoPE, at each row's position) and values of every row of a
+/// prompt in every layer.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    /// One entry per layer.
+    pub layers: Vec<LayerKv>,
+    /// Values per row (`key/value heads × head width`).
+    pub width: usize,
+}
+
+impl KvCache {
+    /// Zeros for `rows` rows in `layers` layers, `width` values per row.
+    pub fn zeros(layers: usize, rows: usize, width: usize) -> Self {
+        let layer = LayerKv {
+            k: vec![0.0; rows * width],
+            v: vec![0.0; rows * width],
+            len: rows,
+        };
+        Self {
+            layers: vec![layer; layers],
+            width,
+        }
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.len)
+    }
+
+    /// Grows (zeros) or shrinks every layer to `rows` rows.
+    pub fn resize(&mut self, rows: usize) {
+        for layer in &mut self.layers {
+            layer.k.resize(rows * self.width, 0.0);
+            layer.v.resize(rows * self.width, 0.0);
+            layer.len = rows;
+        }
+    }
+}
+
+/// CacheBlend's selective recomputation: every row runs layer 0; at layer
+/// `at` the given rows whose fresh keys and values deviate most from the
+/// given ones (a `fraction` of them, rounded up) join the computed rows for
+/// that layer and all later ones; the other given rows keep their keys and
+/// values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Selection {
+    /// The layer that picks (≥ 1).
+    pub at: usize,
+    /// Share of the given rows recomputed, 0–1.
+    pub fraction: f64,
+}
+
+/// What a row-wise pass computes.
+#[derive(Debug, Clone, Copy)]
+pub struct RowPass<'a> {
+    /// Token id of every row (only computed rows' ids are read).
+    pub ids: &'a [u32],
+    /// Position id of every row.
+    pub positions: &'a [usize],
+    /// Rows computed in every layer, ascending; the others' keys and values
+    /// are read from the cache. The last row must be among them.
+    pub computed: &'a [usize],
+    /// Selective recomputation of given rows, if any.
+    pub select: Option<Selection>,
+    /// Computed rows whose attention maps (over all keys) are captured.
+    pub capture: &'a [usize],
+}
+
+/// What a row-wise pass returns.
+#[derive(Debug, Clone)]
+pub struct RowsOutput {
+    /// The last layer's output of the rows computed to the end, `[1, m, D]`.
+    pub hidden: Tensor,
+    /// Those rows, ascending.
+    pub rows: Vec<usize>,
+    /// Given rows that selective recomputation chose, ascending.
+    pub selected: Vec<usize>,
+    /// Captured maps: `[layer][head]`, each `capture.len() × rows` row-major.
+    pub maps: Vec<Vec<Vec<f32>>>,
+    /// Time per layer.
+    pub layer_times: Vec<Duration>,
+}
+
+impl RowsOutput {
+    /// The final-normed hidden state of prompt row `row` (`[1, D]`), if it
+    /// was computed to the end.
+    pub fn row_hidden(&self, decoder: &LlamaDecoder, row: usize) -> Result<Option<Tensor>> {
+        let Ok(i) = self.rows.binary_search(&row) else {
+            return Ok(None);
+        };
+        let hidden = self.hidden.narrow(1, i, 1)?;
+        decoder.last_row(&hidden).map(Some)
+    }
+}
+
+impl LlamaDecoder {
+    /// Keys/values per row: key/value heads × head width.
+    pub fn kv_width(&self) -> usize {
+        self.config.kv_heads * self.config.head_dim()
+    }
+
+    /// An empty cache for `rows` rows of this decoder.
+    pub fn kv_cache(&self, rows: usize) -> KvCache {
+        KvCache::zeros(self.layers.len(), rows, self.kv_width())
+    }
+
+    /// Moves keys rotated for the positions `from` to the positions `to`
+    /// (rows `rows` of every layer of `kv`): what makes a module encoded at
+    /// one offset usable at another.
+    pub fn shift_keys(
+        &self,
+        kv: &mut KvCache,
+        rows: std::ops::Range<usize>,
+        (from, to): (&[usize], &[usize]),
+    ) {
+        let rope = &self.layers[0].attention.rope();
+        let w = kv.width;
+        let heads = self.config.kv_heads;
+        for layer in &mut kv.layers {
+            rope.shift_rows(
+                &mut layer.k[rows.start * w..rows.end * w],
+                w,
+                (0, heads),
+                (from, to),
+            );
+        }
+    }
+
+    /// Runs `pass` over the rows of `kv` (which holds one slot per row: the
+    /// given rows' keys and values, the computed rows' are written in).
+    /// CPU only (fused kernels).
+    pub fn forward_rows(&self, pass: RowPass, kv: &mut KvCache) -> Result<RowsOutput> {
+        let n = pass.ids.len();
+        check_pass(&pass, kv, self.layers.len())?;
+        let mut active: Vec<usize> = match pass.select {
+            Some(_) => (0..n).collect(),
+            None => pass.computed.to_vec(),
+        };
+        let ids: Vec<u32> = active.iter().map(|&r| pass.ids[r]).collect();
+        let input = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+        let mut x = self.embed.forward(&input)?;
+        let mut selected = Vec::new();
+        let mut maps = Vec::with_capacity(self.layers.len());
+        let mut layer_times = Vec::with_capacity(self.layers.len());
+        rayon::scope(|_| {
+            for (l, layer) in self.layers.iter().enumerate() {
+                let start = Instant::now();
+                let normed = layer.attention_input(&x)?;
+                let positions: Vec<usize> = active.iter().map(|&r| pass.positions[r]).collect();
+                let mut qkv =
+                    fused::with_values(&normed, |v| layer.attention.project_rows(v, &positions))?;
+                if let Some(select) = pass.select.filter(|s| s.at == l) {
+                    let keep =
+                        self.select_rows(&qkv, &active, &kv.layers[l], pass.computed, select);
+                    qkv = keep_rows(&qkv, &keep, qkv.len() / active.len());
+                    let idx: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
+                    x = x.index_select(&Tensor::new(idx.as_slice(), &self.device)?, 1)?;
+                    let kept: Vec<usize> = keep.iter().map(|&i| active[i]).collect();
+                    selected = kept
+                        .iter()
+                        .copied()
+                        .filter(|r| pass.computed.binary_search(r).is_err())
+                        .collect();
+                    active = kept;
+                }
+                let capture: Vec<usize> = pass
+                    .capture
+                    .iter()
+                    .filter_map(|r| active.binary_search(r).ok())
+                    .collect();
+                let (context, layer_maps) =
+                    layer
+                        .attention
+                        .attend_rows(&qkv, &active, &mut kv.layers[l], &capture);
+                let context = fused::tensor(context, &[1, active.len(), qkv_heads_width(self)])?;
+                x = layer.finish(&x, &context)?;
+                maps.push(layer_maps);
+                layer_times.push(start.elapsed());
+            }
+            Ok::<(), candle_core::Error>(())
+        })?;
+        Ok(RowsOutput {
+            hidden: x,
+            rows: active,
+            selected,
+            maps,
+            layer_times,
+        })
+    }
+
+    /// CacheBlend's pick: among the rows `active` (indices into `qkv`'s
+    /// rows), keep the computed ones and the `fraction` of given rows whose
+    /// fresh keys and values (in `qkv`) differ most from the given ones
+    /// (squared distance). Returns indices into `active`, ascending.
+    fn select_rows(
+        &self,
+        qkv: &[f32],
+        active: &[usize],
+        given: &LayerKv,
+        computed: &[usize],
+        select: Selection,
+    ) -> Vec<usize> {
+        let (h_all, _, hd) = self.layers[0].attention.dims();
+        let w = self.kv_width();
+        let width = qkv.len() / active.len();
+        let mut candidates: Vec<(usize, f32)> = active
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| computed.binary_search(r).is_err())
+            .map(|(i, &r)| {
+                let fresh = &qkv[i * width + h_all * hd..i * width + h_all * hd + 2 * w];
+                let (k, v) = (&given.k[r * w..(r + 1) * w], &given.v[r * w..(r + 1) * w]);
+                let dev: f32 = fresh
+                    .iter()
+                    .zip(k.iter().chain(v))
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum();
+                (i, dev)
+            })
+            .collect();
+        let take = (select.fraction.clamp(0.0, 1.0) * candidates.len() as f64).ceil() as usize;
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut keep: Vec<usize> = candidates[..take].iter().map(|&(i, _)| i).collect();
+        keep.extend(
+            active
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| computed.binary_search(r).is_ok())
+                .map(|(i, _)| i),
+        );
+        keep.sort_unstable();
+        keep
+    }
+}
+
+/// Width of the merged context: query heads × head width.
+fn qkv_heads_width(decoder: &LlamaDecoder) -> usize {
+    decoder.config.heads * decoder.config.head_dim()
+}
+
+/// The rows `keep` of a row-major matrix `width` wide.
+fn keep_rows(values: &[f32], keep: &[usize], width: usize) -> Vec<f32> {
+    keep.iter()
+        .flat_map(|&i| values[i * width..(i + 1) * width].iter().copied())
+        .collect()
+}
+
+/// Fails on a pass that does not fit its cache or the model.
+fn check_pass(pass: &RowPass, kv: &KvCache, layers: usize) -> Result<()> {
+    let n = pass.ids.len();
+    if n == 0 || pass.positions.len() != n || kv.rows() != n || kv.layers.len() != layers {
+        candle_core::bail!(
+            "a row-wise pass needs one id, one position and one cache slot per row ({} ids, {} positions, {} slots)",
+            n,
+            pass.positions.len(),
+            kv.rows()
+        );
+    }
+    let ascending = |rows: &[usize]| rows.windows(2).all(|w| w[0] < w[1]);
+    if !ascending(pass.computed) || pass.computed.last() != Some(&(n - 1)) {
+        candle_core::bail!("the computed rows must ascend and include the last row");
+    }
+    if pass
+        .capture
+        .iter()
+        .any(|r| pass.computed.binary_search(r).is_err())
+    {
+        candle_core::bail!("only rows computed in every layer can be captured");
+    }
+    if let Some(select) = pass.select
+        && (select.at == 0 || select.at >= layers)
+    {
+        candle_core::bail!(
+            "selective recomputation picks at a layer from 1 to {}, not {}",
+            layers - 1,
+            select.at
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,509 @@
+//! Tokenized schemas and prompt layouts: which token sits in which row, at
+//! which position, and whether its keys and values come from the store.
+//!
+//! Every module is tokenized on its own (so its stored rows are the same in
+//! every prompt); a prompt's token sequence is the concatenation of its
+//! pieces, and the exact baseline runs that same sequence.
+//!
+//! Positions, two ways:
+//! - **schema** (Prompt Cache): each module owns a fixed range assigned in
+//!   schema order (union members share one, as long as the longest member;
+//!   a parameter reserves its tokens, the value takes the first ones and the
+//!   rest is a gap); modules a prompt leaves out leave gaps; modules come in
+//!   schema order; the free text starts after the whole schema. Fresh rows
+//!   laid out before a module (chat wrappers) shift the modules after them
+//!   by their count, so no two rows share a position; without `--chat` no
+//!   key is rotated.
+//! - **contiguous** (CacheBlend, EPIC): modules in the prompt's order,
+//!   positions 0, 1, 2, … as a normally written prompt; stored keys are
+//!   rotated to where their rows land.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+use super::prompt::PromptSpec;
+use super::schema::{Piece, Role, Schema};
+use crate::model::TextTokenizer;
+use crate::model::llama::ChatTemplate;
+
+/// A piece of a tokenized module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Segment {
+    /// Literal text: stored rows `row..row + ids.len()` at module positions
+    /// `at..`.
+    Text {
+        /// Token ids.
+        ids: Vec<u32>,
+        /// First position inside the module.
+        at: usize,
+        /// First stored row.
+        row: usize,
+    },
+    /// A parameter: `reserve` positions from `at`, filled per prompt.
+    Param {
+        /// Its name.
+        name: String,
+        /// First position inside the module.
+        at: usize,
+        /// Positions reserved.
+        reserve: usize,
+    },
+}
+
+/// A module tokenized and placed in its schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleTokens {
+    /// Its name.
+    pub name: String,
+    /// Its union, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub union: Option<String>,
+    /// Its chat role, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// First position of its range in the schema.
+    pub offset: usize,
+    /// Positions it spans (text tokens and reservations).
+    pub span: usize,
+    /// Its pieces.
+    pub segments: Vec<Segment>,
+    /// Stored rows (its text tokens).
+    pub rows: usize,
+}
+
+impl ModuleTokens {
+    /// Schema position of every stored row.
+    pub fn stored_positions(&self) -> Vec<usize> {
+        self.segments
+            .iter()
+            .flat_map(|s| match s {
+                Segment::Text { ids, at, .. } => {
+                    (0..ids.len()).map(|i| self.offset + at + i).collect()
+                }
+                Segment::Param { .. } => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Token id of every stored row.
+    pub fn stored_ids(&self) -> Vec<u32> {
+        self.segments
+            .iter()
+            .flat_map(|s| match s {
+                Segment::Text { ids, .. } => ids.clone(),
+                Segment::Param { .. } => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// Every module of a schema tokenized, with the schema's end position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizedSchema {
+    /// The modules, in schema order.
+    pub modules: Vec<ModuleTokens>,
+    /// Positions the whole schema spans.
+    pub end: usize,
+}
+
+impl TokenizedSchema {
+    /// Tokenizes every module and assigns the schema's position ranges.
+    pub fn new(schema: &Schema, tokenizer: &TextTokenizer) -> anyhow::Result<Self> {
+        let mut modules = Vec::with_capacity(schema.modules.len());
+        for spec in &schema.modules {
+            let (mut segments, mut at, mut row) = (Vec::new(), 0, 0);
+            for piece in spec.pieces() {
+                match piece {
+                    Piece::Text(text) => {
+                        let ids = tokenizer.encode(text)?.ids;
+                        let n = ids.len();
+                        segments.push(Segment::Text { ids, at, row });
+                        at += n;
+                        row += n;
+                    }
+                    Piece::Param(name) => {
+                        let reserve = spec.params[name];
+                        segments.push(Segment::Param {
+                            name: name.to_string(),
+                            at,
+                            reserve,
+                        });
+                        at += reserve;
+                    }
+                }
+            }
+            if row == 0 {
+                bail!(
+                    "module {:?} has no text of its own (only parameters): nothing to store",
+                    spec.name
+                );
+            }
+            modules.push(ModuleTokens {
+                name: spec.name.clone(),
+                union: spec.union.clone(),
+                role: spec.role,
+                offset: 0,
+                span: at,
+                segments,
+                rows: row,
+            });
+        }
+        // A union reserves its longest member's span where its first member is.
+        let mut union_span: BTreeMap<String, usize> = BTreeMap::new();
+        for m in &modules {
+            if let Some(u) = &m.union {
+                let span = union_span.entry(u.clone()).or_default();
+                *span = (*span).max(m.span);
+            }
+        }
+        let mut union_start: BTreeMap<String, usize> = BTreeMap::new();
+        let mut cursor = 0;
+        for m in &mut modules {
+            m.offset = match &m.union {
+                Some(u) => *union_start.entry(u.clone()).or_insert_with(|| {
+                    let start = cursor;
+                    cursor += union_span[u.as_str()];
+                    start
+                }),
+                None => {
+                    let start = cursor;
+                    cursor += m.span;
+                    start
+                }
+            };
+        }
+        Ok(Self {
+            modules,
+            end: cursor,
+        })
+    }
+
+    /// The module named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.modules.iter().position(|m| m.name == name)
+    }
+}
+
+/// How positions are assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Positions {
+    /// The paper's fixed schema ranges.
+    Schema,
+    /// 0, 1, 2, … in the prompt's order.
+    Contiguous,
+}
+
+impl Positions {
+    /// `schema` or `contiguous`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "schema" => Ok(Self::Schema),
+            "contiguous" => Ok(Self::Contiguous),
+            _ => bail!("unknown --positions {s:?}: use schema or contiguous"),
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Schema => "schema",
+            Self::Contiguous => "contiguous",
+        }
+    }
+}
+
+/// Where a stored row comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRow {
+    /// The module (index in the schema).
+    pub module: usize,
+    /// Its stored row.
+    pub row: usize,
+    /// Its schema position (where its keys were rotated at build).
+    pub stored: usize,
+}
+
+/// A run of rows of one kind in a layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Span {
+    /// The module's name, or `chat`, `question`, `MODULE.PARAM`.
+    pub label: String,
+    /// The module (index in the schema) when the rows are a module's text.
+    #[serde(skip)]
+    pub module: Option<usize>,
+    /// Its rows.
+    pub rows: Range<usize>,
+}
+
+/// A prompt laid out: one entry per row.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Position ids.
+    pub positions: Vec<usize>,
+    /// The stored row behind each row, or `None` for fresh rows.
+    pub stored: Vec<Option<StoredRow>>,
+    /// Runs of rows, in order.
+    pub spans: Vec<Span>,
+}
+
+/// What a layout is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutOptions<'a> {
+    /// Position assignment.
+    pub positions: Positions,
+    /// The chat template to wrap the prompt in, if any.
+    pub chat: Option<&'a ChatTemplate>,
+    /// The model's context length.
+    pub max_positions: usize,
+}
+
+/// Builds layouts.
+struct Builder<'a> {
+    layout: Layout,
+    tokenizer: &'a TextTokenizer,
+    positions: Positions,
+    /// Fresh rows laid out before the current module (schema positions).
+    base: usize,
+}
+
+impl Builder<'_> {
+    fn next_position(&self) -> usize {
+        self.layout.positions.last().map_or(0, |p| p + 1)
+    }
+
+    fn push_fresh(&mut self, label: &str, text: &str, before_modules: bool) -> anyhow::Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let ids = self.tokenizer.encode(text)?.ids;
+        let start = self.layout.ids.len();
+        for id in ids {
+            let at = match self.positions {
+                Positions::Contiguous => self.layout.ids.len(),
+                Positions::Schema => self.next_position(),
+            };
+            self.push(id, at, None);
+            if before_modules {
+                self.base += 1;
+            }
+        }
+        self.span(label, None, start);
+        Ok(())
+    }
+
+    fn push(&mut self, id: u32, position: usize, stored: Option<StoredRow>) {
+        self.layout.ids.push(id);
+        self.layout.positions.push(position);
+        self.layout.stored.push(stored);
+    }
+
+    fn span(&mut self, label: &str, module: Option<usize>, start: usize) {
+        let end = self.layout.ids.len();
+        if end > start {
+            self.layout.spans.push(Span {
+                label: label.to_string(),
+                module,
+                rows: start..end,
+            });
+        }
+    }
+
+    fn push_module(
+        &mut self,
+        index: usize,
+        m: &ModuleTokens,
+        args: Option<&BTreeMap<String, String>>,
+    ) -> anyhow::Result<()> {
+        for segment in &m.segments {
+            let start = self.layout.ids.len();
+            match segment {
+                Segment::Text { ids, at, row } => {
+                    for (i, &id) in ids.iter().enumerate() {
+                        let stored = m.offset + at + i;
+                        let position = match self.positions {
+                            Positions::Contiguous => self.layout.ids.len(),
+                            Positions::Schema => stored + self.base,
+                        };
+                        let source = StoredRow {
+                            module: index,
+                            row: row + i,
+                            stored,
+                        };
+                        self.push(id, position, Some(source));
+                    }
+                    self.span(&m.name, Some(index), start);
+                }
+                Segment::Param { name, at, reserve } => {
+                    let Some(value) = args.and_then(|a| a.get(name)) else {
+                        bail!(
+                            "module {:?} needs a value for parameter {name:?}: add \"args\": {{\"{}\": {{\"{name}\": \"...\"}}}}",
+                            m.name,
+                            m.name
+                        );
+                    };
+                    let ids = self.tokenizer.encode(value)?.ids;
+                    if ids.len() > *reserve {
+                        bail!(
+                            "the value of parameter {name:?} of module {:?} has {} tokens, more than the {reserve} it reserves",
+                            m.name,
+                            ids.len()
+                        );
+                    }
+                    for (i, id) in ids.into_iter().enumerate() {
+                        let position = match self.positions {
+                            Positions::Contiguous => self.layout.ids.len(),
+                            Positions::Schema => m.offset + at + i + self.base,
+                        };
+                        self.push(id, position, None);
+                    }
+                    self.span(&format!("{}.{name}", m.name), None, start);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Layout {
+    /// Lays `prompt` out over `schema` (checked against it beforehand).
+    pub fn new(
+        schema: &TokenizedSchema,
+        prompt: &PromptSpec,
+        tokenizer: &TextTokenizer,
+        options: LayoutOptions,
+    ) -> anyhow::Result<Self> {
+        let mut order = prompt
+            .modules
+            .iter()
+            .map(|name| {
+                schema
+                    .index_of(name)
+                    .ok_or_else(|| anyhow::anyhow!("unknown module {name:?}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if options.positions == Positions::Schema {
+            order.sort_by_key(|&i| (schema.modules[i].offset, i));
+        }
+        let system = order
+            .iter()
+            .position(|&i| schema.modules[i].role == Some(Role::System));
+        let mut b = Builder {
+            layout: Layout {
+                ids: Vec::new(),
+                positions: Vec::new(),
+                stored: Vec::new(),
+                spans: Vec::new(),
+            },
+            tokenizer,
+            positions: options.positions,
+            base: 0,
+        };
+        let args = |i: usize| prompt.args.get(&schema.modules[i].name);
+        if let Some(chat) = options.chat {
+            match system {
+                Some(at) => {
+                    let i = order.remove(at);
+                    b.push_fresh("chat", "<|im_start|>system\n", true)?;
+                    b.push_module(i, &schema.modules[i], args(i))?;
+                    b.push_fresh("chat", "<|im_end|>\n<|im_start|>user\n", true)?;
+                }
+                None => {
+                    let head = ChatTemplate {
+                        default_system: chat.default_system.clone(),
+                    }
+                    .user_prompt("\u{0}");
+                    let head = head.split('\u{0}').next().unwrap_or_default();
+                    b.push_fresh("chat", head, true)?;
+                }
+            }
+        }
+        for i in order {
+            b.push_module(i, &schema.modules[i], args(i))?;
+        }
+        let question_start = match options.positions {
+            Positions::Schema => (schema.end + b.base).max(b.next_position()),
+            Positions::Contiguous => b.layout.ids.len(),
+        };
+        let question = match options.chat {
+            Some(_) => format!("{}<|im_end|>\n<|im_start|>assistant\n", prompt.text),
+            None => prompt.text.clone(),
+        };
+        let start = b.layout.ids.len();
+        if !question.is_empty() {
+            let ids = tokenizer.encode(&question)?.ids;
+            for (i, id) in ids.into_iter().enumerate() {
+                b.push(id, question_start + i, None);
+            }
+            b.span("question", None, start);
+        }
+        let layout = b.layout;
+        if layout.ids.is_empty() {
+            bail!("the prompt has no tokens");
+        }
+        if layout.stored.last().is_some_and(Option::is_some) {
+            bail!("the prompt ends inside a module: add a question (\"text\") after the modules");
+        }
+        let last = *layout.positions.last().expect("not empty");
+        if last >= options.max_positions {
+            bail!(
+                "the prompt needs {} positions ({} tokens), more than the model's context of {}",
+                last + 1,
+                layout.ids.len(),
+                options.max_positions
+            );
+        }
+        Ok(layout)
+    }
+
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when there are no rows (never for a built layout).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Rows whose keys and values come from the store.
+    pub fn cached_rows(&self) -> usize {
+        self.stored.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Rows computed fresh (not in any module's text).
+    pub fn fresh_rows(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&r| self.stored[r].is_none())
+            .collect()
+    }
+
+    /// The rows of the free text at the end (the question).
+    pub fn question_rows(&self) -> Range<usize> {
+        self.spans
+            .iter()
+            .rev()
+            .find(|s| s.label == "question")
+            .map_or(self.len() - 1..self.len(), |s| s.rows.clone())
+    }
+
+    /// Stored module rows by module, in layout order: (module, rows).
+    pub fn module_runs(&self) -> Vec<(usize, Vec<usize>)> {
+        let mut runs: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (r, s) in self.stored.iter().enumerate() {
+            if let Some(s) = s {
+                match runs.last_mut() {
+                    Some((m, rows)) if *m == s.module => rows.push(r),
+                    _ => runs.push((s.module, vec![r])),
+                }
+            }
+        }
+        runs
+    }
+}

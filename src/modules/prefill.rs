@@ -1,0 +1,287 @@
+//! Prefill of a laid-out prompt three ways, on the same row-wise pass:
+//! exact (every row computed, contiguous positions), prefix cache (the
+//! leading rows a previous prompt shares, from its cache) and modular (the
+//! modules' rows from the store, rotated to where they land, with a
+//! recovery policy). Every figure counts what a real request would pay:
+//! loading, rotation and recomputation are inside the timed region.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::layout::Layout;
+use super::recovery::Recovery;
+use super::store::ModuleStore;
+use crate::model::llama::{KvCache, LlamaDecoder, Prefilled, RowPass, RowsOutput, Selection};
+use crate::model::ms;
+
+/// Where a prefill's time went, ms.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Stages {
+    /// Copying stored (or prefix-cached) keys and values into the cache.
+    pub load_ms: f64,
+    /// Rotating stored keys to their positions.
+    pub rotate_ms: f64,
+    /// The layers.
+    pub forward_ms: f64,
+    /// Final norm and next-token logits.
+    pub logits_ms: f64,
+    /// All of it.
+    pub total_ms: f64,
+}
+
+/// What happened to one run of rows of the prompt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// The module's name, or `chat`, `question`, `MODULE.PARAM`.
+    pub label: String,
+    /// `cached` (from the store, some rows maybe recomputed) or `computed`.
+    pub state: &'static str,
+    /// Its tokens.
+    pub tokens: usize,
+    /// Of those, rows recomputed in the later layers.
+    pub recomputed: usize,
+}
+
+/// A finished prefill.
+#[derive(Debug, Clone)]
+pub struct Prefill {
+    /// The prompt's cache, ids, positions and next-token logits.
+    pub state: Prefilled,
+    /// Time by stage.
+    pub stages: Stages,
+    /// Per run of rows.
+    pub decisions: Vec<Decision>,
+    /// Rows served from a cache (store or prefix).
+    pub cached_rows: usize,
+    /// Cached rows recomputed.
+    pub recomputed_rows: usize,
+    /// Bytes of keys and values read from the store.
+    pub bytes_loaded: u64,
+    /// Maps of the captured rows, `[layer][head]`, each `rows × len`.
+    pub maps: Vec<Vec<Vec<f32>>>,
+}
+
+/// Runs the pass and reads the last row's logits.
+fn finish(
+    decoder: &LlamaDecoder,
+    pass: RowPass,
+    mut kv: KvCache,
+    mut stages: Stages,
+    start: Instant,
+) -> anyhow::Result<(Prefilled, RowsOutput, Stages)> {
+    let t = Instant::now();
+    let out = decoder.forward_rows(pass, &mut kv)?;
+    stages.forward_ms = ms(t.elapsed());
+    let t = Instant::now();
+    let last = pass.ids.len() - 1;
+    let logits = decoder
+        .logits_of_rows(&out, &[last])?
+        .squeeze(0)?
+        .to_vec1::<f32>()?;
+    stages.logits_ms = ms(t.elapsed());
+    stages.total_ms = ms(start.elapsed());
+    let state = Prefilled {
+        kv,
+        ids: pass.ids.to_vec(),
+        positions: pass.positions.to_vec(),
+        logits,
+    };
+    Ok((state, out, stages))
+}
+
+/// The exact prefill: the layout's tokens at positions 0, 1, 2, …, every
+/// row computed; maps of `capture` rows kept.
+pub fn exact(
+    decoder: &LlamaDecoder,
+    layout: &Layout,
+    capture: &[usize],
+) -> anyhow::Result<Prefill> {
+    let start = Instant::now();
+    let n = layout.len();
+    let positions: Vec<usize> = (0..n).collect();
+    let computed: Vec<usize> = (0..n).collect();
+    let kv = decoder.kv_cache(n);
+    let pass = RowPass {
+        ids: &layout.ids,
+        positions: &positions,
+        computed: &computed,
+        select: None,
+        capture,
+    };
+    let (state, out, stages) = finish(decoder, pass, kv, Stages::default(), start)?;
+    Ok(Prefill {
+        state,
+        stages,
+        decisions: vec![Decision {
+            label: "prompt".into(),
+            state: "computed",
+            tokens: n,
+            recomputed: 0,
+        }],
+        cached_rows: 0,
+        recomputed_rows: 0,
+        bytes_loaded: 0,
+        maps: out.maps,
+    })
+}
+
+/// The prefix-cache prefill: the leading rows `layout` shares with
+/// `previous` (an exact prefill, whose cache a serving stack would hold)
+/// come from its cache, at least the last row is computed.
+pub fn prefix(
+    decoder: &LlamaDecoder,
+    layout: &Layout,
+    previous: Option<Prefilled>,
+) -> anyhow::Result<Prefill> {
+    let start = Instant::now();
+    let n = layout.len();
+    let mut stages = Stages::default();
+    let (kv, shared) = match previous {
+        Some(prev) => {
+            let shared = prev
+                .ids
+                .iter()
+                .zip(&layout.ids)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(n - 1);
+            let t = Instant::now();
+            let mut kv = prev.kv;
+            kv.resize(shared);
+            kv.resize(n);
+            stages.load_ms = ms(t.elapsed());
+            (kv, shared)
+        }
+        None => (decoder.kv_cache(n), 0),
+    };
+    let positions: Vec<usize> = (0..n).collect();
+    let computed: Vec<usize> = (shared..n).collect();
+    let pass = RowPass {
+        ids: &layout.ids,
+        positions: &positions,
+        computed: &computed,
+        select: None,
+        capture: &[],
+    };
+    let (state, _, stages) = finish(decoder, pass, kv, stages, start)?;
+    Ok(Prefill {
+        state,
+        stages,
+        decisions: vec![
+            Decision {
+                label: "shared prefix".into(),
+                state: "cached",
+                tokens: shared,
+                recomputed: 0,
+            },
+            Decision {
+                label: "rest".into(),
+                state: "computed",
+                tokens: n - shared,
+                recomputed: 0,
+            },
+        ],
+        cached_rows: shared,
+        recomputed_rows: 0,
+        bytes_loaded: 0,
+        maps: Vec::new(),
+    })
+}
+
+/// The modular prefill: stored rows loaded and rotated to the layout's
+/// positions, fresh rows computed, `recovery` recomputing some stored rows;
+/// maps of `capture` rows (fresh ones) kept.
+pub fn modular(
+    decoder: &LlamaDecoder,
+    store: &ModuleStore,
+    layout: &Layout,
+    recovery: Recovery,
+    capture: &[usize],
+) -> anyhow::Result<Prefill> {
+    let start = Instant::now();
+    let n = layout.len();
+    let mut stages = Stages::default();
+    let t = Instant::now();
+    let mut kv = decoder.kv_cache(n);
+    let runs = layout.module_runs();
+    for (module, rows) in &runs {
+        // A module's rows land in runs of consecutive rows (parameter values
+        // split them); copy each run at once.
+        let mut i = 0;
+        while i < rows.len() {
+            let mut j = i + 1;
+            while j < rows.len() && rows[j] == rows[j - 1] + 1 {
+                j += 1;
+            }
+            let first = layout.stored[rows[i]].expect("stored row").row;
+            store.load_rows(*module, first..first + (j - i), &mut kv, rows[i])?;
+            i = j;
+        }
+    }
+    stages.load_ms = ms(t.elapsed());
+    let t = Instant::now();
+    let from: Vec<usize> = (0..n)
+        .map(|r| layout.stored[r].map_or(layout.positions[r], |s| s.stored))
+        .collect();
+    decoder.shift_keys(&mut kv, 0..n, (&from, &layout.positions));
+    stages.rotate_ms = ms(t.elapsed());
+    let mut computed = layout.fresh_rows();
+    let select = match recovery {
+        Recovery::None => None,
+        Recovery::First(k) => {
+            for (_, rows) in runs.iter().skip(1) {
+                computed.extend(rows.iter().take(k));
+            }
+            computed.sort_unstable();
+            None
+        }
+        Recovery::Select(r) => Some(Selection {
+            at: 1,
+            fraction: r / 100.0,
+        }),
+    };
+    let pass = RowPass {
+        ids: &layout.ids,
+        positions: &layout.positions,
+        computed: &computed,
+        select,
+        capture,
+    };
+    let (state, out, stages) = finish(decoder, pass, kv, stages, start)?;
+    let recomputed: Vec<usize> = match recovery {
+        Recovery::Select(_) => out.selected.clone(),
+        _ => computed
+            .iter()
+            .copied()
+            .filter(|&r| layout.stored[r].is_some())
+            .collect(),
+    };
+    let decisions = layout
+        .spans
+        .iter()
+        .map(|span| {
+            let cached = span.module.is_some();
+            Decision {
+                label: span.label.clone(),
+                state: if cached { "cached" } else { "computed" },
+                tokens: span.rows.len(),
+                recomputed: if cached {
+                    recomputed.iter().filter(|r| span.rows.contains(r)).count()
+                } else {
+                    0
+                },
+            }
+        })
+        .collect();
+    let cached_rows = layout.cached_rows();
+    Ok(Prefill {
+        state,
+        stages,
+        decisions,
+        cached_rows,
+        recomputed_rows: recomputed.len(),
+        bytes_loaded: (cached_rows * store.manifest().bytes_per_token) as u64,
+        maps: out.maps,
+    })
+}
