@@ -119,7 +119,14 @@ impl TokenizedSchema {
             for piece in spec.pieces() {
                 match piece {
                     Piece::Text(text) => {
-                        let ids = tokenizer.encode(text)?.ids;
+                        let encoded = tokenizer.encode(text)?;
+                        if encoded.truncated {
+                            bail!(
+                                "module {:?} is longer than the model's context: split it",
+                                spec.name
+                            );
+                        }
+                        let ids = encoded.ids;
                         let n = ids.len();
                         segments.push(Segment::Text { ids, at, row });
                         at += n;
@@ -437,7 +444,14 @@ impl Layout {
         };
         let start = b.layout.ids.len();
         if !question.is_empty() {
-            let ids = tokenizer.encode(&question)?.ids;
+            let encoded = tokenizer.encode(&question)?;
+            if encoded.truncated {
+                bail!(
+                    "the prompt's text is longer than the model's context of {}",
+                    options.max_positions
+                );
+            }
+            let ids = encoded.ids;
             for (i, id) in ids.into_iter().enumerate() {
                 b.push(id, question_start + i, None);
             }
