@@ -5,8 +5,101 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::cache::Database;
+use crate::modules::ModuleStore;
+use crate::modules::store::STORE_KIND;
+
+/// True when `dir`'s manifest says it is a module store.
+fn is_module_store(dir: &Path) -> bool {
+    std::fs::read(dir.join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|m| m["kind"] == STORE_KIND)
+}
+
+/// What a module store holds.
+fn module_store(dir: &Path, verify: bool, json: bool) -> anyhow::Result<()> {
+    let store = ModuleStore::open_any(dir)?;
+    if verify {
+        store.verify()?;
+    }
+    let m = store.manifest();
+    let t = store.tokenized();
+    if json {
+        let modules: Vec<_> = t
+            .modules
+            .iter()
+            .map(|m| {
+                json!({"name": m.name, "union": m.union, "offset": m.offset, "span": m.span,
+                       "tokens": m.rows,
+                       "params": m.segments.iter().filter_map(|s| match s {
+                           crate::modules::layout::Segment::Param { name, reserve, .. } => Some(json!({"name": name, "reserve": reserve})),
+                           _ => None,
+                       }).collect::<Vec<_>>()})
+            })
+            .collect();
+        let out = json!({
+            "dir": store.dir(),
+            "kind": "modules",
+            "schema": m.schema_name,
+            "schema_sha256": m.schema_sha256,
+            "modules": modules,
+            "tokens": m.tokens,
+            "schema_positions": t.end,
+            "bytes": store.size_on_disk(),
+            "bytes_per_token": m.bytes_per_token,
+            "kv_dtype": m.kv_dtype,
+            "model": m.model,
+            "format_version": m.format_version,
+            "verified": verify,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("module store {}", store.dir().display());
+    println!(
+        "schema     {} (sha256 {}), {} modules, {} tokens stored, {} positions",
+        m.schema_name,
+        &m.schema_sha256[..12],
+        m.modules,
+        m.tokens,
+        t.end
+    );
+    println!(
+        "size       {:.1} MiB (keys and values {}, {:.1} KiB per token)",
+        store.size_on_disk() as f64 / (1024.0 * 1024.0),
+        m.kv_dtype,
+        m.bytes_per_token as f64 / 1024.0
+    );
+    println!(
+        "model      {} ({} layers)",
+        m.model.describe(),
+        m.model.shape.layers
+    );
+    if verify {
+        println!("checksums  all files verified");
+    }
+    println!("modules    name: positions, tokens");
+    for module in &t.modules {
+        let union = module
+            .union
+            .as_ref()
+            .map(|u| format!(" (union {u})"))
+            .unwrap_or_default();
+        println!(
+            "  {:<24} {:>6}–{:<6} {:>6}{union}",
+            crate::text::shorten(&module.name, 24),
+            module.offset,
+            module.offset + module.span,
+            module.rows
+        );
+    }
+    Ok(())
+}
 
 pub fn run(dir: &Path, verify: bool, json: bool) -> anyhow::Result<()> {
+    if is_module_store(dir) {
+        return module_store(dir, verify, json);
+    }
     let db = Database::open_any(dir)?;
     if verify {
         db.verify()?;

@@ -11,6 +11,7 @@ mod embed;
 mod eval;
 mod fetch;
 mod heatmap;
+mod modules;
 mod prefix;
 mod progress;
 mod report;
@@ -370,6 +371,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Modular attention reuse (Prompt Cache) for decoders: generate a
+    /// workload, build a module store, run, evaluate and calibrate.
+    Modules {
+        /// What to do.
+        #[command(subcommand)]
+        command: modules::ModulesCommand,
+    },
     /// The interactive dashboard (the default): live similarity, hit/miss
     /// decisions and latency; tune thresholds, calibrate, rebuild.
     Dashboard(dashboard::DashboardArgs),
@@ -527,6 +535,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
             },
         ),
+        Command::Modules { command } => modules::run(target, command),
         Command::Demo => demo::run(target),
         Command::Dashboard(args) => dashboard::run(target, args),
         Command::CheckDevice { json } => check_device::run(target, json),

@@ -8,6 +8,8 @@ mod classifier;
 mod cost;
 mod evaluate;
 mod index_bench;
+mod modular;
+mod modular_calibrate;
 mod prefix;
 mod probe;
 mod prompt;
@@ -23,6 +25,10 @@ pub use classifier::Classifier;
 pub use cost::LayerCost;
 pub use evaluate::{Evaluation, MeanTimings, TimedPair, evaluate, evaluate_until};
 pub use index_bench::{IndexBenchRow, index_bench};
+pub use modular::{Group, HeadView, Latency, ModularBench, ModularEval, ModularOptions, TaskAccuracy, Ttft};
+pub use modular_calibrate::{
+    RecoveryCalibration, RecoveryObjective, RecoveryPoint, calibrate_recovery, candidates,
+};
 pub use prefix::{PrefixComparison, RunFigures, compare_with_prefix_cache};
 pub use probe::Probe;
 pub use prompt::{

@@ -12,6 +12,7 @@
 //! - [`store`]: the module key/value store on disk.
 //! - [`recovery`]: `none`, `first:K`, `select:R`.
 //! - [`prefill`]: exact, prefix-cache and modular prefill of a layout.
+//! - [`workload`]: generated multi-document, passkey and few-shot workloads.
 
 mod error;
 pub mod layout;
@@ -20,6 +21,7 @@ pub mod prompt;
 pub mod recovery;
 pub mod schema;
 pub mod store;
+pub mod workload;
 
 pub use error::StoreError;
 pub use layout::{Layout, LayoutOptions, Positions, TokenizedSchema};

@@ -1,0 +1,218 @@
+//! `modules eval` and `modules calibrate`.
+
+use std::path::Path;
+
+use super::super::progress;
+use super::super::setup::Target;
+use super::{RECOVERY_FILE, StoreArgs, open, prompts};
+use crate::eval::{
+    ModularBench, ModularEval, ModularOptions, RecoveryCalibration, RecoveryObjective,
+    calibrate_recovery,
+};
+use crate::modules::Recovery;
+use crate::storage::write_atomically;
+
+/// How much `modules eval` measures.
+pub struct EvalSizes {
+    pub repeats: usize,
+    pub heads: usize,
+    pub continuation: usize,
+}
+
+pub fn eval(
+    target: &Target,
+    args: &StoreArgs,
+    source: (&Path, Option<usize>),
+    sizes: EvalSizes,
+    json: bool,
+) -> anyhow::Result<()> {
+    let opened = open(target, args, "modules eval")?;
+    let prompts = prompts(&opened.store, source)?;
+    let decoder = opened.decoder();
+    let chat = decoder.chat().clone();
+    let options = ModularOptions {
+        positions: opened.positions,
+        recovery: opened.recovery,
+        chat: args.chat.then_some(&chat),
+        repeats: sizes.repeats,
+        head_prompts: sizes.heads,
+        continuation: sizes.continuation,
+    };
+    let bench = ModularBench {
+        decoder,
+        tokenizer: &opened.model.tokenizer,
+        store: &opened.store,
+    };
+    let bar = progress::bar(
+        prompts.len() * sizes.repeats.max(1),
+        "exact, prefix, modular",
+    );
+    let result = bench.evaluate(&prompts, &options, &mut |d, _| bar.set_position(d as u64));
+    bar.finish_and_clear();
+    let result = result?;
+    if json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print_eval(&result);
+    }
+    Ok(())
+}
+
+fn print_eval(e: &ModularEval) {
+    let pct = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.1} %", v * 100.0));
+    println!(
+        "{} prompts, {:.0} tokens on average, {:.1} % from the store ({:.1} % of those recomputed); positions {}, recovery {}; median of {} repeats",
+        e.prompts,
+        e.tokens_mean,
+        e.cached_fraction * 100.0,
+        e.recomputed_fraction * 100.0,
+        e.positions.name(),
+        e.recovery,
+        e.repeats
+    );
+    println!("  {:<8} {:>12} {:>10}  stages (load / rotate / layers / logits ms)", "run", "TTFT median", "p90");
+    for (name, l, s) in [
+        ("exact", e.ttft_ms.exact, e.stages_ms.exact),
+        ("prefix", e.ttft_ms.prefix, e.stages_ms.prefix),
+        ("modular", e.ttft_ms.modular, e.stages_ms.modular),
+    ] {
+        println!(
+            "  {name:<8} {:>9.1} ms {:>7.1} ms  {:.1} / {:.1} / {:.1} / {:.1}",
+            l.median, l.p90, s.load_ms, s.rotate_ms, s.forward_ms, s.logits_ms
+        );
+    }
+    println!(
+        "  modular: {:.2}× over exact, {:.2}× over the prefix cache (prefix cache: {:.2}× over exact); {:.1} MiB loaded per prompt",
+        e.speedup_vs_exact,
+        e.speedup_vs_prefix,
+        e.prefix_speedup_vs_exact,
+        e.bytes_loaded_mean / (1024.0 * 1024.0)
+    );
+    println!(
+        "  fidelity: top-1 agreement {:.1} %, next-token KL {:.4}, NLL of the exact continuation {:+.4} nats/token; task accuracy exact {} → modular {}",
+        e.top1_agreement * 100.0,
+        e.kl_mean,
+        e.nll_delta,
+        pct(e.task_accuracy.exact),
+        pct(e.task_accuracy.modular)
+    );
+    for (title, groups) in [("by length", &e.by_length), ("by modules", &e.by_modules)] {
+        println!("  {title}:");
+        for g in groups.iter() {
+            println!(
+                "    {:>6}: {:>3} prompts, {:>6.0} tokens, {:>6.2}× exact, {:>5.2}× prefix, top-1 {:>5.1} %, KL {:.4}",
+                g.key,
+                g.prompts,
+                g.tokens_mean,
+                g.speedup_vs_exact,
+                g.speedup_vs_prefix,
+                g.top1_agreement * 100.0,
+                g.kl_mean
+            );
+        }
+    }
+    if let Some(h) = &e.heads {
+        println!(
+            "  per layer (mean over heads; {} prompts): question-map similarity to exact | exact attention crossing module boundaries",
+            h.prompts
+        );
+        for (l, (sim, cross)) in h.similarity.iter().zip(&h.crossing).enumerate() {
+            let m = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
+            println!("    L{l:<3} {:.3} | {:.3}", m(sim), m(cross));
+        }
+    }
+}
+
+pub fn calibrate(
+    target: &Target,
+    args: &StoreArgs,
+    source: (&Path, Option<usize>),
+    (kind, objective, budget): (&str, &str, f64),
+    save: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let kind = match kind {
+        "first" => Recovery::First(0),
+        "select" => Recovery::Select(0.0),
+        _ => anyhow::bail!("unknown --kind {kind:?}: use first or select"),
+    };
+    let objective = RecoveryObjective::parse(objective)?;
+    if objective == RecoveryObjective::Top1 && !(0.0..=1.0).contains(&budget) {
+        anyhow::bail!("--budget {budget}: top-1 agreement is a share from 0 to 1 (e.g. 0.95)");
+    }
+    let opened = open(target, args, "modules calibrate")?;
+    let prompts = prompts(&opened.store, source)?;
+    let decoder = opened.decoder();
+    let chat = decoder.chat().clone();
+    let options = ModularOptions {
+        positions: opened.positions,
+        recovery: kind,
+        chat: args.chat.then_some(&chat),
+        repeats: 1,
+        head_prompts: 0,
+        continuation: 0,
+    };
+    let bench = ModularBench {
+        decoder,
+        tokenizer: &opened.model.tokenizer,
+        store: &opened.store,
+    };
+    let tried = crate::eval::candidates(kind).len();
+    let bar = progress::bar(tried, "calibrating recovery");
+    let result = calibrate_recovery(
+        &bench,
+        &prompts,
+        (kind, objective, budget),
+        &options,
+        &mut |d, _| bar.set_position(d as u64),
+    );
+    bar.finish_and_clear();
+    let result = result?;
+    if save {
+        save_calibration(opened.store.dir(), &result)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    println!(
+        "{} prompts, positions {}, objective {:?} budget {}",
+        result.prompts, result.positions, result.objective, result.budget
+    );
+    println!("  {:<12} {:>8} {:>9} {:>11} {:>9}", "recovery", "top-1", "KL", "recomputed", "TTFT ms");
+    for p in &result.points {
+        println!(
+            "  {:<12} {:>7.1}% {:>9.4} {:>10.1}% {:>9.1}{}",
+            p.recovery,
+            p.top1_agreement * 100.0,
+            p.kl_mean,
+            p.recomputed_fraction * 100.0,
+            p.ttft_ms,
+            if p.within_budget { "  within budget" } else { "" }
+        );
+    }
+    println!(
+        "chosen {}{}{}",
+        result.chosen,
+        if result.met { "" } else { " (no setting met the budget: the most thorough one)" },
+        if save {
+            format!("; saved to {}", opened.store.dir().join(RECOVERY_FILE).display())
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// Writes (or replaces, for the same positions) the store's calibration.
+fn save_calibration(dir: &Path, result: &RecoveryCalibration) -> anyhow::Result<()> {
+    let path = dir.join(RECOVERY_FILE);
+    let mut saved: Vec<RecoveryCalibration> = if path.is_file() {
+        serde_json::from_slice(&std::fs::read(&path)?).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    saved.retain(|c| c.positions != result.positions);
+    saved.push(result.clone());
+    write_atomically(&path, serde_json::to_string_pretty(&saved)?.as_bytes())
+}

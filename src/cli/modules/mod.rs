@@ -1,0 +1,284 @@
+//! `attncache modules …`: modular attention reuse (Prompt Cache) from the
+//! command line: generate a workload, build a store, run a prompt, evaluate
+//! and calibrate the recovery.
+
+mod build;
+mod eval;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use super::setup::{Target, load_model};
+use crate::eval::RecoveryCalibration;
+use crate::model::Model;
+use crate::model::llama::LlamaDecoder;
+use crate::modules::{ModuleStore, Positions, PromptSpec, Recovery, Schema, decoder_of, load_prompts};
+use crate::storage::ModelIdentity;
+
+/// Where the recovery calibrated for a store is kept.
+const RECOVERY_FILE: &str = "recovery.json";
+
+/// The store and how prompts are laid out over it.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The module store (built by `modules build`).
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+    /// The schema the store must have been built from (refused when it
+    /// differs).
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+    /// schema (the paper's fixed ranges) or contiguous (rotated to where the
+    /// modules land).
+    #[arg(long, default_value = "contiguous", value_name = "P")]
+    pub positions: String,
+    /// none, first:K or select:R (default: the store's calibrated
+    /// recovery.json for these positions, else none).
+    #[arg(long, value_name = "R")]
+    pub recovery: Option<String>,
+    /// Wrap each prompt in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+}
+
+/// The `modules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ModulesCommand {
+    /// Generate a reproducible workload (schema.toml + prompts.jsonl) from
+    /// the Rotten Tomatoes text: multidoc, passkey or fewshot.
+    Workload {
+        /// multidoc, passkey or fewshot.
+        #[arg(value_name = "KIND")]
+        kind: String,
+        /// Modules per prompt (documents, filler modules, examples).
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        per_prompt: usize,
+        /// Modules in the schema's pool.
+        #[arg(long, default_value_t = 32, value_name = "N")]
+        pool: usize,
+        /// Prompts.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        prompts: usize,
+        /// The seed.
+        #[arg(long, default_value_t = 1, value_name = "S")]
+        seed: u64,
+        /// Where to write schema.toml and prompts.jsonl.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every module of a schema once and store its keys and values (f16).
+    Build {
+        /// The schema (TOML or JSON).
+        #[arg(long, value_name = "FILE")]
+        schema: PathBuf,
+        /// Where to write the store (replaced only when the build succeeds).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prefill one prompt from the store: the decision for every module, TTFT
+    /// and stages, the top-5 next tokens, optionally a greedy continuation
+    /// and the exact run beside it.
+    Run {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Greedy continuation of N tokens.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        generate: usize,
+        /// Also run the prompt exactly and show both.
+        #[arg(long)]
+        compare: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// A prompt record (`{"modules": [...], "text": "..."}`) or plain text.
+        #[arg(value_name = "PROMPT")]
+        prompt: String,
+    },
+    /// Exact vs prefix cache vs modular on a prompts file, interleaved: TTFT,
+    /// speedups, fidelity, task accuracy, per layer × head.
+    Eval {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The prompts (JSONL).
+        #[arg(long, value_name = "FILE")]
+        prompts: PathBuf,
+        /// Use only the first N prompts.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Timed passes (speedups are medians over them).
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        repeats: usize,
+        /// Prompts (the first ones) that also get the per-layer × head view.
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        heads: usize,
+        /// Tokens of the exact greedy continuation scored teacher-forced.
+        #[arg(long, default_value_t = 16, value_name = "N")]
+        continuation: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The cheapest recovery setting whose error on calibration prompts stays
+    /// within a budget; written to the store's recovery.json, which run and
+    /// eval then use by default.
+    Calibrate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The calibration prompts (JSONL).
+        #[arg(long, value_name = "FILE")]
+        prompts: PathBuf,
+        /// Use only the first N prompts.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Which knob: first (K tokens) or select (R %).
+        #[arg(long, default_value = "select", value_name = "KIND")]
+        kind: String,
+        /// top1 (agreement ≥ budget) or kl (mean KL ≤ budget).
+        #[arg(long, default_value = "top1", value_name = "O")]
+        objective: String,
+        /// The budget (top1: a share such as 0.95; kl: nats).
+        #[arg(long, default_value_t = 0.95, value_name = "B")]
+        budget: f64,
+        /// Measure and print without writing recovery.json.
+        #[arg(long)]
+        no_save: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a `modules` subcommand.
+pub fn run(target: &Target, command: ModulesCommand) -> anyhow::Result<()> {
+    match command {
+        ModulesCommand::Workload {
+            kind,
+            per_prompt,
+            pool,
+            prompts,
+            seed,
+            out,
+            json,
+        } => build::workload(&kind, (per_prompt, pool, prompts, seed), &out, json),
+        ModulesCommand::Build { schema, out, json } => build::build(target, &schema, &out, json),
+        ModulesCommand::Run {
+            store,
+            generate,
+            compare,
+            json,
+            prompt,
+        } => run::run(target, &store, &prompt, (generate, compare), json),
+        ModulesCommand::Eval {
+            store,
+            prompts,
+            limit,
+            repeats,
+            heads,
+            continuation,
+            json,
+        } => eval::eval(
+            target,
+            &store,
+            (&prompts, limit),
+            eval::EvalSizes {
+                repeats,
+                heads,
+                continuation,
+            },
+            json,
+        ),
+        ModulesCommand::Calibrate {
+            store,
+            prompts,
+            limit,
+            kind,
+            objective,
+            budget,
+            no_save,
+            json,
+        } => eval::calibrate(
+            target,
+            &store,
+            (&prompts, limit),
+            (&kind, &objective, budget),
+            !no_save,
+            json,
+        ),
+    }
+}
+
+/// A loaded decoder with its store, positions and recovery.
+struct Opened {
+    model: Arc<Model>,
+    store: ModuleStore,
+    positions: Positions,
+    recovery: Recovery,
+}
+
+impl Opened {
+    fn decoder(&self) -> &LlamaDecoder {
+        self.model.decoder().expect("checked when opened")
+    }
+}
+
+/// Loads the model (a decoder), opens the store and resolves the options.
+fn open(target: &Target, args: &StoreArgs, command: &str) -> anyhow::Result<Opened> {
+    let positions = Positions::parse(&args.positions)?;
+    let recovery = args
+        .recovery
+        .as_deref()
+        .map(Recovery::parse)
+        .transpose()?;
+    let model = load_model(target, command)?;
+    decoder_of(&model)?;
+    if !model.device().is_cpu() {
+        anyhow::bail!("modular prefill runs on the CPU: pass --device cpu");
+    }
+    let store = ModuleStore::open(&args.store, &ModelIdentity::of(&model)?)?;
+    if let Some(path) = &args.schema {
+        store.check_schema(&Schema::load(path)?, path)?;
+    }
+    let recovery = match recovery {
+        Some(r) => r,
+        None => saved_recovery(store.dir(), positions)?.unwrap_or(Recovery::None),
+    };
+    Ok(Opened {
+        model,
+        store,
+        positions,
+        recovery,
+    })
+}
+
+/// The recovery calibrated for `positions` in the store's recovery.json.
+fn saved_recovery(dir: &Path, positions: Positions) -> anyhow::Result<Option<Recovery>> {
+    let path = dir.join(RECOVERY_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let saved: Vec<RecoveryCalibration> = serde_json::from_slice(&std::fs::read(&path)?)
+        .map_err(|e| anyhow::anyhow!("{} is malformed ({e}): recalibrate or delete it", path.display()))?;
+    saved
+        .iter()
+        .find(|c| c.positions == positions.name())
+        .map(|c| Recovery::parse(&c.chosen))
+        .transpose()
+}
+
+/// Reads the prompts file against the store's schema.
+fn prompts(store: &ModuleStore, (path, limit): (&Path, Option<usize>)) -> anyhow::Result<Vec<PromptSpec>> {
+    let mut prompts = load_prompts(path, store.schema())?;
+    if let Some(n) = limit {
+        prompts.truncate(n);
+    }
+    Ok(prompts)
+}

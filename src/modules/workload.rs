@@ -1,0 +1,259 @@
+//! Reproducible modular workloads (a schema and its prompts) generated from
+//! a seed and the Rotten Tomatoes text attncache already fetches:
+//! - `multidoc`: plot summaries as modules; each prompt takes D of them in
+//!   random order and asks which document began with a quoted sentence,
+//!   scored over the documents' numbers.
+//! - `passkey`: a number stated in one module (a union of ten, one per
+//!   number) among filler modules, asked at the end, scored against the
+//!   other numbers.
+//! - `fewshot`: k labelled reviews as modules in random order, then the
+//!   query review, scored by the label words (the paper's kind of workload,
+//!   where a prefix cache helps only while the examples come in one order).
+
+use anyhow::bail;
+use rand::{Rng, SeedableRng};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use serde::Serialize;
+
+use super::prompt::PromptSpec;
+use super::schema::{ModuleSpec, Schema};
+use crate::data::{CorpusOptions, CorpusSpec, Item};
+
+/// Which workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// Multi-document question answering.
+    Multidoc,
+    /// Passkey retrieval.
+    Passkey,
+    /// Few-shot sentiment.
+    Fewshot,
+}
+
+impl WorkloadKind {
+    /// `multidoc`, `passkey` or `fewshot`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "multidoc" => Ok(Self::Multidoc),
+            "passkey" => Ok(Self::Passkey),
+            "fewshot" => Ok(Self::Fewshot),
+            _ => bail!("unknown workload {s:?}: use multidoc, passkey or fewshot"),
+        }
+    }
+}
+
+/// Sizes of a generated workload.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkloadOptions {
+    /// The workload.
+    pub kind: WorkloadKind,
+    /// Modules per prompt (documents, filler modules, or examples).
+    pub per_prompt: usize,
+    /// Modules in the schema's pool to draw from.
+    pub pool: usize,
+    /// Prompts.
+    pub prompts: usize,
+    /// The seed.
+    pub seed: u64,
+}
+
+/// A generated schema and its prompts.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// The schema.
+    pub schema: Schema,
+    /// The prompts.
+    pub prompts: Vec<PromptSpec>,
+}
+
+/// Loads a built-in split (fetched on first use).
+fn split(spec: &str) -> anyhow::Result<Vec<Item>> {
+    Ok(CorpusSpec::parse(spec)?
+        .load(&CorpusOptions::default())?
+        .items)
+}
+
+/// Generates the workload `options` describes.
+pub fn generate(options: WorkloadOptions) -> anyhow::Result<Workload> {
+    if options.per_prompt == 0 || options.prompts == 0 {
+        bail!("a workload needs at least one module per prompt and one prompt");
+    }
+    if options.pool < options.per_prompt {
+        bail!(
+            "the pool ({}) must hold at least the modules of one prompt ({})",
+            options.pool,
+            options.per_prompt
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    match options.kind {
+        WorkloadKind::Multidoc => multidoc(options, &mut rng),
+        WorkloadKind::Passkey => passkey(options, &mut rng),
+        WorkloadKind::Fewshot => fewshot(options, &mut rng),
+    }
+}
+
+/// The first sentence of a text (at most 25 words).
+fn first_sentence(text: &str) -> String {
+    let end = text.find(". ").map_or(text.len(), |i| i + 1);
+    text[..end]
+        .split_whitespace()
+        .take(25)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn multidoc(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
+    let plots = split("rt-plot:all")?;
+    if plots.len() < o.pool {
+        bail!("only {} plot summaries for a pool of {}", plots.len(), o.pool);
+    }
+    let docs: Vec<&Item> = plots.choose_multiple(rng, o.pool).collect();
+    let modules = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| module(&format!("doc-{i}"), format!("Document {i}:\n{}\n\n", d.text)))
+        .collect();
+    let prompts = (0..o.prompts)
+        .map(|_| {
+            let mut chosen: Vec<usize> = (0..o.pool).collect::<Vec<_>>();
+            chosen.shuffle(rng);
+            chosen.truncate(o.per_prompt);
+            let answer = rng.random_range(0..chosen.len());
+            let target = chosen[answer];
+            PromptSpec {
+                modules: chosen.iter().map(|i| format!("doc-{i}")).collect(),
+                text: format!(
+                    "Question: one of the documents above begins \"{}\" Which document is it?\nAnswer: Document",
+                    first_sentence(&docs[target].text)
+                ),
+                choices: chosen.iter().map(|i| format!(" {i}")).collect(),
+                answer: Some(answer),
+                ..PromptSpec::default()
+            }
+        })
+        .collect();
+    Ok(Workload {
+        schema: Schema {
+            name: format!("multidoc-{}", o.seed),
+            modules,
+        },
+        prompts,
+    })
+}
+
+fn passkey(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
+    let plots = split("rt-plot:all")?;
+    let filler: Vec<&Item> = plots.choose_multiple(rng, o.pool).collect();
+    let keys: Vec<u32> = (0..10).map(|_| rng.random_range(10_000..100_000)).collect();
+    let mut modules: Vec<ModuleSpec> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let mut m = module(
+                &format!("key-{i}"),
+                format!("The pass key is {k}. Remember it. {k} is the pass key.\n\n"),
+            );
+            m.union = Some("passkey".into());
+            m
+        })
+        .collect();
+    modules.extend(
+        filler
+            .iter()
+            .enumerate()
+            .map(|(i, d)| module(&format!("filler-{i}"), format!("{}\n\n", d.text))),
+    );
+    let prompts = (0..o.prompts)
+        .map(|_| {
+            let key = rng.random_range(0..keys.len());
+            let mut chosen: Vec<String> = (0..o.pool)
+                .collect::<Vec<_>>()
+                .choose_multiple(rng, o.per_prompt)
+                .map(|i| format!("filler-{i}"))
+                .collect();
+            let at = rng.random_range(0..=chosen.len());
+            chosen.insert(at, format!("key-{key}"));
+            let mut choices: Vec<usize> = (0..keys.len()).filter(|&k| k != key).collect();
+            choices.shuffle(rng);
+            choices.truncate(3);
+            let answer = rng.random_range(0..=choices.len());
+            choices.insert(answer, key);
+            PromptSpec {
+                modules: chosen,
+                text: "What is the pass key? The pass key is".into(),
+                choices: choices.iter().map(|&k| format!(" {}", keys[k])).collect(),
+                answer: Some(answer),
+                ..PromptSpec::default()
+            }
+        })
+        .collect();
+    Ok(Workload {
+        schema: Schema {
+            name: format!("passkey-{}", o.seed),
+            modules,
+        },
+        prompts,
+    })
+}
+
+/// A review's label word.
+fn label_word(item: &Item) -> &'static str {
+    if item.label.as_deref() == Some("fresh") {
+        "positive"
+    } else {
+        "negative"
+    }
+}
+
+fn fewshot(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
+    let pool = split("rt:db")?;
+    let queries = split("rt:test")?;
+    let examples: Vec<&Item> = pool.choose_multiple(rng, o.pool).collect();
+    let modules = examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            module(
+                &format!("ex-{i}"),
+                format!("Review: {}\nSentiment: {}\n\n", e.text, label_word(e)),
+            )
+        })
+        .collect();
+    let prompts = queries
+        .choose_multiple(rng, o.prompts)
+        .map(|q| {
+            let chosen: Vec<String> = (0..o.pool)
+                .collect::<Vec<_>>()
+                .choose_multiple(rng, o.per_prompt)
+                .map(|i| format!("ex-{i}"))
+                .collect();
+            PromptSpec {
+                modules: chosen,
+                text: format!("Review: {}\nSentiment:", q.text),
+                choices: vec![" positive".into(), " negative".into()],
+                answer: Some(usize::from(label_word(q) == "negative")),
+                ..PromptSpec::default()
+            }
+        })
+        .collect();
+    Ok(Workload {
+        schema: Schema {
+            name: format!("fewshot-{}", o.seed),
+            modules,
+        },
+        prompts,
+    })
+}
+
+fn module(name: &str, text: String) -> ModuleSpec {
+    ModuleSpec {
+        name: name.into(),
+        text,
+        union: None,
+        params: Default::default(),
+        role: None,
+    }
+}
