@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::schema::Schema;
 
 /// One prompt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptSpec {
     /// The schema's name, when the record names it (checked against the
@@ -108,19 +108,6 @@ impl PromptSpec {
             (Some(a), n) if a >= n => bail!("answer {a} is not one of the {n} choices"),
             (None, n) if n > 0 => bail!("choices without an answer: add \"answer\": INDEX"),
             _ => Ok(()),
-        }
-    }
-}
-
-impl Default for PromptSpec {
-    fn default() -> Self {
-        Self {
-            schema: None,
-            modules: Vec::new(),
-            args: BTreeMap::new(),
-            text: String::new(),
-            choices: Vec::new(),
-            answer: None,
         }
     }
 }
