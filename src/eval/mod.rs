@@ -25,7 +25,9 @@ pub use classifier::Classifier;
 pub use cost::LayerCost;
 pub use evaluate::{Evaluation, MeanTimings, TimedPair, evaluate, evaluate_until};
 pub use index_bench::{IndexBenchRow, index_bench};
-pub use modular::{Group, HeadView, Latency, ModularBench, ModularEval, ModularOptions, TaskAccuracy, Ttft};
+pub use modular::{
+    Group, HeadView, Latency, ModularBench, ModularEval, ModularOptions, TaskAccuracy, Ttft,
+};
 pub use modular_calibrate::{
     RecoveryCalibration, RecoveryObjective, RecoveryPoint, calibrate_recovery, candidates,
 };

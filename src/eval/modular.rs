@@ -296,10 +296,7 @@ impl ModularBench<'_> {
         ttft: [f64; 3],
         options: &ModularOptions,
     ) -> anyhow::Result<PromptRecord> {
-        let (pe, pm) = (
-            softmax(&exact.state.logits),
-            softmax(&modular.state.logits),
-        );
+        let (pe, pm) = (softmax(&exact.state.logits), softmax(&modular.state.logits));
         let mut greedy_state = exact.state.clone();
         let continuation = self
             .decoder
@@ -337,7 +334,11 @@ impl ModularBench<'_> {
     }
 
     /// The per-head view over `layouts` (untimed runs that capture maps).
-    pub fn head_view(&self, layouts: &[Layout], options: &ModularOptions) -> anyhow::Result<HeadView> {
+    pub fn head_view(
+        &self,
+        layouts: &[Layout],
+        options: &ModularOptions,
+    ) -> anyhow::Result<HeadView> {
         let shape = self.decoder.shape();
         let mut sim = vec![vec![0f64; shape.heads]; shape.layers];
         let mut cross = vec![vec![0f64; shape.heads]; shape.layers];
@@ -374,7 +375,8 @@ impl ModularBench<'_> {
             for l in 0..shape.layers {
                 for h in 0..shape.heads {
                     let (em, mm) = (&exact.maps[l][h], &modular.maps[l][h]);
-                    let exact_q: Vec<f32> = question.iter().flat_map(|&r| exact_row(em, r)).collect();
+                    let exact_q: Vec<f32> =
+                        question.iter().flat_map(|&r| exact_row(em, r)).collect();
                     sim[l][h] += similarity(&exact_q, mm, n) as f64;
                     for &(row, start) in &sampled {
                         cross[l][h] += exact_row(em, row)[..start].iter().sum::<f32>() as f64;
@@ -444,7 +446,14 @@ fn groups(records: &[PromptRecord], key: impl Fn(&PromptRecord) -> usize) -> Vec
 
 /// Mean of each stage over prompts, for run `run`.
 fn mean_stages(records: &[PromptRecord], run: usize) -> Stages {
-    let m = |f: fn(&Stages) -> f64| mean(&records.iter().map(|p| f(&p.stages[run])).collect::<Vec<_>>());
+    let m = |f: fn(&Stages) -> f64| {
+        mean(
+            &records
+                .iter()
+                .map(|p| f(&p.stages[run]))
+                .collect::<Vec<_>>(),
+        )
+    };
     Stages {
         load_ms: m(|s| s.load_ms),
         rotate_ms: m(|s| s.rotate_ms),
@@ -470,7 +479,8 @@ fn summarise(
     };
     let scored: Vec<(bool, bool)> = records.iter().filter_map(|p| p.correct).collect();
     let share = |pick: fn(&(bool, bool)) -> bool| {
-        (!scored.is_empty()).then(|| scored.iter().filter(|c| pick(c)).count() as f64 / scored.len() as f64)
+        (!scored.is_empty())
+            .then(|| scored.iter().filter(|c| pick(c)).count() as f64 / scored.len() as f64)
     };
     let avg = |f: fn(&PromptRecord) -> f64| records.iter().map(f).sum::<f64>() / n;
     ModularEval {

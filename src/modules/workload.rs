@@ -11,9 +11,9 @@
 //!   where a prefix cache helps only while the examples come in one order).
 
 use anyhow::bail;
-use rand::{Rng, SeedableRng};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::prompt::PromptSpec;
@@ -108,13 +108,22 @@ fn first_sentence(text: &str) -> String {
 fn multidoc(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
     let plots = split("rt-plot:all")?;
     if plots.len() < o.pool {
-        bail!("only {} plot summaries for a pool of {}", plots.len(), o.pool);
+        bail!(
+            "only {} plot summaries for a pool of {}",
+            plots.len(),
+            o.pool
+        );
     }
     let docs: Vec<&Item> = plots.choose_multiple(rng, o.pool).collect();
     let modules = docs
         .iter()
         .enumerate()
-        .map(|(i, d)| module(&format!("doc-{i}"), format!("Document {i}:\n{}\n\n", d.text)))
+        .map(|(i, d)| {
+            module(
+                &format!("doc-{i}"),
+                format!("Document {i}:\n{}\n\n", d.text),
+            )
+        })
         .collect();
     let prompts = (0..o.prompts)
         .map(|_| {

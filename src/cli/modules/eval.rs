@@ -70,7 +70,10 @@ fn print_eval(e: &ModularEval) {
         e.recovery,
         e.repeats
     );
-    println!("  {:<8} {:>12} {:>10}  stages (load / rotate / layers / logits ms)", "run", "TTFT median", "p90");
+    println!(
+        "  {:<8} {:>12} {:>10}  stages (load / rotate / layers / logits ms)",
+        "run", "TTFT median", "p90"
+    );
     for (name, l, s) in [
         ("exact", e.ttft_ms.exact, e.stages_ms.exact),
         ("prefix", e.ttft_ms.prefix, e.stages_ms.prefix),
@@ -179,7 +182,10 @@ pub fn calibrate(
         "{} prompts, positions {}, objective {:?} budget {}",
         result.prompts, result.positions, result.objective, result.budget
     );
-    println!("  {:<12} {:>8} {:>9} {:>11} {:>9}", "recovery", "top-1", "KL", "recomputed", "TTFT ms");
+    println!(
+        "  {:<12} {:>8} {:>9} {:>11} {:>9}",
+        "recovery", "top-1", "KL", "recomputed", "TTFT ms"
+    );
     for p in &result.points {
         println!(
             "  {:<12} {:>7.1}% {:>9.4} {:>10.1}% {:>9.1}{}",
@@ -188,15 +194,26 @@ pub fn calibrate(
             p.kl_mean,
             p.recomputed_fraction * 100.0,
             p.ttft_ms,
-            if p.within_budget { "  within budget" } else { "" }
+            if p.within_budget {
+                "  within budget"
+            } else {
+                ""
+            }
         );
     }
     println!(
         "chosen {}{}{}",
         result.chosen,
-        if result.met { "" } else { " (no setting met the budget: the most thorough one)" },
+        if result.met {
+            ""
+        } else {
+            " (no setting met the budget: the most thorough one)"
+        },
         if save {
-            format!("; saved to {}", opened.store.dir().join(RECOVERY_FILE).display())
+            format!(
+                "; saved to {}",
+                opened.store.dir().join(RECOVERY_FILE).display()
+            )
         } else {
             String::new()
         }

@@ -15,7 +15,9 @@ use super::setup::{Target, load_model};
 use crate::eval::RecoveryCalibration;
 use crate::model::Model;
 use crate::model::llama::LlamaDecoder;
-use crate::modules::{ModuleStore, Positions, PromptSpec, Recovery, Schema, decoder_of, load_prompts};
+use crate::modules::{
+    ModuleStore, Positions, PromptSpec, Recovery, Schema, decoder_of, load_prompts,
+};
 use crate::storage::ModelIdentity;
 
 /// Where the recovery calibrated for a store is kept.
@@ -233,11 +235,7 @@ impl Opened {
 /// Loads the model (a decoder), opens the store and resolves the options.
 fn open(target: &Target, args: &StoreArgs, command: &str) -> anyhow::Result<Opened> {
     let positions = Positions::parse(&args.positions)?;
-    let recovery = args
-        .recovery
-        .as_deref()
-        .map(Recovery::parse)
-        .transpose()?;
+    let recovery = args.recovery.as_deref().map(Recovery::parse).transpose()?;
     let model = load_model(target, command)?;
     decoder_of(&model)?;
     if !model.device().is_cpu() {
@@ -265,8 +263,13 @@ fn saved_recovery(dir: &Path, positions: Positions) -> anyhow::Result<Option<Rec
     if !path.is_file() {
         return Ok(None);
     }
-    let saved: Vec<RecoveryCalibration> = serde_json::from_slice(&std::fs::read(&path)?)
-        .map_err(|e| anyhow::anyhow!("{} is malformed ({e}): recalibrate or delete it", path.display()))?;
+    let saved: Vec<RecoveryCalibration> =
+        serde_json::from_slice(&std::fs::read(&path)?).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is malformed ({e}): recalibrate or delete it",
+                path.display()
+            )
+        })?;
     saved
         .iter()
         .find(|c| c.positions == positions.name())
@@ -275,7 +278,10 @@ fn saved_recovery(dir: &Path, positions: Positions) -> anyhow::Result<Option<Rec
 }
 
 /// Reads the prompts file against the store's schema.
-fn prompts(store: &ModuleStore, (path, limit): (&Path, Option<usize>)) -> anyhow::Result<Vec<PromptSpec>> {
+fn prompts(
+    store: &ModuleStore,
+    (path, limit): (&Path, Option<usize>),
+) -> anyhow::Result<Vec<PromptSpec>> {
     let mut prompts = load_prompts(path, store.schema())?;
     if let Some(n) = limit {
         prompts.truncate(n);
