@@ -194,7 +194,7 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
 }
 
 /// Parses `WxH`.
-fn parse_size(spec: &str) -> anyhow::Result<(u16, u16)> {
+pub(super) fn parse_size(spec: &str) -> anyhow::Result<(u16, u16)> {
     spec.split_once('x')
         .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
         .filter(|&(w, h)| w > 0 && h > 0)

@@ -6,12 +6,14 @@
 //! - [`worker`]: the engine thread and background jobs;
 //! - [`theme`]: colour and monochrome styles;
 //! - [`headless`]: the same dashboard driven by a key script, for scripts
-//!   and tests.
+//!   and tests;
+//! - [`modular`]: the modular view (a decoder with a module store).
 
 pub mod app;
 mod export;
 pub mod headless;
 pub mod keys;
+pub mod modular;
 pub mod theme;
 pub mod view;
 pub mod worker;

@@ -3,6 +3,7 @@
 //! and calibrate the recovery.
 
 mod build;
+mod dashboard;
 mod eval;
 mod run;
 
@@ -129,6 +130,15 @@ pub enum ModulesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The modular view: the prompt as a strip of modules, the per-head
+    /// similarity grid, TTFT of exact / prefix / modular and both answers
+    /// live; tune the recovery, switch positions, rebuild the store.
+    Dashboard {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        view: dashboard::ViewArgs,
+    },
     /// The cheapest recovery setting whose error on calibration prompts stays
     /// within a budget; written to the store's recovery.json, which run and
     /// eval then use by default.
@@ -198,6 +208,7 @@ pub fn run(target: &Target, command: ModulesCommand) -> anyhow::Result<()> {
             },
             json,
         ),
+        ModulesCommand::Dashboard { store, view } => dashboard::run(target, &store, &view),
         ModulesCommand::Calibrate {
             store,
             prompts,

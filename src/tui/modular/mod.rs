@@ -1,0 +1,184 @@
+//! The modular view: a decoder with a module store. The prompt as a strip of
+//! modules (cached / rows recomputed / computed), the layer × head grid of
+//! how close the question's attention stays to the exact run, TTFT of exact
+//! / prefix cache / modular live, both greedy answers side by side; `+`/`-`
+//! tune the recovery and re-run at once, `m` cycles recovery and positions,
+//! `R` rebuilds the store. The same state runs headless from a key script.
+//!
+//! - [`state`]: state, keys, clicks, events, clock;
+//! - [`view`]: drawing;
+//! - [`worker`]: the engine thread.
+
+pub mod state;
+pub mod view;
+pub mod worker;
+
+use std::io::stdout;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{
+    self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent, KeyCode, KeyEvent,
+    KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use crossterm::execute;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde::Serialize;
+
+use super::headless::{Step, screen_text};
+use state::ModularApp;
+use worker::{Comparison, Event};
+
+/// How long the loop waits for input before looking at the worker again.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Restores the terminal when dropped.
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        let _ = execute!(stdout(), DisableMouseCapture);
+        ratatui::restore();
+    }
+}
+
+/// Runs the view in the terminal until the user quits.
+pub fn run_terminal(mut app: ModularApp, events: Receiver<Event>) -> anyhow::Result<()> {
+    let mut terminal = ratatui::init();
+    let _guard = TerminalGuard;
+    execute!(stdout(), EnableMouseCapture)?;
+    let mut dirty = true;
+    while !app.quit {
+        if dirty {
+            terminal.draw(|frame| view::draw(frame, &mut app))?;
+            dirty = false;
+        }
+        if event::poll(POLL)? {
+            match event::read()? {
+                TermEvent::Key(key) if key.kind != KeyEventKind::Release => app.on_key(key),
+                TermEvent::Mouse(mouse) => app.on_mouse(mouse),
+                TermEvent::Resize(..) => {}
+                _ => continue,
+            }
+            dirty = true;
+        }
+        while let Ok(event) = events.try_recv() {
+            app.on_event(event);
+            dirty = true;
+        }
+        let before = app.in_flight;
+        app.tick(Instant::now());
+        dirty |= app.in_flight != before;
+    }
+    Ok(())
+}
+
+/// What a headless run ends with.
+#[derive(Debug, Serialize)]
+pub struct ModularReport {
+    /// Position assignment.
+    pub positions: &'static str,
+    /// Recovery.
+    pub recovery: String,
+    /// Chat template on.
+    pub chat: bool,
+    /// Stream paused.
+    pub paused: bool,
+    /// Selected `[layer, head]`.
+    pub selected: [usize; 2],
+    /// Open popups.
+    pub popups: Vec<String>,
+    /// The status line.
+    pub status: Option<String>,
+    /// True when it shows an error.
+    pub status_is_error: bool,
+    /// Runs of this session, newest first: label and TTFT exact / prefix /
+    /// modular.
+    pub history: Vec<(String, [f64; 3])>,
+    /// The latest comparison.
+    pub current: Option<Comparison>,
+    /// The last frame, one string per row.
+    pub screen: Vec<String>,
+    /// True when the script quit.
+    pub quit: bool,
+}
+
+/// Runs `steps` against `app` with its real worker, drawing each step into
+/// an in-memory terminal of `size`; waits give up after `timeout`.
+pub fn run_headless(
+    mut app: ModularApp,
+    events: &Receiver<Event>,
+    steps: &[Step],
+    size: (u16, u16),
+    timeout: Duration,
+) -> anyhow::Result<ModularReport> {
+    let mut terminal = Terminal::new(TestBackend::new(size.0, size.1))?;
+    terminal.draw(|frame| view::draw(frame, &mut app))?;
+    let pump = |app: &mut ModularApp, wait: Duration| {
+        if let Ok(event) = events.recv_timeout(wait) {
+            app.on_event(event);
+        }
+        while let Ok(event) = events.try_recv() {
+            app.on_event(event);
+        }
+        app.tick(Instant::now());
+    };
+    for step in steps {
+        if app.quit {
+            break;
+        }
+        match step {
+            Step::Key(key) => app.on_key(*key),
+            Step::Type(text) => {
+                for c in text.chars() {
+                    app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+                }
+            }
+            Step::Click(x, y) => app.on_mouse(MouseEvent {
+                kind: MouseEventKind::Down(MouseButton::Left),
+                column: *x,
+                row: *y,
+                modifiers: KeyModifiers::NONE,
+            }),
+            Step::Wait => {
+                let start = Instant::now();
+                while app.in_flight.is_some() || app.job.is_some() {
+                    anyhow::ensure!(
+                        start.elapsed() < timeout,
+                        "timed out after {:.0} s waiting for the engine: raise --timeout",
+                        timeout.as_secs_f64()
+                    );
+                    pump(&mut app, Duration::from_millis(20));
+                }
+            }
+            Step::Sleep(d) => {
+                let end = Instant::now() + *d;
+                while Instant::now() < end {
+                    pump(&mut app, Duration::from_millis(10));
+                }
+            }
+        }
+        pump(&mut app, Duration::ZERO);
+        terminal.draw(|frame| view::draw(frame, &mut app))?;
+    }
+    let screen = screen_text(terminal.backend());
+    Ok(ModularReport {
+        positions: app.positions.name(),
+        recovery: app.recovery.to_string(),
+        chat: app.chat,
+        paused: app.paused,
+        selected: [app.selected.0, app.selected.1],
+        popups: app.popups.iter().map(|p| format!("{p:?}")).collect(),
+        status_is_error: app.status.as_ref().is_some_and(|s| s.error),
+        status: app.status.as_ref().map(|s| s.text.clone()),
+        history: app
+            .history
+            .iter()
+            .map(|h| (h.label.clone(), h.ttft_ms))
+            .collect(),
+        current: app.current.clone(),
+        screen,
+        quit: app.quit,
+    })
+}

@@ -1,0 +1,436 @@
+//! Drawing the modular view: header, the prompt as a strip of modules, time
+//! to first token of exact / prefix cache / modular, the layer × head grid of
+//! question-map similarity to exact, both answers side by side, the status
+//! line and the key hints; the help and rebuild popups on top.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+
+use super::state::{HELP, HINTS, ModularApp, Panel, Popup};
+use crate::text::shorten;
+use crate::tui::theme::shade;
+
+/// Draws the whole view.
+pub fn draw(frame: &mut Frame, app: &mut ModularApp) {
+    app.areas.clear();
+    let [header, body, status, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    draw_header(frame, header, app);
+    let left_width = (body.width * 2 / 5).clamp(36, 60);
+    let [left, right] =
+        Layout::horizontal([Constraint::Length(left_width), Constraint::Min(0)]).areas(body);
+    let [query, strip, latency] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Min(4),
+        Constraint::Length(7),
+    ])
+    .areas(left);
+    let [grid, answers] =
+        Layout::vertical([Constraint::Min(6), Constraint::Length(6)]).areas(right);
+    for (panel, rect) in [
+        (Panel::Query, query),
+        (Panel::Strip, strip),
+        (Panel::Latency, latency),
+        (Panel::Grid, grid),
+        (Panel::Answers, answers),
+    ] {
+        app.areas.push((panel, rect));
+    }
+    draw_query(frame, query, app);
+    draw_strip(frame, strip, app);
+    draw_latency(frame, latency, app);
+    draw_grid(frame, grid, app);
+    draw_answers(frame, answers, app);
+    draw_status(frame, status, app);
+    draw_hints(frame, hints, app);
+    match app.popup() {
+        Some(Popup::Help) => draw_help(frame, frame.area(), app),
+        Some(Popup::Rebuild) => draw_rebuild(frame, frame.area(), app),
+        None => {}
+    }
+}
+
+fn block(app: &ModularApp, panel: Panel, title: impl Into<String>) -> Block<'static> {
+    let focused = app.focus == panel && app.popups.is_empty();
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border(focused))
+        .title(Span::styled(
+            format!(" {} ", title.into()),
+            app.theme.border(focused),
+        ))
+}
+
+fn draw_header(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let text = format!(
+        " modular │ store {} │ positions {} │ recovery {} │ chat {} │ {}×{} │ {}",
+        app.store_label,
+        app.positions.name(),
+        app.recovery,
+        if app.chat { "on" } else { "off" },
+        app.shape.layers,
+        app.shape.heads,
+        if app.in_flight.is_some() {
+            "running…"
+        } else if app.paused {
+            "paused"
+        } else {
+            "streaming"
+        }
+    );
+    frame.render_widget(Paragraph::new(Span::styled(text, app.theme.dim())), area);
+}
+
+fn draw_query(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let title = if app.prompts.is_empty() {
+        "Prompt · type with i".to_string()
+    } else {
+        format!(
+            "Prompt · {} of {} in the file",
+            app.next_prompt.min(app.prompts.len()).max(1),
+            app.prompts.len()
+        )
+    };
+    let width = area.width.saturating_sub(4) as usize;
+    let line = if app.editing {
+        let tail: String = app
+            .input
+            .chars()
+            .rev()
+            .take(width.saturating_sub(2))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Line::from(vec![Span::raw("> "), Span::raw(tail), Span::raw("▏")])
+    } else {
+        let label = app
+            .current
+            .as_ref()
+            .map(|c| c.label.clone())
+            .unwrap_or_else(|| "i types a prompt: {\"modules\": [...], \"text\": \"...\"}".into());
+        Line::from(Span::styled(shorten(&label, width), app.theme.dim()))
+    };
+    frame.render_widget(
+        Paragraph::new(line).block(block(app, Panel::Query, title)),
+        area,
+    );
+}
+
+fn draw_strip(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let mut lines = Vec::new();
+    let title = match &app.current {
+        Some(c) => format!(
+            "Modules · {} tokens, {} cached, {} recomputed",
+            c.tokens, c.cached, c.recomputed
+        ),
+        None => "Modules".into(),
+    };
+    let width = area.width.saturating_sub(2) as usize;
+    if let Some(c) = &app.current {
+        for d in &c.decisions {
+            let (glyph, style) = match (d.state, d.recomputed) {
+                ("cached", 0) => ('●', app.theme.cached()),
+                ("cached", _) => ('◐', app.theme.cached()),
+                _ => ('○', app.theme.exact()),
+            };
+            let detail = if d.recomputed > 0 {
+                format!("{:>5} tok {:>4} recomputed", d.tokens, d.recomputed)
+            } else {
+                format!("{:>5} tok {}", d.tokens, d.state)
+            };
+            let name_width = width.saturating_sub(detail.chars().count() + 3).max(4);
+            lines.push(Line::from(vec![
+                Span::styled(format!("{glyph} "), style),
+                Span::raw(format!("{:<name_width$} ", shorten(&d.label, name_width))),
+                Span::styled(detail, app.theme.dim()),
+            ]));
+        }
+    } else {
+        lines.push(Line::from(Span::styled(
+            "● cached  ◐ rows recomputed  ○ computed",
+            app.theme.dim(),
+        )));
+    }
+    frame.render_widget(
+        Paragraph::new(lines).block(block(app, Panel::Strip, title)),
+        area,
+    );
+}
+
+fn draw_latency(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let mut lines = Vec::new();
+    let bar_width = area.width.saturating_sub(26) as usize;
+    if let Some(c) = &app.current {
+        let max = c.ttft_ms.iter().copied().fold(1e-9, f64::max);
+        for (i, (name, style)) in [
+            ("exact", app.theme.exact()),
+            ("prefix", app.theme.exact()),
+            ("modular", app.theme.cached()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let filled = ((c.ttft_ms[i] / max) * bar_width as f64).round().max(1.0) as usize;
+            lines.push(Line::from(vec![
+                Span::raw(format!("{name:<8}")),
+                Span::styled("█".repeat(filled.min(bar_width)), style),
+                Span::raw(format!(" {:>8.1} ms", c.ttft_ms[i])),
+            ]));
+        }
+        let s = &c.stages;
+        lines.push(Line::from(Span::styled(
+            format!(
+                "load {:.1} rotate {:.1} layers {:.1} ms",
+                s.load_ms, s.rotate_ms, s.forward_ms
+            ),
+            app.theme.dim(),
+        )));
+        let runs = app.history.len();
+        let median = |i: usize| {
+            let mut r: Vec<f64> = app
+                .history
+                .iter()
+                .map(|h| h.ttft_ms[i] / h.ttft_ms[2])
+                .collect();
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        };
+        lines.push(Line::from(format!(
+            "{runs} runs: median {:.1}× exact, {:.1}× prefix",
+            median(0),
+            median(1)
+        )));
+    } else {
+        lines.push(Line::from(Span::styled(
+            "TTFT of exact, prefix cache and modular after a run",
+            app.theme.dim(),
+        )));
+    }
+    frame.render_widget(
+        Paragraph::new(lines).block(block(app, Panel::Latency, "Time to first token")),
+        area,
+    );
+}
+
+/// Rows of the grid that fit in `area` (header and legend take two).
+fn grid_rows(area: Rect) -> usize {
+    (area.height as usize).saturating_sub(4)
+}
+
+fn draw_grid(frame: &mut Frame, area: Rect, app: &mut ModularApp) {
+    let (sl, sh) = app.selected;
+    let value = app
+        .current
+        .as_ref()
+        .and_then(|c| c.similarity.get(sl).and_then(|r| r.get(sh)).copied());
+    let title = format!(
+        "Layer × head · question-map similarity to exact · L{sl} H{sh}{}",
+        value.map(|v| format!(" {v:.3}")).unwrap_or_default()
+    );
+    let b = block(app, Panel::Grid, title);
+    let inner = b.inner(area);
+    frame.render_widget(b, area);
+    let rows = grid_rows(area);
+    if sl < app.grid_scroll {
+        app.grid_scroll = sl;
+    } else if rows > 0 && sl >= app.grid_scroll + rows {
+        app.grid_scroll = sl + 1 - rows;
+    }
+    let label = 4usize;
+    let cell = ((inner.width as usize).saturating_sub(label) / app.shape.heads.max(1)).clamp(3, 6);
+    let mut lines = Vec::new();
+    let mut header = vec![Span::raw(" ".repeat(label))];
+    for h in 0..app.shape.heads {
+        header.push(Span::styled(
+            format!("{:^cell$}", format!("H{h}")),
+            app.theme.dim(),
+        ));
+    }
+    lines.push(Line::from(header));
+    for l in app.grid_scroll..(app.grid_scroll + rows).min(app.shape.layers) {
+        let mut spans = vec![Span::styled(format!("L{l:<3}"), app.theme.dim())];
+        for h in 0..app.shape.heads {
+            let v = app
+                .current
+                .as_ref()
+                .and_then(|c| c.similarity.get(l).and_then(|r| r.get(h)).copied());
+            let text = match v {
+                Some(v) if app.theme.color => format!("{:^cell$}", format!("{:.0}", v * 100.0)),
+                Some(v) => format!("{:^cell$}", format!("{}{:.0}", shade(v), v * 100.0)),
+                None => format!("{:^cell$}", "·"),
+            };
+            let mut style = app.theme.similarity(v);
+            if (l, h) == app.selected {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            spans.push(Span::styled(text, style));
+        }
+        lines.push(Line::from(spans));
+    }
+    lines.push(Line::from(Span::styled(
+        "100 = the question attends exactly as in the exact run",
+        app.theme.dim(),
+    )));
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_answers(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let mut lines = Vec::new();
+    if let Some(c) = &app.current {
+        let width = area.width.saturating_sub(13) as usize;
+        for (name, text, style) in [
+            ("exact", &c.answers[0], app.theme.exact()),
+            ("modular", &c.answers[1], app.theme.cached()),
+        ] {
+            lines.push(Line::from(vec![
+                Span::styled(format!("{name:<9}"), style),
+                Span::raw(shorten(&format!("{text:?}"), width)),
+            ]));
+        }
+        lines.push(Line::from(Span::styled(
+            format!(
+                "next token {} · KL {:.4} nats",
+                if c.top1_agree { "the same" } else { "differs" },
+                c.kl
+            ),
+            if c.top1_agree {
+                app.theme.dim()
+            } else {
+                app.theme.error()
+            },
+        )));
+    } else {
+        lines.push(Line::from(Span::styled(
+            "greedy answers of exact and modular after a run",
+            app.theme.dim(),
+        )));
+    }
+    frame.render_widget(
+        Paragraph::new(lines).block(block(app, Panel::Answers, "Answers (greedy)")),
+        area,
+    );
+}
+
+fn draw_status(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let mut spans = Vec::new();
+    if let Some((done, total)) = app.job {
+        let width = 20usize;
+        let filled = if total > 0 { done * width / total } else { 0 };
+        spans.push(Span::styled(
+            format!(
+                "rebuild [{}{}] {done}/{total} ",
+                "█".repeat(filled),
+                "░".repeat(width - filled)
+            ),
+            app.theme.cached(),
+        ));
+        spans.push(Span::styled("Esc cancels  ", app.theme.dim()));
+    }
+    if let Some(status) = &app.status {
+        let style = if status.error {
+            app.theme.error()
+        } else {
+            Default::default()
+        };
+        spans.push(Span::styled(status.text.clone(), style));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_hints(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let typing: &[(&str, &str)] = &[("Enter", "run"), ("Esc", "stop typing"), ("Ctrl-C", "quit")];
+    let form: &[(&str, &str)] = &[("Enter", "rebuild"), ("Esc", "close"), ("Ctrl-C", "quit")];
+    let hints = if app.editing {
+        typing
+    } else if app.popup() == Some(Popup::Rebuild) {
+        form
+    } else {
+        HINTS
+    };
+    let mut spans = Vec::new();
+    let mut used = 0usize;
+    for (key, what) in hints {
+        let len = key.chars().count() + what.chars().count() + 3;
+        if used + len > area.width as usize {
+            break;
+        }
+        used += len;
+        spans.push(Span::styled(format!(" {key} "), app.theme.key()));
+        spans.push(Span::raw(format!("{what} ")));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// A centred rectangle of at most `w` × `h`.
+fn centred(area: Rect, w: u16, h: u16) -> Rect {
+    let (w, h) = (w.min(area.width), h.min(area.height));
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn draw_help(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let rect = centred(area, 100, HELP.len() as u16 + 6);
+    let key_width = HELP
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {k:<key_width$} "), app.theme.key()),
+                Span::raw(format!(" {what}")),
+            ])
+        })
+        .collect();
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.border(true))
+                .title(" Keys · Esc closes "),
+        ),
+        rect,
+    );
+}
+
+fn draw_rebuild(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let rect = centred(area, 76, 7);
+    let lines = vec![
+        Line::from("Rebuild the module store from this schema (TOML or JSON):"),
+        Line::from(vec![
+            Span::raw("> "),
+            Span::styled(app.schema_path.clone(), app.theme.selected()),
+            Span::raw("▏"),
+        ]),
+        Line::from(Span::styled(
+            "The old store serves until the new one is complete; Esc cancels.",
+            app.theme.dim(),
+        )),
+    ];
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.border(true))
+                .title(" Rebuild · Enter starts "),
+        ),
+        rect,
+    );
+}
