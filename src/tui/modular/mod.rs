@@ -6,7 +6,7 @@
 //! `R` rebuilds the store. The same state runs headless from a key script.
 //!
 //! - [`state`]: state, keys, clicks, events, clock;
-//! - [`view`]: drawing;
+//! - [`view`]: the frame;
 //! - [`worker`]: the engine thread.
 
 pub mod state;

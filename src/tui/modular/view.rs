@@ -168,7 +168,7 @@ fn draw_strip(frame: &mut Frame, area: Rect, app: &ModularApp) {
 
 fn draw_latency(frame: &mut Frame, area: Rect, app: &ModularApp) {
     let mut lines = Vec::new();
-    let bar_width = area.width.saturating_sub(26) as usize;
+    let bar_width = area.width.saturating_sub(23) as usize;
     if let Some(c) = &app.current {
         let max = c.ttft_ms.iter().copied().fold(1e-9, f64::max);
         for (i, (name, style)) in [
@@ -180,16 +180,18 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &ModularApp) {
         .enumerate()
         {
             let filled = ((c.ttft_ms[i] / max) * bar_width as f64).round().max(1.0) as usize;
+            let filled = filled.min(bar_width);
             lines.push(Line::from(vec![
                 Span::raw(format!("{name:<8}")),
-                Span::styled("█".repeat(filled.min(bar_width)), style),
+                Span::styled("█".repeat(filled), style),
+                Span::raw(" ".repeat(bar_width - filled)),
                 Span::raw(format!(" {:>8.1} ms", c.ttft_ms[i])),
             ]));
         }
         let s = &c.stages;
         lines.push(Line::from(Span::styled(
             format!(
-                "load {:.1} rotate {:.1} layers {:.1} ms",
+                "load {:.1} rot {:.1} layers {:.1} ms",
                 s.load_ms, s.rotate_ms, s.forward_ms
             ),
             app.theme.dim(),
@@ -205,7 +207,7 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &ModularApp) {
             r[r.len() / 2]
         };
         lines.push(Line::from(format!(
-            "{runs} runs: median {:.1}× exact, {:.1}× prefix",
+            "{runs} runs: {:.1}× exact {:.1}× prefix",
             median(0),
             median(1)
         )));
@@ -324,7 +326,7 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &ModularApp) {
     let mut spans = Vec::new();
     if let Some((done, total)) = app.job {
         let width = 20usize;
-        let filled = if total > 0 { done * width / total } else { 0 };
+        let filled = (done * width).checked_div(total).unwrap_or(0);
         spans.push(Span::styled(
             format!(
                 "rebuild [{}{}] {done}/{total} ",

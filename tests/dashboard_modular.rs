@@ -1,0 +1,254 @@
+//! The modular view without a model: its state machine (keys, events, the
+//! stream's clock) and snapshots of its frames at 80×24 and 120×40.
+
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use attncache::model::ModelShape;
+use attncache::modules::prefill::{Decision, Stages};
+use attncache::modules::{Positions, PromptSpec, Recovery};
+use attncache::tui::headless::screen_text;
+use attncache::tui::keys::parse_key;
+use attncache::tui::modular::state::{ModularApp, ModularConfig, Popup};
+use attncache::tui::modular::view;
+use attncache::tui::modular::worker::{Comparison, Event, Request};
+use attncache::tui::theme::Theme;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+const SHAPE: ModelShape = ModelShape {
+    layers: 6,
+    heads: 3,
+    head_dim: 64,
+    hidden: 192,
+    max_positions: 8192,
+};
+
+fn prompt(text: &str) -> PromptSpec {
+    PromptSpec {
+        modules: vec!["doc-1".into(), "doc-0".into()],
+        text: text.into(),
+        ..PromptSpec::default()
+    }
+}
+
+fn app(color: bool, prompts: Vec<PromptSpec>) -> (ModularApp, Receiver<Request>) {
+    let (tx, rx) = channel();
+    let app = ModularApp::new(
+        ModularConfig {
+            theme: Theme { color },
+            shape: SHAPE,
+            store_label: "docs · 2 modules".into(),
+            positions: Positions::Contiguous,
+            recovery: Recovery::Select(15.0),
+            chat: false,
+            prompts,
+            interval: Duration::from_millis(0),
+            schema_path: "schema.toml".into(),
+            paused: true,
+        },
+        tx,
+    );
+    (app, rx)
+}
+
+fn comparison() -> Comparison {
+    let decision = |label: &str, state, tokens, recomputed| Decision {
+        label: label.into(),
+        state,
+        tokens,
+        recomputed,
+    };
+    Comparison {
+        label: "[doc-1 doc-0] which document is about a heist?".into(),
+        tokens: 412,
+        cached: 380,
+        recomputed: 57,
+        decisions: vec![
+            decision("doc-1", "cached", 200, 0),
+            decision("doc-0", "cached", 180, 57),
+            decision("question", "computed", 32, 0),
+        ],
+        ttft_ms: [900.0, 450.0, 150.0],
+        stages: Stages {
+            load_ms: 4.0,
+            rotate_ms: 1.0,
+            forward_ms: 140.0,
+            logits_ms: 5.0,
+            total_ms: 150.0,
+        },
+        similarity: (0..SHAPE.layers)
+            .map(|l| {
+                (0..SHAPE.heads)
+                    .map(|h| 1.0 - 0.1 * (l + h) as f32 / 2.0)
+                    .collect()
+            })
+            .collect(),
+        answers: [" Document 1.".into(), " Document 0.".into()],
+        top1_agree: false,
+        kl: 0.0421,
+        positions: Positions::Contiguous,
+        recovery: Recovery::Select(15.0),
+    }
+}
+
+fn key(app: &mut ModularApp, name: &str) {
+    app.on_key(parse_key(name).unwrap());
+}
+
+fn screen(app: &mut ModularApp, w: u16, h: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    terminal.draw(|f| view::draw(f, app)).unwrap();
+    screen_text(terminal.backend()).join("\n")
+}
+
+/// Sends a prompt and answers it as the worker would.
+fn run_once(app: &mut ModularApp, rx: &Receiver<Request>) -> u64 {
+    key(app, "n");
+    let Ok(Request::Run { seq, .. }) = rx.try_recv() else {
+        panic!("n sends the next prompt")
+    };
+    app.on_event(Event::Ran {
+        seq,
+        result: Ok(Box::new(comparison())),
+    });
+    seq
+}
+
+#[test]
+fn frames_at_80x24_and_120x40() {
+    for color in [true, false] {
+        let (mut a, rx) = app(color, vec![prompt("which document is about a heist?")]);
+        run_once(&mut a, &rx);
+        for (w, h) in [(80, 24), (120, 40)] {
+            let name = format!("modular_{w}x{h}_{}", if color { "color" } else { "mono" });
+            insta::assert_snapshot!(name, screen(&mut a, w, h));
+        }
+    }
+    let (mut a, _rx) = app(true, Vec::new());
+    key(&mut a, "?");
+    insta::assert_snapshot!("modular_help_120x40", screen(&mut a, 120, 40));
+}
+
+#[test]
+fn keys_tune_recovery_cycle_modes_and_rerun() {
+    let (mut a, rx) = app(true, vec![prompt("a"), prompt("b")]);
+    run_once(&mut a, &rx);
+    key(&mut a, "+");
+    assert_eq!(a.recovery, Recovery::Select(20.0));
+    let Ok(Request::Run {
+        recovery, prompt, ..
+    }) = rx.try_recv()
+    else {
+        panic!("+ re-runs at once")
+    };
+    assert_eq!(recovery, Recovery::Select(20.0));
+    assert_eq!(prompt.text, "a");
+    key(&mut a, "-");
+    key(&mut a, "-");
+    assert_eq!(a.recovery, Recovery::Select(10.0));
+    // m: select → none with the other positions → first → select.
+    key(&mut a, "m");
+    assert_eq!(
+        (a.positions, a.recovery),
+        (Positions::Schema, Recovery::None)
+    );
+    key(&mut a, "+");
+    assert!(
+        a.status.as_ref().unwrap().error,
+        "naive reuse has no setting"
+    );
+    key(&mut a, "m");
+    assert_eq!(a.recovery, Recovery::First(16));
+    key(&mut a, "+");
+    assert_eq!(a.recovery, Recovery::First(32));
+    key(&mut a, "m");
+    assert_eq!(a.recovery, Recovery::Select(15.0));
+    // A stale answer (an earlier request) is ignored.
+    let in_flight = a.in_flight;
+    a.on_event(Event::Ran {
+        seq: 1,
+        result: Err("old".into()),
+    });
+    assert_eq!(a.in_flight, in_flight);
+    // An error of the current request lands in the status line.
+    a.on_event(Event::Ran {
+        seq: in_flight.unwrap(),
+        result: Err("the prompt is empty".into()),
+    });
+    assert!(a.status.as_ref().unwrap().error);
+    assert_eq!(a.in_flight, None);
+}
+
+#[test]
+fn typing_the_stream_popups_and_the_rebuild_form() {
+    let (mut a, rx) = app(false, vec![prompt("a"), prompt("b")]);
+    // The stream sends only when resumed, one prompt at a time.
+    a.tick(Instant::now());
+    assert!(rx.try_recv().is_err());
+    key(&mut a, "Space");
+    a.tick(Instant::now());
+    let Ok(Request::Run { seq, prompt, .. }) = rx.try_recv() else {
+        panic!("the stream sends")
+    };
+    assert_eq!(prompt.text, "a");
+    a.tick(Instant::now());
+    assert!(rx.try_recv().is_err(), "nothing more while one is running");
+    a.on_event(Event::Ran {
+        seq,
+        result: Ok(Box::new(comparison())),
+    });
+    a.tick(Instant::now());
+    let Ok(Request::Run { prompt, .. }) = rx.try_recv() else {
+        panic!("the next one follows")
+    };
+    assert_eq!(prompt.text, "b");
+    key(&mut a, "Space");
+    // A typed record.
+    key(&mut a, "i");
+    for c in r#"{"modules": ["doc-0"], "text": "q"}"#.chars() {
+        a.on_key(crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Char(c),
+            crossterm::event::KeyModifiers::NONE,
+        ));
+    }
+    key(&mut a, "Enter");
+    let Ok(Request::Run { prompt, .. }) = rx.try_recv() else {
+        panic!("Enter runs the typed prompt")
+    };
+    assert_eq!(prompt.modules, vec!["doc-0".to_string()]);
+    // Help opens and Esc closes it; the rebuild form sends a rebuild.
+    key(&mut a, "?");
+    assert_eq!(a.popup(), Some(Popup::Help));
+    key(&mut a, "Esc");
+    assert_eq!(a.popup(), None);
+    key(&mut a, "R");
+    key(&mut a, "Backspace");
+    key(&mut a, "Backspace");
+    key(&mut a, "Backspace");
+    key(&mut a, "Backspace");
+    for c in "json".chars() {
+        a.on_key(crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Char(c),
+            crossterm::event::KeyModifiers::NONE,
+        ));
+    }
+    key(&mut a, "Enter");
+    let Ok(Request::Rebuild { schema, cancel }) = rx.try_recv() else {
+        panic!("Enter starts the rebuild")
+    };
+    assert_eq!(schema, std::path::PathBuf::from("schema.json"));
+    a.on_event(Event::Progress { done: 1, total: 4 });
+    assert!(screen(&mut a, 80, 24).contains("rebuild [█████"));
+    key(&mut a, "Esc");
+    assert!(
+        cancel.load(std::sync::atomic::Ordering::Relaxed),
+        "Esc cancels"
+    );
+    a.on_event(Event::Rebuilt(Err(
+        "build cancelled; the store is unchanged".into(),
+    )));
+    assert_eq!(a.job, None);
+    key(&mut a, "q");
+    assert!(a.quit);
+}
