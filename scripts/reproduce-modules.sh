@@ -37,7 +37,7 @@ for w in "${workloads[@]}"; do
   select=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$dir/calibrate-select.json")
   first=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$dir/calibrate-first.json")
   runs=("contiguous none" "contiguous $select" "schema none")
-  [ "$name" = multidoc-16 ] && runs+=("contiguous $first" "schema $select")
+  [ "$name" = multidoc-16 ] && runs+=("contiguous $first")
   for run in "${runs[@]}"; do
     read -r positions recovery <<< "$run"
     tag="$positions-${recovery/:/}"

@@ -56,6 +56,14 @@ pub struct DashboardArgs {
     /// Where `e` writes (default: ./attncache-export).
     #[arg(long, value_name = "DIR")]
     pub export_dir: Option<PathBuf>,
+    /// How it is shown: a terminal, or headless from a key script.
+    #[command(flatten)]
+    pub display: DisplayArgs,
+}
+
+/// How a dashboard view is shown (every view takes the same).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DisplayArgs {
     /// No colours (also when NO_COLOR is set).
     #[arg(long)]
     pub no_color: bool,
@@ -78,17 +86,38 @@ pub struct DashboardArgs {
     pub timeout: u64,
 }
 
+impl DisplayArgs {
+    /// Fails without a terminal unless headless; returns the script's steps
+    /// and the headless screen size.
+    pub fn check(&self, command: &str) -> anyhow::Result<(Vec<headless::Step>, (u16, u16))> {
+        let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+        if !self.headless && !interactive {
+            anyhow::bail!(
+                "the dashboard needs a terminal: run it in one, or script it with \
+                 `attncache {command} --headless --keys ...`, or use a subcommand (see --help)"
+            );
+        }
+        Ok((
+            headless::parse_script(&self.keys)?,
+            parse_size(&self.screen)?,
+        ))
+    }
+
+    /// Prints a headless run's final state: JSON, or the last frame.
+    pub fn print<R: serde::Serialize>(&self, report: &R, screen: &[String]) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string(report)?);
+        } else {
+            println!("{}", screen.join("\n"));
+        }
+        Ok(())
+    }
+}
+
 /// Opens the dashboard.
 pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
-    let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
-    if !args.headless && !interactive {
-        anyhow::bail!(
-            "the dashboard needs a terminal: run it in one, or script it with \
-             `attncache dashboard --headless --keys ...`, or use a subcommand (see --help)"
-        );
-    }
-    let steps = headless::parse_script(&args.keys)?;
-    let size = parse_size(&args.screen)?;
+    let display = &args.display;
+    let (steps, size) = display.check("dashboard")?;
     let model = load_model(target, "dashboard")?;
     // Raw texts: the engine thread asks a decoder each one as the task prompt.
     let stream = CorpusSpec::parse(&args.split)?.load(&CorpusOptions::default())?;
@@ -144,7 +173,7 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
                 stream.items.into_iter().map(|i| i.text).collect(),
             ),
             interval: Duration::from_millis(args.interval_ms),
-            theme: Theme::from_env(args.no_color),
+            theme: Theme::from_env(display.no_color),
             export_dir: args
                 .export_dir
                 .clone()
@@ -169,21 +198,16 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
             args.build_corpus
         ));
     }
-    let outcome = if args.headless {
+    let outcome = if display.headless {
         app.stream.paused = true;
         let report = headless::run(
             app,
             &event_rx,
             &steps,
             size,
-            Duration::from_secs(args.timeout),
+            Duration::from_secs(display.timeout),
         )?;
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            println!("{}", report.screen.join("\n"));
-        }
-        Ok(())
+        display.print(&report, &report.screen)
     } else {
         run_terminal(app, event_rx)
     };
@@ -194,7 +218,7 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
 }
 
 /// Parses `WxH`.
-pub(super) fn parse_size(spec: &str) -> anyhow::Result<(u16, u16)> {
+fn parse_size(spec: &str) -> anyhow::Result<(u16, u16)> {
     spec.split_once('x')
         .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
         .filter(|&(w, h)| w > 0 && h > 0)

@@ -106,6 +106,119 @@ pub struct Report {
     pub quit: bool,
 }
 
+/// What a key script drives: a view's keys, clicks, worker events and
+/// clock, and its frame. The main dashboard and the modular view both are.
+pub trait Scripted {
+    /// A key press.
+    fn key(&mut self, key: KeyEvent);
+    /// A mouse event.
+    fn mouse(&mut self, mouse: MouseEvent);
+    /// Handles the worker's events (waiting up to `wait` for the first) and
+    /// the clock.
+    fn pump(&mut self, wait: Duration);
+    /// What a `wait` step waits for, when anything is running.
+    fn busy(&self) -> Option<String>;
+    /// True once the script quit.
+    fn quit(&self) -> bool;
+    /// Draws the frame.
+    fn draw(&mut self, frame: &mut ratatui::Frame);
+}
+
+/// Runs `steps` against `view`, drawing each step into an in-memory
+/// terminal of `size`; waits give up after `timeout`. Returns the last
+/// frame's rows.
+pub fn run_script(
+    view: &mut impl Scripted,
+    steps: &[Step],
+    size: (u16, u16),
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let mut terminal = Terminal::new(TestBackend::new(size.0, size.1))?;
+    terminal.draw(|frame| view.draw(frame))?;
+    for step in steps {
+        if view.quit() {
+            break;
+        }
+        match step {
+            Step::Key(key) => view.key(*key),
+            Step::Type(text) => {
+                for c in text.chars() {
+                    view.key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+                }
+            }
+            Step::Click(x, y) => view.mouse(MouseEvent {
+                kind: MouseEventKind::Down(MouseButton::Left),
+                column: *x,
+                row: *y,
+                modifiers: KeyModifiers::NONE,
+            }),
+            Step::Wait => wait_for(view, timeout)?,
+            Step::Sleep(d) => {
+                let end = Instant::now() + *d;
+                while Instant::now() < end {
+                    view.pump(Duration::from_millis(10));
+                }
+            }
+        }
+        view.pump(Duration::ZERO);
+        terminal.draw(|frame| view.draw(frame))?;
+    }
+    Ok(screen_text(terminal.backend()))
+}
+
+/// Waits until `view` is idle.
+fn wait_for(view: &mut impl Scripted, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while let Some(what) = view.busy() {
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "timed out after {:.0} s waiting for {what}: raise --timeout",
+            timeout.as_secs_f64()
+        );
+        view.pump(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The dashboard with its worker's events, as a script drives it.
+struct Driven<'a> {
+    app: &'a mut App,
+    events: &'a Receiver<Event>,
+}
+
+impl Scripted for Driven<'_> {
+    fn key(&mut self, key: KeyEvent) {
+        self.app.on_key(key);
+    }
+
+    fn mouse(&mut self, mouse: MouseEvent) {
+        self.app.on_mouse(mouse);
+    }
+
+    fn pump(&mut self, wait: Duration) {
+        pump(self.app, self.events, wait);
+    }
+
+    fn busy(&self) -> Option<String> {
+        let app = &self.app;
+        (app.in_flight > 0 || app.job.is_some() || app.exporting()).then(|| {
+            format!(
+                "the engine ({} queries, job {:?})",
+                app.in_flight,
+                app.job.as_ref().map(|j| j.name)
+            )
+        })
+    }
+
+    fn quit(&self) -> bool {
+        self.app.quit
+    }
+
+    fn draw(&mut self, frame: &mut ratatui::Frame) {
+        view::draw(frame, self.app);
+    }
+}
+
 /// Runs `steps` against `app`; waits give up after `timeout`.
 pub fn run(
     mut app: App,
@@ -114,37 +227,15 @@ pub fn run(
     size: (u16, u16),
     timeout: Duration,
 ) -> anyhow::Result<Report> {
-    let mut terminal = Terminal::new(TestBackend::new(size.0, size.1))?;
-    terminal.draw(|frame| view::draw(frame, &mut app))?;
-    for step in steps {
-        if app.quit {
-            break;
-        }
-        match step {
-            Step::Key(key) => app.on_key(*key),
-            Step::Type(text) => {
-                for c in text.chars() {
-                    app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
-                }
-            }
-            Step::Click(x, y) => app.on_mouse(MouseEvent {
-                kind: MouseEventKind::Down(MouseButton::Left),
-                column: *x,
-                row: *y,
-                modifiers: KeyModifiers::NONE,
-            }),
-            Step::Wait => wait_idle(&mut app, events, timeout)?,
-            Step::Sleep(d) => {
-                let end = Instant::now() + *d;
-                while Instant::now() < end {
-                    pump(&mut app, events, Duration::from_millis(10));
-                }
-            }
-        }
-        pump(&mut app, events, Duration::ZERO);
-        terminal.draw(|frame| view::draw(frame, &mut app))?;
-    }
-    let screen = screen_text(terminal.backend());
+    let screen = run_script(
+        &mut Driven {
+            app: &mut app,
+            events,
+        },
+        steps,
+        size,
+        timeout,
+    )?;
     Ok(report(app, screen))
 }
 
@@ -162,18 +253,7 @@ pub fn pump(app: &mut App, events: &Receiver<Event>, wait: Duration) {
 
 /// Waits until no query, job or export is running.
 pub fn wait_idle(app: &mut App, events: &Receiver<Event>, timeout: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while app.in_flight > 0 || app.job.is_some() || app.exporting() {
-        anyhow::ensure!(
-            start.elapsed() < timeout,
-            "timed out after {:.0} s waiting for the engine ({} queries, job {:?}): raise --timeout",
-            timeout.as_secs_f64(),
-            app.in_flight,
-            app.job.as_ref().map(|j| j.name)
-        );
-        pump(app, events, Duration::from_millis(20));
-    }
-    Ok(())
+    wait_for(&mut Driven { app, events }, timeout)
 }
 
 /// The rows of a test backend's buffer as strings.

@@ -35,7 +35,16 @@ const POLL: Duration = Duration::from_millis(25);
 
 /// Restores the terminal when dropped (also on error; ratatui's panic hook
 /// covers panics).
-struct TerminalGuard;
+pub(crate) struct TerminalGuard;
+
+/// Takes over the terminal (raw mode, alternate screen, mouse capture) until
+/// the guard is dropped.
+pub(crate) fn enter_terminal() -> anyhow::Result<(ratatui::DefaultTerminal, TerminalGuard)> {
+    let terminal = ratatui::init();
+    let guard = TerminalGuard;
+    execute!(stdout(), EnableMouseCapture)?;
+    Ok((terminal, guard))
+}
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
@@ -46,9 +55,7 @@ impl Drop for TerminalGuard {
 
 /// Runs the dashboard in the terminal until the user quits.
 pub fn run_terminal(mut app: App, events: Receiver<Event>) -> anyhow::Result<()> {
-    let mut terminal = ratatui::init();
-    let _guard = TerminalGuard;
-    execute!(stdout(), EnableMouseCapture)?;
+    let (mut terminal, _guard) = enter_terminal()?;
     let mut dirty = true;
     let mut last_draw = Instant::now();
     while !app.quit {

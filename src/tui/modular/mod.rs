@@ -13,41 +13,22 @@ pub mod state;
 pub mod view;
 pub mod worker;
 
-use std::io::stdout;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use crossterm::event::{
-    self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent, KeyCode, KeyEvent,
-    KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
-};
-use crossterm::execute;
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
+use crossterm::event::{self, Event as TermEvent, KeyEvent, KeyEventKind, MouseEvent};
 use serde::Serialize;
 
-use super::headless::{Step, screen_text};
+use super::headless::{Scripted, Step, run_script};
 use state::ModularApp;
 use worker::{Comparison, Event};
 
 /// How long the loop waits for input before looking at the worker again.
 const POLL: Duration = Duration::from_millis(25);
 
-/// Restores the terminal when dropped.
-struct TerminalGuard;
-
-impl Drop for TerminalGuard {
-    fn drop(&mut self) {
-        let _ = execute!(stdout(), DisableMouseCapture);
-        ratatui::restore();
-    }
-}
-
 /// Runs the view in the terminal until the user quits.
 pub fn run_terminal(mut app: ModularApp, events: Receiver<Event>) -> anyhow::Result<()> {
-    let mut terminal = ratatui::init();
-    let _guard = TerminalGuard;
-    execute!(stdout(), EnableMouseCapture)?;
+    let (mut terminal, _guard) = super::enter_terminal()?;
     let mut dirty = true;
     while !app.quit {
         if dirty {
@@ -104,6 +85,48 @@ pub struct ModularReport {
     pub quit: bool,
 }
 
+/// The view with its worker's events, as a script drives it.
+struct Driven<'a> {
+    app: &'a mut ModularApp,
+    events: &'a Receiver<Event>,
+}
+
+impl Scripted for Driven<'_> {
+    fn key(&mut self, key: KeyEvent) {
+        self.app.on_key(key);
+    }
+
+    fn mouse(&mut self, mouse: MouseEvent) {
+        self.app.on_mouse(mouse);
+    }
+
+    fn pump(&mut self, wait: Duration) {
+        if let Ok(event) = self.events.recv_timeout(wait) {
+            self.app.on_event(event);
+        }
+        while let Ok(event) = self.events.try_recv() {
+            self.app.on_event(event);
+        }
+        self.app.tick(Instant::now());
+    }
+
+    fn busy(&self) -> Option<String> {
+        match (self.app.in_flight, self.app.job) {
+            (Some(_), _) => Some("the prompt's three runs".into()),
+            (None, Some(_)) => Some("the rebuild".into()),
+            (None, None) => None,
+        }
+    }
+
+    fn quit(&self) -> bool {
+        self.app.quit
+    }
+
+    fn draw(&mut self, frame: &mut ratatui::Frame) {
+        view::draw(frame, self.app);
+    }
+}
+
 /// Runs `steps` against `app` with its real worker, drawing each step into
 /// an in-memory terminal of `size`; waits give up after `timeout`.
 pub fn run_headless(
@@ -113,56 +136,15 @@ pub fn run_headless(
     size: (u16, u16),
     timeout: Duration,
 ) -> anyhow::Result<ModularReport> {
-    let mut terminal = Terminal::new(TestBackend::new(size.0, size.1))?;
-    terminal.draw(|frame| view::draw(frame, &mut app))?;
-    let pump = |app: &mut ModularApp, wait: Duration| {
-        if let Ok(event) = events.recv_timeout(wait) {
-            app.on_event(event);
-        }
-        while let Ok(event) = events.try_recv() {
-            app.on_event(event);
-        }
-        app.tick(Instant::now());
-    };
-    for step in steps {
-        if app.quit {
-            break;
-        }
-        match step {
-            Step::Key(key) => app.on_key(*key),
-            Step::Type(text) => {
-                for c in text.chars() {
-                    app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
-                }
-            }
-            Step::Click(x, y) => app.on_mouse(MouseEvent {
-                kind: MouseEventKind::Down(MouseButton::Left),
-                column: *x,
-                row: *y,
-                modifiers: KeyModifiers::NONE,
-            }),
-            Step::Wait => {
-                let start = Instant::now();
-                while app.in_flight.is_some() || app.job.is_some() {
-                    anyhow::ensure!(
-                        start.elapsed() < timeout,
-                        "timed out after {:.0} s waiting for the engine: raise --timeout",
-                        timeout.as_secs_f64()
-                    );
-                    pump(&mut app, Duration::from_millis(20));
-                }
-            }
-            Step::Sleep(d) => {
-                let end = Instant::now() + *d;
-                while Instant::now() < end {
-                    pump(&mut app, Duration::from_millis(10));
-                }
-            }
-        }
-        pump(&mut app, Duration::ZERO);
-        terminal.draw(|frame| view::draw(frame, &mut app))?;
-    }
-    let screen = screen_text(terminal.backend());
+    let screen = run_script(
+        &mut Driven {
+            app: &mut app,
+            events,
+        },
+        steps,
+        size,
+        timeout,
+    )?;
     Ok(ModularReport {
         positions: app.positions.name(),
         recovery: app.recovery.to_string(),

@@ -7,11 +7,13 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::state::{HELP, HINTS, ModularApp, Panel, Popup};
 use crate::text::shorten;
 use crate::tui::theme::shade;
+use crate::tui::view::popups::{centred, framed};
+use crate::tui::view::{hint_bar, job_gauge};
 
 /// Draws the whole view.
 pub fn draw(frame: &mut Frame, app: &mut ModularApp) {
@@ -323,20 +325,10 @@ fn draw_answers(frame: &mut Frame, area: Rect, app: &ModularApp) {
 }
 
 fn draw_status(frame: &mut Frame, area: Rect, app: &ModularApp) {
-    let mut spans = Vec::new();
-    if let Some((done, total)) = app.job {
-        let width = 20usize;
-        let filled = (done * width).checked_div(total).unwrap_or(0);
-        spans.push(Span::styled(
-            format!(
-                "rebuild [{}{}] {done}/{total} ",
-                "█".repeat(filled),
-                "░".repeat(width - filled)
-            ),
-            app.theme.cached(),
-        ));
-        spans.push(Span::styled("Esc cancels  ", app.theme.dim()));
-    }
+    let mut spans = match app.job {
+        Some((done, total)) => job_gauge(&app.theme, "rebuild", done, total),
+        None => Vec::new(),
+    };
     if let Some(status) = &app.status {
         let style = if status.error {
             app.theme.error()
@@ -358,33 +350,11 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &ModularApp) {
     } else {
         HINTS
     };
-    let mut spans = Vec::new();
-    let mut used = 0usize;
-    for (key, what) in hints {
-        let len = key.chars().count() + what.chars().count() + 3;
-        if used + len > area.width as usize {
-            break;
-        }
-        used += len;
-        spans.push(Span::styled(format!(" {key} "), app.theme.key()));
-        spans.push(Span::raw(format!("{what} ")));
-    }
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
-}
-
-/// A centred rectangle of at most `w` × `h`.
-fn centred(area: Rect, w: u16, h: u16) -> Rect {
-    let (w, h) = (w.min(area.width), h.min(area.height));
-    Rect::new(
-        area.x + (area.width - w) / 2,
-        area.y + (area.height - h) / 2,
-        w,
-        h,
-    )
+    hint_bar(frame, area, &app.theme, hints);
 }
 
 fn draw_help(frame: &mut Frame, area: Rect, app: &ModularApp) {
-    let rect = centred(area, 100, HELP.len() as u16 + 6);
+    let rect = centred(area, 100, HELP.len() as u16 + 2);
     let key_width = HELP
         .iter()
         .map(|(k, _)| k.chars().count())
@@ -399,20 +369,11 @@ fn draw_help(frame: &mut Frame, area: Rect, app: &ModularApp) {
             ])
         })
         .collect();
-    frame.render_widget(Clear, rect);
-    frame.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .border_style(app.theme.border(true))
-                .title(" Keys · Esc closes "),
-        ),
-        rect,
-    );
+    framed(frame, &app.theme, rect, "Keys", lines);
 }
 
 fn draw_rebuild(frame: &mut Frame, area: Rect, app: &ModularApp) {
-    let rect = centred(area, 76, 7);
+    let rect = centred(area, 76, 5);
     let lines = vec![
         Line::from("Rebuild the module store from this schema (TOML or JSON):"),
         Line::from(vec![
@@ -421,18 +382,9 @@ fn draw_rebuild(frame: &mut Frame, area: Rect, app: &ModularApp) {
             Span::raw("▏"),
         ]),
         Line::from(Span::styled(
-            "The old store serves until the new one is complete; Esc cancels.",
+            "Enter starts; the old store serves until the new one is complete.",
             app.theme.dim(),
         )),
     ];
-    frame.render_widget(Clear, rect);
-    frame.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .border_style(app.theme.border(true))
-                .title(" Rebuild · Enter starts "),
-        ),
-        rect,
-    );
+    framed(frame, &app.theme, rect, "Rebuild", lines);
 }

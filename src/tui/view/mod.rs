@@ -8,7 +8,7 @@ mod heatmap;
 mod history;
 mod latency;
 mod maps;
-mod popups;
+pub mod popups;
 mod query;
 
 use ratatui::Frame;
@@ -18,6 +18,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::app::{App, HitAreas, Panel, Popup};
 use super::keys::HINTS;
+use super::theme::Theme;
 pub use crate::text::shorten;
 
 /// The smallest terminal the dashboard draws into.
@@ -114,25 +115,7 @@ pub fn panel_block(app: &App, panel: Panel, title: impl Into<String>) -> Block<'
 fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
     let mut spans = Vec::new();
     if let Some(job) = &app.job {
-        let width = 20usize;
-        let fraction = if job.total > 0 {
-            job.done as f64 / job.total as f64
-        } else {
-            0.0
-        };
-        let filled = ((fraction * width as f64).round() as usize).min(width);
-        spans.push(Span::styled(
-            format!(
-                "{} [{}{}] {}/{} ",
-                job.name,
-                "█".repeat(filled),
-                "░".repeat(width - filled),
-                job.done,
-                job.total
-            ),
-            app.theme.cached(),
-        ));
-        spans.push(Span::styled("Esc cancels  ", app.theme.dim()));
+        spans = job_gauge(&app.theme, job.name, job.done, job.total);
     }
     if let Some(status) = &app.status {
         let style = if status.error {
@@ -143,6 +126,29 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
         spans.push(Span::styled(status.text.clone(), style));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// A running job's gauge for a status line:
+/// `NAME [████░░░░] DONE/TOTAL Esc cancels`.
+pub fn job_gauge(theme: &Theme, name: &str, done: usize, total: usize) -> Vec<Span<'static>> {
+    let width = 20usize;
+    let fraction = if total > 0 {
+        done as f64 / total as f64
+    } else {
+        0.0
+    };
+    let filled = ((fraction * width as f64).round() as usize).min(width);
+    vec![
+        Span::styled(
+            format!(
+                "{name} [{}{}] {done}/{total} ",
+                "█".repeat(filled),
+                "░".repeat(width - filled)
+            ),
+            theme.cached(),
+        ),
+        Span::styled("Esc cancels  ", theme.dim()),
+    ]
 }
 
 /// The key-hint bar (typing mode shows its own keys).
@@ -161,6 +167,11 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         HINTS
     };
+    hint_bar(frame, area, &app.theme, hints);
+}
+
+/// The key-hint bar: as many `(key, what)` pairs as fit the width.
+pub fn hint_bar(frame: &mut Frame, area: Rect, theme: &Theme, hints: &[(&str, &str)]) {
     let mut spans = Vec::new();
     let mut used = 0usize;
     for (key, what) in hints {
@@ -169,7 +180,7 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
             break;
         }
         used += len;
-        spans.push(Span::styled(format!(" {key} "), app.theme.key()));
+        spans.push(Span::styled(format!(" {key} "), theme.key()));
         spans.push(Span::raw(format!("{what} ")));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);

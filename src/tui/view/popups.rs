@@ -8,10 +8,11 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use super::super::app::{App, objective_name};
 use super::super::keys::HELP;
+use super::super::theme::Theme;
 use super::shorten;
 
 /// A centred rectangle of at most `width × height` inside `area`.
-fn centred(area: Rect, width: u16, height: u16) -> Rect {
+pub fn centred(area: Rect, width: u16, height: u16) -> Rect {
     let (w, h) = (width.min(area.width), height.min(area.height));
     Rect::new(
         area.x + (area.width - w) / 2,
@@ -23,10 +24,21 @@ fn centred(area: Rect, width: u16, height: u16) -> Rect {
 
 /// Clears `rect` and draws a framed popup with `lines`.
 fn popup(frame: &mut Frame, app: &App, rect: Rect, title: &str, lines: Vec<Line<'static>>) {
+    framed(frame, &app.theme, rect, title, lines);
+}
+
+/// Clears `rect` and draws a framed popup titled `TITLE · Esc closes`.
+pub fn framed(
+    frame: &mut Frame,
+    theme: &Theme,
+    rect: Rect,
+    title: &str,
+    lines: Vec<Line<'static>>,
+) {
     frame.render_widget(Clear, rect);
     let block = Block::default()
         .borders(Borders::ALL)
-        .border_style(app.theme.border(true))
+        .border_style(theme.border(true))
         .title(format!(" {title} · Esc closes "));
     frame.render_widget(Paragraph::new(lines).block(block), rect);
 }
