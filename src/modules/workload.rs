@@ -3,6 +3,10 @@
 //! - `multidoc`: plot summaries as modules; each prompt takes D of them in
 //!   random order and asks which document began with a quoted sentence,
 //!   scored over the documents' numbers.
+//!
+//! Questions that end in a number end with the space before it: SmolLM2
+//! writes every digit as its own token after a separate space token, so the
+//! next token is the answer's first digit, not a space every run agrees on.
 //! - `passkey`: a number stated in one module (a union of ten, one per
 //!   number) among filler modules, asked at the end, scored against the
 //!   other numbers.
@@ -135,10 +139,10 @@ fn multidoc(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
             PromptSpec {
                 modules: chosen.iter().map(|i| format!("doc-{i}")).collect(),
                 text: format!(
-                    "Question: one of the documents above begins \"{}\" Which document is it?\nAnswer: Document",
+                    "Question: one of the documents above begins \"{}\" Which document is it?\nAnswer: Document ",
                     first_sentence(&docs[target].text)
                 ),
-                choices: chosen.iter().map(|i| format!(" {i}")).collect(),
+                choices: chosen.iter().map(|i| i.to_string()).collect(),
                 answer: Some(answer),
                 ..PromptSpec::default()
             }
@@ -192,8 +196,8 @@ fn passkey(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
             choices.insert(answer, key);
             PromptSpec {
                 modules: chosen,
-                text: "What is the pass key? The pass key is".into(),
-                choices: choices.iter().map(|&k| format!(" {}", keys[k])).collect(),
+                text: "What is the pass key? The pass key is ".into(),
+                choices: choices.iter().map(|&k| keys[k].to_string()).collect(),
                 answer: Some(answer),
                 ..PromptSpec::default()
             }
