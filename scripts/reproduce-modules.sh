@@ -5,7 +5,8 @@
 # recovery calibrated on the first prompts of each workload for top-1
 # agreement >= 95 %, then exact vs prefix cache vs modular on the other
 # prompts (naive and calibrated, contiguous and schema positions). Results go
-# to OUT (default ./results-modules); ~40 minutes on 2 cores.
+# to OUT (default ./results-modules); ~80 minutes on 2 cores. Finished steps
+# (non-empty result files) are skipped when it is run again.
 # Run on a quiet machine: the speedups are timing ratios.
 set -euo pipefail
 out=${1:-results-modules}
@@ -13,6 +14,9 @@ mkdir -p "$out"
 cargo build --release
 bin="target/release/attncache --model smollm2"
 
+# Calibration for top-1 agreement >= 95 % (the issue's target) and, because
+# top-1 flips on near-tied answers (multidoc: the document's first digit),
+# also for a mean next-token KL <= 0.02 nats.
 # name kind per-prompt pool calibration-prompts test-prompts repeats
 workloads=(
   "multidoc-4 multidoc 4 40 8 12 2"
@@ -31,16 +35,23 @@ for w in "${workloads[@]}"; do
   tail -n "$ntest" "$dir/prompts.jsonl" > "$dir/test.jsonl"
   [ -f "$dir/store/manifest.json" ] || $bin modules build --schema "$dir/schema.toml" --out "$dir/store" > /dev/null
   for kindk in select first; do
+    [ -s "$dir/calibrate-$kindk.json" ] && continue
     $bin modules calibrate --store "$dir/store" --prompts "$dir/calib.jsonl" --kind "$kindk" \
       --objective top1 --budget 0.95 --no-save --json > "$dir/calibrate-$kindk.json"
   done
-  select=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$dir/calibrate-select.json")
-  first=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$dir/calibrate-first.json")
+  [ -s "$dir/calibrate-select-kl.json" ] || $bin modules calibrate --store "$dir/store" --prompts "$dir/calib.jsonl" --kind select \
+    --objective kl --budget 0.02 --no-save --json > "$dir/calibrate-select-kl.json"
+  chosen() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$1"; }
+  select=$(chosen "$dir/calibrate-select.json")
+  first=$(chosen "$dir/calibrate-first.json")
+  select_kl=$(chosen "$dir/calibrate-select-kl.json")
   runs=("contiguous none" "contiguous $select" "schema none")
   [ "$name" = multidoc-16 ] && runs+=("contiguous $first")
+  [ "$select_kl" != "$select" ] && runs+=("contiguous $select_kl")
   for run in "${runs[@]}"; do
     read -r positions recovery <<< "$run"
     tag="$positions-${recovery/:/}"
+    [ -s "$dir/eval-$tag.json" ] && continue
     $bin modules eval --store "$dir/store" --prompts "$dir/test.jsonl" --positions "$positions" \
       --recovery "$recovery" --repeats "$repeats" --heads 2 --json > "$dir/eval-$tag.json"
   done
