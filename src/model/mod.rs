@@ -375,8 +375,17 @@ impl Model {
 
     /// The `k` most probable next tokens of a decoder's readout.
     pub fn top_tokens(&self, readout: &[f32], k: usize) -> anyhow::Result<Vec<TokenProb>> {
-        let probs = self.next_token_probs(readout)?;
-        next_token::top_ids(&probs, k)
+        self.top_of_probs(&self.next_token_probs(readout)?, k)
+    }
+
+    /// The `k` most probable next tokens of next-token logits.
+    pub fn top_of_logits(&self, logits: &[f32], k: usize) -> anyhow::Result<Vec<TokenProb>> {
+        self.top_of_probs(&next_token::softmax(logits), k)
+    }
+
+    /// The `k` most probable tokens of a next-token distribution, decoded.
+    fn top_of_probs(&self, probs: &[f32], k: usize) -> anyhow::Result<Vec<TokenProb>> {
+        next_token::top_ids(probs, k)
             .into_iter()
             .map(|id| {
                 Ok(TokenProb {

@@ -5,7 +5,6 @@ use serde_json::json;
 
 use super::super::setup::Target;
 use super::{StoreArgs, open};
-use crate::model::next_token::{softmax, top_ids};
 use crate::model::{Model, TokenProb};
 use crate::modules::prefill::{self, Prefill};
 use crate::modules::{Layout, LayoutOptions, PromptSpec};
@@ -28,20 +27,6 @@ struct RunReport {
     generated_ids: Option<Vec<u32>>,
 }
 
-fn top_tokens(model: &Model, logits: &[f32]) -> anyhow::Result<Vec<TokenProb>> {
-    let probs = softmax(logits);
-    top_ids(&probs, TOP)
-        .into_iter()
-        .map(|id| {
-            Ok(TokenProb {
-                token: model.tokenizer.decode(&[id])?,
-                id,
-                prob: probs[id as usize],
-            })
-        })
-        .collect()
-}
-
 fn report(model: &Model, run: &Prefill, generate: usize) -> anyhow::Result<RunReport> {
     let decoder = model.decoder().expect("a decoder");
     let (generated, generated_ids) = if generate > 0 {
@@ -58,7 +43,7 @@ fn report(model: &Model, run: &Prefill, generate: usize) -> anyhow::Result<RunRe
         cached_tokens: run.cached_rows,
         recomputed_tokens: run.recomputed_rows,
         bytes_loaded: run.bytes_loaded,
-        top: top_tokens(model, &run.state.logits)?,
+        top: model.top_of_logits(&run.state.logits, TOP)?,
         generated,
         generated_ids,
     })

@@ -101,18 +101,6 @@ pub struct RowsOutput {
     pub layer_times: Vec<Duration>,
 }
 
-impl RowsOutput {
-    /// The final-normed hidden state of prompt row `row` (`[1, D]`), if it
-    /// was computed to the end.
-    pub fn row_hidden(&self, decoder: &LlamaDecoder, row: usize) -> Result<Option<Tensor>> {
-        let Ok(i) = self.rows.binary_search(&row) else {
-            return Ok(None);
-        };
-        let hidden = self.hidden.narrow(1, i, 1)?;
-        decoder.last_row(&hidden).map(Some)
-    }
-}
-
 impl LlamaDecoder {
     /// Keys/values per row: key/value heads × head width.
     pub fn kv_width(&self) -> usize {
