@@ -7,13 +7,13 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph};
+use ratatui::widgets::{Block, Paragraph};
 
 use super::state::{HELP, HINTS, ModularApp, Panel, Popup};
 use crate::text::shorten;
 use crate::tui::theme::shade;
 use crate::tui::view::popups::{centred, framed};
-use crate::tui::view::{hint_bar, job_gauge};
+use crate::tui::view::{framed_panel, hint_bar, job_gauge};
 
 /// Draws the whole view.
 pub fn draw(frame: &mut Frame, app: &mut ModularApp) {
@@ -61,14 +61,11 @@ pub fn draw(frame: &mut Frame, app: &mut ModularApp) {
 }
 
 fn block(app: &ModularApp, panel: Panel, title: impl Into<String>) -> Block<'static> {
-    let focused = app.focus == panel && app.popups.is_empty();
-    Block::default()
-        .borders(Borders::ALL)
-        .border_style(app.theme.border(focused))
-        .title(Span::styled(
-            format!(" {} ", title.into()),
-            app.theme.border(focused),
-        ))
+    framed_panel(
+        &app.theme,
+        app.focus == panel && app.popups.is_empty(),
+        title,
+    )
 }
 
 fn draw_header(frame: &mut Frame, area: Rect, app: &ModularApp) {

@@ -101,13 +101,22 @@ fn draw_body(frame: &mut Frame, area: Rect, app: &mut App) {
 
 /// A panel's frame, highlighted when focused.
 pub fn panel_block(app: &App, panel: Panel, title: impl Into<String>) -> Block<'static> {
-    let focused = app.focus == panel && app.popups.is_empty();
+    framed_panel(
+        &app.theme,
+        app.focus == panel && app.popups.is_empty(),
+        title,
+    )
+}
+
+/// A panel's frame and title in `theme`, brighter when `focused` (every view's
+/// panels).
+pub fn framed_panel(theme: &Theme, focused: bool, title: impl Into<String>) -> Block<'static> {
     Block::default()
         .borders(Borders::ALL)
-        .border_style(app.theme.border(focused))
+        .border_style(theme.border(focused))
         .title(Span::styled(
             format!(" {} ", title.into()),
-            app.theme.border(focused),
+            theme.border(focused),
         ))
 }
 
