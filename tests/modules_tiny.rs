@@ -232,9 +232,11 @@ fn greedy_decoding_continues_any_prefill_the_same_way() {
         positions,
         logits,
     };
-    let start = state.clone();
     let tokens = d.greedy(&mut state, 4, None).unwrap();
     assert_eq!(tokens.len(), 4);
+    // The prompt is left as it was.
+    assert_eq!(state.ids, ids);
+    assert_eq!(state.kv.rows(), n);
     // The same continuation recomputed from scratch, one exact pass per step.
     let mut seq = ids.clone();
     for &t in &tokens {
@@ -246,7 +248,8 @@ fn greedy_decoding_continues_any_prefill_the_same_way() {
         seq.push(t);
     }
     // Its teacher-forced NLL is the sum of the greedy steps' −log p.
-    let nll = d.continuation_nll(&start, &tokens).unwrap();
+    let nll = d.continuation_nll(&mut state, &tokens).unwrap();
+    assert_eq!(state.ids, ids);
     assert!(nll.is_finite() && nll >= 0.0);
 }
 

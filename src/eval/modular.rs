@@ -207,7 +207,7 @@ impl ModularBench<'_> {
 
     /// The choice a prefilled prompt scores highest (log-probability of the
     /// choice's tokens after it).
-    pub fn choose(&self, state: &Prefilled, choices: &[String]) -> anyhow::Result<usize> {
+    pub fn choose(&self, state: &mut Prefilled, choices: &[String]) -> anyhow::Result<usize> {
         let mut best = (0, f64::INFINITY);
         for (i, choice) in choices.iter().enumerate() {
             let ids = self.tokenizer.encode(choice)?.ids;
@@ -269,7 +269,7 @@ impl ModularBench<'_> {
                         )?,
                     });
                 }
-                let [exact, prefix, modular] = runs.map(|r| r.expect("every run ran"));
+                let [mut exact, prefix, mut modular] = runs.map(|r| r.expect("every run ran"));
                 let ttft = [
                     exact.stages.total_ms,
                     prefix.stages.total_ms,
@@ -281,7 +281,7 @@ impl ModularBench<'_> {
                         records[i] = Some(self.fidelity(
                             prompt,
                             layout,
-                            (&exact, &prefix, &modular),
+                            (&mut exact, &prefix, &mut modular),
                             ttft,
                             options,
                         )?)
@@ -347,24 +347,25 @@ impl ModularBench<'_> {
         &self,
         prompt: &PromptSpec,
         layout: &Layout,
-        (exact, prefix, modular): (&Prefill, &Prefill, &Prefill),
+        (exact, prefix, modular): (&mut Prefill, &Prefill, &mut Prefill),
         ttft: [f64; 3],
         options: &ModularOptions,
     ) -> anyhow::Result<PromptRecord> {
         let (pe, pm) = (softmax(&exact.state.logits), softmax(&modular.state.logits));
-        let mut greedy_state = exact.state.clone();
         let continuation = self
             .decoder
-            .greedy(&mut greedy_state, options.continuation, None)?;
+            .greedy(&mut exact.state, options.continuation, None)?;
         let k = continuation.len().max(1) as f64;
-        let nll_exact = self.decoder.continuation_nll(&exact.state, &continuation)?;
+        let nll_exact = self
+            .decoder
+            .continuation_nll(&mut exact.state, &continuation)?;
         let nll_modular = self
             .decoder
-            .continuation_nll(&modular.state, &continuation)?;
+            .continuation_nll(&mut modular.state, &continuation)?;
         let correct = match prompt.answer {
             Some(answer) if !prompt.choices.is_empty() => Some((
-                self.choose(&exact.state, &prompt.choices)? == answer,
-                self.choose(&modular.state, &prompt.choices)? == answer,
+                self.choose(&mut exact.state, &prompt.choices)? == answer,
+                self.choose(&mut modular.state, &prompt.choices)? == answer,
             )),
             _ => None,
         };

@@ -27,12 +27,11 @@ struct RunReport {
     generated_ids: Option<Vec<u32>>,
 }
 
-fn report(model: &Model, run: &Prefill, generate: usize) -> anyhow::Result<RunReport> {
+fn report(model: &Model, run: &mut Prefill, generate: usize) -> anyhow::Result<RunReport> {
     let decoder = model.decoder().expect("a decoder");
     let (generated, generated_ids) = if generate > 0 {
-        let mut state = run.state.clone();
         let stop = model.tokenizer.token_id("<|im_end|>");
-        let ids = decoder.greedy(&mut state, generate, stop)?;
+        let ids = decoder.greedy(&mut run.state, generate, stop)?;
         (Some(model.tokenizer.decode(&ids)?), Some(ids))
     } else {
         (None, None)
@@ -71,11 +70,11 @@ pub fn run(
             max_positions: decoder.shape().max_positions,
         },
     )?;
-    let modular = prefill::modular(decoder, &opened.store, &layout, opened.recovery, &[])?;
-    let modular_report = report(&opened.model, &modular, generate)?;
+    let mut modular = prefill::modular(decoder, &opened.store, &layout, opened.recovery, &[])?;
+    let modular_report = report(&opened.model, &mut modular, generate)?;
     let exact = if compare {
-        let exact = prefill::exact(decoder, &layout, &[])?;
-        Some(report(&opened.model, &exact, generate)?)
+        let mut exact = prefill::exact(decoder, &layout, &[])?;
+        Some(report(&opened.model, &mut exact, generate)?)
     } else {
         None
     };

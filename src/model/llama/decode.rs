@@ -22,6 +22,21 @@ pub struct Prefilled {
     pub logits: Vec<f32>,
 }
 
+impl Prefilled {
+    /// Runs `f` on this prompt, then drops whatever `f` appended, so the
+    /// prompt is as it was (rows, cache, logits) whether `f` succeeded or not
+    /// — a continuation is scored or generated without copying the cache.
+    fn scratch<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let (rows, logits) = (self.ids.len(), self.logits.clone());
+        let out = f(self);
+        self.ids.truncate(rows);
+        self.positions.truncate(rows);
+        self.kv.resize(rows);
+        self.logits = logits;
+        out
+    }
+}
+
 impl LlamaDecoder {
     /// Next-token logits of every row `rows` of a pass's output that was
     /// computed to the end, `[len, V]`.
@@ -68,31 +83,33 @@ impl LlamaDecoder {
     }
 
     /// Greedy continuation of up to `n` tokens, stopping after `stop` when
-    /// given.
+    /// given; the prompt is left as it was.
     pub fn greedy(&self, state: &mut Prefilled, n: usize, stop: Option<u32>) -> Result<Vec<u32>> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let token = argmax(&state.logits);
-            out.push(token);
-            if Some(token) == stop || out.len() == n {
-                break;
+        state.scratch(|state| {
+            let mut out = Vec::with_capacity(n);
+            while out.len() < n {
+                let token = argmax(&state.logits);
+                out.push(token);
+                if Some(token) == stop || out.len() == n {
+                    break;
+                }
+                self.append(state, &[token])?;
             }
-            self.append(state, &[token])?;
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Teacher-forced negative log-likelihood (nats, summed) of `tokens`
     /// after a prefilled prompt: the first from its logits, each later one
-    /// from the logits after the tokens before it.
-    pub fn continuation_nll(&self, state: &Prefilled, tokens: &[u32]) -> Result<f64> {
+    /// from the logits after the tokens before it; the prompt is left as it
+    /// was.
+    pub fn continuation_nll(&self, state: &mut Prefilled, tokens: &[u32]) -> Result<f64> {
         let Some((first, _)) = tokens.split_first() else {
             return Ok(0.0);
         };
         let mut nll = -log_prob(&state.logits, *first);
         if tokens.len() > 1 {
-            let mut state = state.clone();
-            let logits = self.append(&mut state, &tokens[..tokens.len() - 1])?;
+            let logits = state.scratch(|state| self.append(state, &tokens[..tokens.len() - 1]))?;
             for (i, &t) in tokens[1..].iter().enumerate() {
                 nll -= log_prob(&logits.get(i)?.to_vec1()?, t);
             }

@@ -187,9 +187,9 @@ impl Worker {
             },
         )?;
         let question: Vec<usize> = layout.question_rows().collect();
-        let modular = prefill::modular(decoder, &self.store, &layout, recovery, &question)?;
+        let mut modular = prefill::modular(decoder, &self.store, &layout, recovery, &question)?;
         let prefix = prefill::prefix(decoder, &layout, self.previous.take())?;
-        let exact = prefill::exact(decoder, &layout, &question)?;
+        let mut exact = prefill::exact(decoder, &layout, &question)?;
         let n = layout.len();
         let similarity = exact
             .maps
@@ -198,12 +198,11 @@ impl Worker {
             .map(|(e, m)| e.iter().zip(m).map(|(e, m)| similarity(e, m, n)).collect())
             .collect();
         let stop = self.model.tokenizer.token_id("<|im_end|>");
-        let answer = |state: &Prefilled| -> anyhow::Result<String> {
-            let mut state = state.clone();
-            let ids = decoder.greedy(&mut state, ANSWER_TOKENS, stop)?;
+        let answer = |state: &mut Prefilled| -> anyhow::Result<String> {
+            let ids = decoder.greedy(state, ANSWER_TOKENS, stop)?;
             self.model.tokenizer.decode(&ids)
         };
-        let answers = [answer(&exact.state)?, answer(&modular.state)?];
+        let answers = [answer(&mut exact.state)?, answer(&mut modular.state)?];
         let comparison = Comparison {
             label: crate::text::shorten(&prompt_label(prompt), 60),
             tokens: n,
