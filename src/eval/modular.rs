@@ -243,15 +243,10 @@ impl ModularBench<'_> {
             for (i, (prompt, layout)) in prompts.iter().zip(&layouts).enumerate() {
                 let mut runs: [Option<Prefill>; 3] = [None, None, None];
                 // The longer shared prefix of the two (a prefix cache's look-up).
-                let shared = |s: &Prefilled| {
-                    s.ids
-                        .iter()
-                        .zip(&layout.ids)
-                        .take_while(|(a, b)| a == b)
-                        .count()
-                };
                 let held = match &scaffold {
-                    Some(sc) if shared(sc) > shared(&previous) => sc.clone(),
+                    Some(sc) if sc.shared_len(&layout.ids) > previous.shared_len(&layout.ids) => {
+                        sc.clone()
+                    }
                     _ => previous.clone(),
                 };
                 let mut held = Some(held);

@@ -139,13 +139,7 @@ pub fn prefix(
     let mut stages = Stages::default();
     let (kv, shared) = match previous {
         Some(prev) => {
-            let shared = prev
-                .ids
-                .iter()
-                .zip(&layout.ids)
-                .take_while(|(a, b)| a == b)
-                .count()
-                .min(n - 1);
+            let shared = prev.shared_len(&layout.ids);
             let t = Instant::now();
             let mut kv = prev.kv;
             kv.resize(shared);

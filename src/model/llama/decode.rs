@@ -23,6 +23,12 @@ pub struct Prefilled {
 }
 
 impl Prefilled {
+    /// How many leading tokens of `ids` this prompt's cache can serve: their
+    /// longest common prefix, leaving at least one token to compute.
+    pub fn shared_len(&self, ids: &[u32]) -> usize {
+        servable_prefix(&self.ids, ids)
+    }
+
     /// Runs `f` on this prompt, then drops whatever `f` appended, so the
     /// prompt is as it was (rows, cache, logits) whether `f` succeeded or not
     /// — a continuation is scored or generated without copying the cache.
@@ -116,6 +122,13 @@ impl LlamaDecoder {
         }
         Ok(nll)
     }
+}
+
+/// How many leading tokens of `ids` a cache of `cached` can serve: their
+/// longest common prefix, leaving at least one token to compute.
+pub(super) fn servable_prefix(cached: &[u32], ids: &[u32]) -> usize {
+    let common = cached.iter().zip(ids).take_while(|(a, b)| a == b).count();
+    common.min(ids.len().saturating_sub(1))
 }
 
 /// The most likely token.

@@ -11,6 +11,7 @@ use candle_core::{Module, Result, Tensor};
 
 use super::LlamaDecoder;
 use super::attention::LayerKv;
+use super::decode::servable_prefix;
 use crate::model::bert::ForwardOutput;
 use crate::model::layers::run_layers;
 use crate::model::plan::{LayerPlan, Planner};
@@ -40,8 +41,7 @@ impl PrefixCache {
     /// How many leading tokens of `ids` the cache serves: their longest
     /// common prefix, leaving at least one token to compute.
     pub fn shared_len(&self, ids: &[u32]) -> usize {
-        let common = self.ids.iter().zip(ids).take_while(|(a, b)| a == b).count();
-        common.min(ids.len().saturating_sub(1))
+        servable_prefix(&self.ids, ids)
     }
 }
 
