@@ -1,7 +1,8 @@
-//! The dashboard without a terminal: a script of keys (the same events a user
-//! sends) drives the [`App`] and its real worker, each step drawn into an
-//! in-memory backend; the final state comes back as JSON and, optionally,
-//! as the text of the last frame.
+//! A view without a terminal: a script of keys (the same events a user
+//! sends) drives any [`Interactive`] view — the dashboard's [`App`], the
+//! modular view — and its real worker, each step drawn into an in-memory
+//! backend; the final state comes back as JSON and, optionally, as the text
+//! of the last frame.
 
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -11,9 +12,9 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use serde::Serialize;
 
+use super::Interactive;
 use super::app::{App, mode_name};
 use super::keys::parse_key;
-use super::view;
 use super::worker::Event;
 use crate::engine::Trace;
 
@@ -106,29 +107,12 @@ pub struct Report {
     pub quit: bool,
 }
 
-/// What a key script drives: a view's keys, clicks, worker events and
-/// clock, and its frame. The main dashboard and the modular view both are.
-pub trait Scripted {
-    /// A key press.
-    fn key(&mut self, key: KeyEvent);
-    /// A mouse event.
-    fn mouse(&mut self, mouse: MouseEvent);
-    /// Handles the worker's events (waiting up to `wait` for the first) and
-    /// the clock.
-    fn pump(&mut self, wait: Duration);
-    /// What a `wait` step waits for, when anything is running.
-    fn busy(&self) -> Option<String>;
-    /// True once the script quit.
-    fn quit(&self) -> bool;
-    /// Draws the frame.
-    fn draw(&mut self, frame: &mut ratatui::Frame);
-}
-
 /// Runs `steps` against `view`, drawing each step into an in-memory
 /// terminal of `size`; waits give up after `timeout`. Returns the last
 /// frame's rows.
-pub fn run_script(
-    view: &mut impl Scripted,
+pub fn run_script<V: Interactive>(
+    view: &mut V,
+    events: &Receiver<V::Event>,
     steps: &[Step],
     size: (u16, u16),
     timeout: Duration,
@@ -152,71 +136,18 @@ pub fn run_script(
                 row: *y,
                 modifiers: KeyModifiers::NONE,
             }),
-            Step::Wait => wait_for(view, timeout)?,
+            Step::Wait => wait_idle(view, events, timeout)?,
             Step::Sleep(d) => {
                 let end = Instant::now() + *d;
                 while Instant::now() < end {
-                    view.pump(Duration::from_millis(10));
+                    pump(view, events, Duration::from_millis(10));
                 }
             }
         }
-        view.pump(Duration::ZERO);
+        pump(view, events, Duration::ZERO);
         terminal.draw(|frame| view.draw(frame))?;
     }
     Ok(screen_text(terminal.backend()))
-}
-
-/// Waits until `view` is idle.
-fn wait_for(view: &mut impl Scripted, timeout: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while let Some(what) = view.busy() {
-        anyhow::ensure!(
-            start.elapsed() < timeout,
-            "timed out after {:.0} s waiting for {what}: raise --timeout",
-            timeout.as_secs_f64()
-        );
-        view.pump(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-/// The dashboard with its worker's events, as a script drives it.
-struct Driven<'a> {
-    app: &'a mut App,
-    events: &'a Receiver<Event>,
-}
-
-impl Scripted for Driven<'_> {
-    fn key(&mut self, key: KeyEvent) {
-        self.app.on_key(key);
-    }
-
-    fn mouse(&mut self, mouse: MouseEvent) {
-        self.app.on_mouse(mouse);
-    }
-
-    fn pump(&mut self, wait: Duration) {
-        pump(self.app, self.events, wait);
-    }
-
-    fn busy(&self) -> Option<String> {
-        let app = &self.app;
-        (app.in_flight > 0 || app.job.is_some() || app.exporting()).then(|| {
-            format!(
-                "the engine ({} queries, job {:?})",
-                app.in_flight,
-                app.job.as_ref().map(|j| j.name)
-            )
-        })
-    }
-
-    fn quit(&self) -> bool {
-        self.app.quit
-    }
-
-    fn draw(&mut self, frame: &mut ratatui::Frame) {
-        view::draw(frame, self.app);
-    }
 }
 
 /// Runs `steps` against `app`; waits give up after `timeout`.
@@ -227,33 +158,38 @@ pub fn run(
     size: (u16, u16),
     timeout: Duration,
 ) -> anyhow::Result<Report> {
-    let screen = run_script(
-        &mut Driven {
-            app: &mut app,
-            events,
-        },
-        steps,
-        size,
-        timeout,
-    )?;
+    let screen = run_script(&mut app, events, steps, size, timeout)?;
     Ok(report(app, screen))
 }
 
 /// Handles the worker's events (waiting up to `wait` for the first) and the
-/// stream's clock.
-pub fn pump(app: &mut App, events: &Receiver<Event>, wait: Duration) {
+/// clock.
+pub fn pump<V: Interactive>(view: &mut V, events: &Receiver<V::Event>, wait: Duration) {
     if let Ok(event) = events.recv_timeout(wait) {
-        app.on_event(event);
+        view.event(event);
     }
     while let Ok(event) = events.try_recv() {
-        app.on_event(event);
+        view.event(event);
     }
-    app.tick(Instant::now());
+    view.advance(Instant::now());
 }
 
-/// Waits until no query, job or export is running.
-pub fn wait_idle(app: &mut App, events: &Receiver<Event>, timeout: Duration) -> anyhow::Result<()> {
-    wait_for(&mut Driven { app, events }, timeout)
+/// Waits until nothing is running in `view`.
+pub fn wait_idle<V: Interactive>(
+    view: &mut V,
+    events: &Receiver<V::Event>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while let Some(what) = view.busy() {
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "timed out after {:.0} s waiting for {what}: raise --timeout",
+            timeout.as_secs_f64()
+        );
+        pump(view, events, Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// The rows of a test backend's buffer as strings.

@@ -23,7 +23,8 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{
-    self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent, KeyEventKind,
+    self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent, KeyEvent, KeyEventKind,
+    MouseEvent,
 };
 use crossterm::execute;
 
@@ -53,32 +54,93 @@ impl Drop for TerminalGuard {
     }
 }
 
-/// Runs the dashboard in the terminal until the user quits.
-pub fn run_terminal(mut app: App, events: Receiver<Event>) -> anyhow::Result<()> {
+/// A view the terminal loop and key scripts drive: the dashboard and the
+/// modular view both are.
+pub trait Interactive {
+    /// What its worker thread reports.
+    type Event;
+    /// A key press.
+    fn key(&mut self, key: KeyEvent);
+    /// A mouse event.
+    fn mouse(&mut self, mouse: MouseEvent);
+    /// A worker event.
+    fn event(&mut self, event: Self::Event);
+    /// Handles the clock; true when that changed what is shown.
+    fn advance(&mut self, now: Instant) -> bool;
+    /// What a script's `wait` waits for, when anything is running.
+    fn busy(&self) -> Option<String>;
+    /// True once the user quit.
+    fn quit(&self) -> bool;
+    /// Draws the frame.
+    fn draw(&mut self, frame: &mut ratatui::Frame);
+}
+
+impl Interactive for App {
+    type Event = Event;
+
+    fn key(&mut self, key: KeyEvent) {
+        self.on_key(key);
+    }
+
+    fn mouse(&mut self, mouse: MouseEvent) {
+        self.on_mouse(mouse);
+    }
+
+    fn event(&mut self, event: Event) {
+        self.on_event(event);
+    }
+
+    fn advance(&mut self, now: Instant) -> bool {
+        let before = (self.in_flight, self.exporting());
+        self.tick(now);
+        (self.in_flight, self.exporting()) != before
+    }
+
+    fn busy(&self) -> Option<String> {
+        (self.in_flight > 0 || self.job.is_some() || self.exporting()).then(|| {
+            format!(
+                "the engine ({} queries, job {:?})",
+                self.in_flight,
+                self.job.as_ref().map(|j| j.name)
+            )
+        })
+    }
+
+    fn quit(&self) -> bool {
+        self.quit
+    }
+
+    fn draw(&mut self, frame: &mut ratatui::Frame) {
+        view::draw(frame, self);
+    }
+}
+
+/// Runs a view in the terminal until the user quits: input, the worker's
+/// events and the clock, redrawn when something changed (and at least every
+/// 250 ms).
+pub fn run_terminal<V: Interactive>(mut view: V, events: Receiver<V::Event>) -> anyhow::Result<()> {
     let (mut terminal, _guard) = enter_terminal()?;
     let mut dirty = true;
     let mut last_draw = Instant::now();
-    while !app.quit {
+    while !view.quit() {
         if dirty || last_draw.elapsed() >= Duration::from_millis(250) {
-            terminal.draw(|frame| view::draw(frame, &mut app))?;
+            terminal.draw(|frame| view.draw(frame))?;
             last_draw = Instant::now();
             dirty = false;
         }
         if event::poll(POLL)? {
             match event::read()? {
-                TermEvent::Key(key) if key.kind != KeyEventKind::Release => app.on_key(key),
-                TermEvent::Mouse(mouse) => app.on_mouse(mouse),
+                TermEvent::Key(key) if key.kind != KeyEventKind::Release => view.key(key),
+                TermEvent::Mouse(mouse) => view.mouse(mouse),
                 _ => {}
             }
             dirty = true;
         }
         while let Ok(event) = events.try_recv() {
-            app.on_event(event);
+            view.event(event);
             dirty = true;
         }
-        let before = (app.in_flight, app.exporting());
-        app.tick(Instant::now());
-        dirty |= (app.in_flight, app.exporting()) != before;
+        dirty |= view.advance(Instant::now());
     }
     Ok(())
 }

@@ -9,7 +9,8 @@ use super::super::setup::Target;
 use super::{StoreArgs, open};
 use crate::modules::load_prompts;
 use crate::tui::modular::state::{ModularApp, ModularConfig};
-use crate::tui::modular::{run_headless, run_terminal, worker};
+use crate::tui::modular::{run_headless, worker};
+use crate::tui::run_terminal;
 use crate::tui::theme::Theme;
 
 /// The view's options besides the store's.

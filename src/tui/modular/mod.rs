@@ -16,44 +16,13 @@ pub mod worker;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use crossterm::event::{self, Event as TermEvent, KeyEvent, KeyEventKind, MouseEvent};
+use crossterm::event::{KeyEvent, MouseEvent};
 use serde::Serialize;
 
-use super::headless::{Scripted, Step, run_script};
+use super::Interactive;
+use super::headless::{Step, run_script};
 use state::ModularApp;
 use worker::{Comparison, Event};
-
-/// How long the loop waits for input before looking at the worker again.
-const POLL: Duration = Duration::from_millis(25);
-
-/// Runs the view in the terminal until the user quits.
-pub fn run_terminal(mut app: ModularApp, events: Receiver<Event>) -> anyhow::Result<()> {
-    let (mut terminal, _guard) = super::enter_terminal()?;
-    let mut dirty = true;
-    while !app.quit {
-        if dirty {
-            terminal.draw(|frame| view::draw(frame, &mut app))?;
-            dirty = false;
-        }
-        if event::poll(POLL)? {
-            match event::read()? {
-                TermEvent::Key(key) if key.kind != KeyEventKind::Release => app.on_key(key),
-                TermEvent::Mouse(mouse) => app.on_mouse(mouse),
-                TermEvent::Resize(..) => {}
-                _ => continue,
-            }
-            dirty = true;
-        }
-        while let Ok(event) = events.try_recv() {
-            app.on_event(event);
-            dirty = true;
-        }
-        let before = app.in_flight;
-        app.tick(Instant::now());
-        dirty |= app.in_flight != before;
-    }
-    Ok(())
-}
 
 /// What a headless run ends with.
 #[derive(Debug, Serialize)]
@@ -85,33 +54,29 @@ pub struct ModularReport {
     pub quit: bool,
 }
 
-/// The view with its worker's events, as a script drives it.
-struct Driven<'a> {
-    app: &'a mut ModularApp,
-    events: &'a Receiver<Event>,
-}
+impl Interactive for ModularApp {
+    type Event = Event;
 
-impl Scripted for Driven<'_> {
     fn key(&mut self, key: KeyEvent) {
-        self.app.on_key(key);
+        self.on_key(key);
     }
 
     fn mouse(&mut self, mouse: MouseEvent) {
-        self.app.on_mouse(mouse);
+        self.on_mouse(mouse);
     }
 
-    fn pump(&mut self, wait: Duration) {
-        if let Ok(event) = self.events.recv_timeout(wait) {
-            self.app.on_event(event);
-        }
-        while let Ok(event) = self.events.try_recv() {
-            self.app.on_event(event);
-        }
-        self.app.tick(Instant::now());
+    fn event(&mut self, event: Event) {
+        self.on_event(event);
+    }
+
+    fn advance(&mut self, now: Instant) -> bool {
+        let before = self.in_flight;
+        self.tick(now);
+        self.in_flight != before
     }
 
     fn busy(&self) -> Option<String> {
-        match (self.app.in_flight, self.app.job) {
+        match (self.in_flight, self.job) {
             (Some(_), _) => Some("the prompt's three runs".into()),
             (None, Some(_)) => Some("the rebuild".into()),
             (None, None) => None,
@@ -119,11 +84,11 @@ impl Scripted for Driven<'_> {
     }
 
     fn quit(&self) -> bool {
-        self.app.quit
+        self.quit
     }
 
     fn draw(&mut self, frame: &mut ratatui::Frame) {
-        view::draw(frame, self.app);
+        view::draw(frame, self);
     }
 }
 
@@ -136,15 +101,7 @@ pub fn run_headless(
     size: (u16, u16),
     timeout: Duration,
 ) -> anyhow::Result<ModularReport> {
-    let screen = run_script(
-        &mut Driven {
-            app: &mut app,
-            events,
-        },
-        steps,
-        size,
-        timeout,
-    )?;
+    let screen = run_script(&mut app, events, steps, size, timeout)?;
     Ok(ModularReport {
         positions: app.positions.name(),
         recovery: app.recovery.to_string(),
