@@ -10,8 +10,6 @@
 //! Rows carry their own position ids (gaps allowed) and attend causally by
 //! row order: row `i` sees rows `0..=i`.
 
-use std::time::{Duration, Instant};
-
 use candle_core::{Module, Result, Tensor};
 
 use super::LlamaDecoder;
@@ -97,8 +95,6 @@ pub struct RowsOutput {
     pub selected: Vec<usize>,
     /// Captured maps: `[layer][head]`, each `capture.len() × rows` row-major.
     pub maps: Vec<Vec<Vec<f32>>>,
-    /// Time per layer.
-    pub layer_times: Vec<Duration>,
 }
 
 impl LlamaDecoder {
@@ -149,12 +145,21 @@ impl LlamaDecoder {
         let mut x = self.embed.forward(&input)?;
         let mut selected = Vec::new();
         let mut maps = Vec::with_capacity(self.layers.len());
-        let mut layer_times = Vec::with_capacity(self.layers.len());
+        // Each active row's position, and which active rows are captured:
+        // derived from `active`, which changes only at the selection layer.
+        let derive = |active: &[usize]| {
+            let positions: Vec<usize> = active.iter().map(|&r| pass.positions[r]).collect();
+            let capture: Vec<usize> = pass
+                .capture
+                .iter()
+                .filter_map(|r| active.binary_search(r).ok())
+                .collect();
+            (positions, capture)
+        };
+        let (mut positions, mut capture) = derive(&active);
         rayon::scope(|_| {
             for (l, layer) in self.layers.iter().enumerate() {
-                let start = Instant::now();
                 let normed = layer.attention_input(&x)?;
-                let positions: Vec<usize> = active.iter().map(|&r| pass.positions[r]).collect();
                 let mut qkv =
                     fused::with_values(&normed, |v| layer.attention.project_rows(v, &positions))?;
                 if let Some(select) = pass.select.filter(|s| s.at == l) {
@@ -170,12 +175,8 @@ impl LlamaDecoder {
                         .filter(|r| pass.computed.binary_search(r).is_err())
                         .collect();
                     active = kept;
+                    (positions, capture) = derive(&active);
                 }
-                let capture: Vec<usize> = pass
-                    .capture
-                    .iter()
-                    .filter_map(|r| active.binary_search(r).ok())
-                    .collect();
                 let (context, layer_maps) =
                     layer
                         .attention
@@ -183,7 +184,6 @@ impl LlamaDecoder {
                 let context = fused::tensor(context, &[1, active.len(), qkv_heads_width(self)])?;
                 x = layer.finish(&x, &context)?;
                 maps.push(layer_maps);
-                layer_times.push(start.elapsed());
             }
             Ok::<(), candle_core::Error>(())
         })?;
@@ -192,7 +192,6 @@ impl LlamaDecoder {
             rows: active,
             selected,
             maps,
-            layer_times,
         })
     }
 
