@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::sha256_file;
@@ -123,6 +124,13 @@ pub fn check_files(
         Some(name) => Err(format!("the manifest does not list {name}")),
         None => Ok(()),
     }
+}
+
+/// Reads and parses a store's JSON file `name`; the error is the detail of
+/// what is wrong, for the store's own "corrupt" message.
+pub fn read_json<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<T, String> {
+    let bytes = std::fs::read(dir.join(name)).map_err(|e| format!("cannot read {name} ({e})"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{name} is malformed ({e})"))
 }
 
 /// Re-reads every file and compares it with its record, the large ones

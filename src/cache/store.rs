@@ -23,6 +23,7 @@ use super::index::{Features, HnswBucket, Index};
 use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
 use super::projector::Projector;
+use crate::storage::{check_files, read_json, verify_files};
 
 /// The trained feature network of projector databases.
 pub const PROJECTOR_FILE: &str = "projector.safetensors";
@@ -101,12 +102,7 @@ impl Database {
         if !manifest_path.is_file() {
             return Err(DbError::NotADatabase(dir.to_path_buf()));
         }
-        let manifest: Manifest = std::fs::read(&manifest_path)
-            .map_err(|e| corrupt(format!("cannot read manifest.json ({e})")))
-            .and_then(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| corrupt(format!("manifest.json is malformed ({e})")))
-            })?;
+        let manifest: Manifest = read_json(dir, "manifest.json").map_err(corrupt)?;
         if manifest.format_version != FORMAT_VERSION {
             return Err(DbError::WrongVersion {
                 dir: dir.to_path_buf(),
@@ -114,13 +110,8 @@ impl Database {
                 expected: FORMAT_VERSION,
             });
         }
-        crate::storage::check_files(dir, &manifest.files, &DATA_FILES, &["maps.bin"])
-            .map_err(corrupt)?;
-        let entries: Vec<Entry> = serde_json::from_slice(
-            &std::fs::read(dir.join("entries.json"))
-                .map_err(|e| corrupt(format!("entries.json: {e}")))?,
-        )
-        .map_err(|e| corrupt(format!("entries.json is malformed ({e})")))?;
+        check_files(dir, &manifest.files, &DATA_FILES, &["maps.bin"]).map_err(corrupt)?;
+        let entries: Vec<Entry> = read_json(dir, "entries.json").map_err(corrupt)?;
         let shape = manifest.model.shape;
         if entries.len() != manifest.entries {
             return Err(corrupt(format!(
@@ -309,11 +300,9 @@ impl Database {
     /// Re-reads every file and compares it with its recorded checksum,
     /// `maps.bin` included.
     pub fn verify(&self) -> Result<(), DbError> {
-        crate::storage::verify_files(&self.dir, &self.manifest.files).map_err(|detail| {
-            DbError::Corrupt {
-                dir: self.dir.clone(),
-                detail,
-            }
+        verify_files(&self.dir, &self.manifest.files).map_err(|detail| DbError::Corrupt {
+            dir: self.dir.clone(),
+            detail,
         })
     }
 }

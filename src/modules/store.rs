@@ -25,7 +25,7 @@ use super::layout::{ModuleTokens, TokenizedSchema};
 use super::schema::Schema;
 use crate::model::Model;
 use crate::model::llama::{KvCache, LlamaDecoder, RowPass};
-use crate::storage::{FileRecord, ModelIdentity, StagedDir, check_files, verify_files};
+use crate::storage::{FileRecord, ModelIdentity, StagedDir, check_files, read_json, verify_files};
 
 /// Version of the on-disk format; a store of another version is refused.
 pub const STORE_VERSION: u32 = 1;
@@ -262,12 +262,7 @@ impl ModuleStore {
         if !manifest_path.is_file() {
             return Err(StoreError::NotAStore(dir.to_path_buf()));
         }
-        let manifest: StoreManifest = std::fs::read(&manifest_path)
-            .map_err(|e| corrupt(format!("cannot read manifest.json ({e})")))
-            .and_then(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| corrupt(format!("manifest.json is malformed ({e})")))
-            })?;
+        let manifest: StoreManifest = read_json(dir, "manifest.json").map_err(corrupt)?;
         if manifest.kind != STORE_KIND {
             return Err(StoreError::NotAStore(dir.to_path_buf()));
         }
@@ -279,13 +274,8 @@ impl ModuleStore {
             });
         }
         check_files(dir, &manifest.files, &DATA_FILES, &["kv.bin"]).map_err(corrupt)?;
-        let read_json = |name: &str| {
-            std::fs::read(dir.join(name)).map_err(|e| corrupt(format!("cannot read {name} ({e})")))
-        };
-        let schema: Schema = serde_json::from_slice(&read_json("schema.json")?)
-            .map_err(|e| corrupt(format!("schema.json is malformed ({e})")))?;
-        let stored: Vec<StoredModule> = serde_json::from_slice(&read_json("modules.json")?)
-            .map_err(|e| corrupt(format!("modules.json is malformed ({e})")))?;
+        let schema: Schema = read_json(dir, "schema.json").map_err(corrupt)?;
+        let stored: Vec<StoredModule> = read_json(dir, "modules.json").map_err(corrupt)?;
         if schema.sha256() != manifest.schema_sha256 || stored.len() != schema.modules.len() {
             return Err(corrupt("schema.json does not match the manifest".into()));
         }
