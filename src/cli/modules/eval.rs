@@ -6,8 +6,7 @@ use super::super::progress;
 use super::super::setup::Target;
 use super::{RECOVERY_FILE, StoreArgs, open, prompts};
 use crate::eval::{
-    ModularBench, ModularEval, ModularOptions, RecoveryCalibration, RecoveryObjective,
-    calibrate_recovery,
+    ModularEval, ModularOptions, RecoveryCalibration, RecoveryObjective, calibrate_recovery,
 };
 use crate::modules::Recovery;
 use crate::storage::write_atomically;
@@ -29,20 +28,15 @@ pub fn eval(
     let opened = open(target, args, "modules eval")?;
     let prompts = prompts(&opened.store, source)?;
     let decoder = opened.decoder();
-    let chat = decoder.chat().clone();
     let options = ModularOptions {
         positions: opened.positions,
         recovery: opened.recovery,
-        chat: args.chat.then_some(&chat),
+        chat: args.chat.then_some(decoder.chat()),
         repeats: sizes.repeats,
         head_prompts: sizes.heads,
         continuation: sizes.continuation,
     };
-    let bench = ModularBench {
-        decoder,
-        tokenizer: &opened.model.tokenizer,
-        store: &opened.store,
-    };
+    let bench = opened.bench();
     let bar = progress::bar(
         prompts.len() * sizes.repeats.max(1),
         "exact, prefix, modular",
@@ -146,20 +140,15 @@ pub fn calibrate(
     let opened = open(target, args, "modules calibrate")?;
     let prompts = prompts(&opened.store, source)?;
     let decoder = opened.decoder();
-    let chat = decoder.chat().clone();
     let options = ModularOptions {
         positions: opened.positions,
         recovery: kind,
-        chat: args.chat.then_some(&chat),
+        chat: args.chat.then_some(decoder.chat()),
         repeats: 1,
         head_prompts: 0,
         continuation: 0,
     };
-    let bench = ModularBench {
-        decoder,
-        tokenizer: &opened.model.tokenizer,
-        store: &opened.store,
-    };
+    let bench = opened.bench();
     let tried = crate::eval::candidates(kind).len();
     let bar = progress::bar(tried, "calibrating recovery");
     let result = calibrate_recovery(

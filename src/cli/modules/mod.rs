@@ -13,7 +13,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use super::setup::{Target, load_model};
-use crate::eval::RecoveryCalibration;
+use crate::eval::{ModularBench, RecoveryCalibration};
 use crate::model::Model;
 use crate::model::llama::LlamaDecoder;
 use crate::modules::{
@@ -240,6 +240,15 @@ struct Opened {
 impl Opened {
     fn decoder(&self) -> &LlamaDecoder {
         self.model.decoder().expect("checked when opened")
+    }
+
+    /// The decoder, tokenizer and store, as evaluation and calibration run them.
+    fn bench(&self) -> ModularBench<'_> {
+        ModularBench {
+            decoder: self.decoder(),
+            tokenizer: &self.model.tokenizer,
+            store: &self.store,
+        }
     }
 }
 

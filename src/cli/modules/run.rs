@@ -59,14 +59,13 @@ pub fn run(
     let prompt = PromptSpec::from_arg(prompt)?;
     prompt.check(opened.store.schema())?;
     let decoder = opened.decoder();
-    let chat = decoder.chat().clone();
     let layout = Layout::new(
         opened.store.tokenized(),
         &prompt,
         &opened.model.tokenizer,
         LayoutOptions {
             positions: opened.positions,
-            chat: args.chat.then_some(&chat),
+            chat: args.chat.then_some(decoder.chat()),
             max_positions: decoder.shape().max_positions,
         },
     )?;

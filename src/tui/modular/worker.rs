@@ -175,14 +175,13 @@ impl Worker {
             .model
             .decoder()
             .expect("the modular view runs decoders");
-        let template = decoder.chat().clone();
         let layout = Layout::new(
             self.store.tokenized(),
             prompt,
             &self.model.tokenizer,
             LayoutOptions {
                 positions,
-                chat: chat.then_some(&template),
+                chat: chat.then_some(decoder.chat()),
                 max_positions: decoder.shape().max_positions,
             },
         )?;
