@@ -8,7 +8,7 @@ import os
 import sys
 
 out = sys.argv[1] if len(sys.argv) > 1 else "results-modules"
-ORDER = ["multidoc-4", "multidoc-8", "multidoc-16", "passkey", "fewshot"]
+ORDER = ["multidoc-4", "multidoc-8", "multidoc-16", "multidoc-32", "passkey", "fewshot"]
 
 
 def load(path):
@@ -61,4 +61,8 @@ for name in workloads():
         met = "" if c["met"] else ", budget not met"
         cells.append(f"`{c['chosen']}` (top-1 {point['top1_agreement'] * 100:.0f} %, "
                      f"KL {point['kl_mean']:.3f}{met})")
-    print(f"| {name} | " + " | ".join(cells) + " |")
+    try:
+        label = f"{name} (calibrated on {open(os.path.join(out, name, 'calibrated-on')).read().strip()})"
+    except OSError:
+        label = name
+    print(f"| {label} | " + " | ".join(cells) + " |")

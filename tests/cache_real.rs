@@ -113,6 +113,12 @@ fn identical_queries_hit_everywhere_and_others_follow_the_thresholds() {
     let shadow = strict.run(other, Mode::Shadow).unwrap();
     assert_eq!(shadow.trace.timings.search, 0.0);
     assert!(shadow.trace.layers.iter().any(|l| l.neighbour.is_some()));
+    // Both sides are timed alike, tokenisation included, and with nothing
+    // reused they compute the same output.
+    let exact_side = shadow.trace.exact_timings.unwrap();
+    assert!(exact_side.tokenize > 0.0 && shadow.trace.timings.tokenize > 0.0);
+    assert!(exact_side.total >= exact_side.tokenize + exact_side.attention);
+    assert_eq!(shadow.exact_embedding.as_ref(), Some(&shadow.embedding));
     let exact = strict.run(other, Mode::Exact).unwrap();
     assert_eq!(common::max_abs_diff(&exact.hidden, &run.hidden), 0.0);
 

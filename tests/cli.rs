@@ -79,6 +79,38 @@ fn attention_json_gives_a_row_stochastic_map() {
     assert_eq!(text.lines().count(), 2 + tokens.len(), "{text}");
 }
 
+/// A text longer than MiniLM's 512 tokens is run cut, and every command
+/// that runs it says so: stderr and JSON `truncated`.
+#[test]
+fn a_text_over_the_maximum_length_is_reported_cut() {
+    common::real_model();
+    let long = vec!["film"; 600].join(" ");
+    let short = "A short review.";
+    let warned = |out: &Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        stderr
+            .lines()
+            .filter(|l| l.contains("longer than the model's maximum of 512 tokens"))
+            .count()
+    };
+    let out = attncache(&["run", "--json", &long, short]);
+    assert_eq!(warned(&out), 1);
+    let v = json_of(&out);
+    assert_eq!(v["runs"][0]["truncated"], true);
+    assert_eq!(v["runs"][0]["tokens"].as_array().unwrap().len(), 512);
+    assert_eq!(v["runs"][1]["truncated"], false);
+    let out = attncache(&["embed", "--json", short, &long]);
+    assert_eq!(warned(&out), 1);
+    assert_eq!(json_of(&out)["truncated"], serde_json::json!([false, true]));
+    let out = attncache(&["attention", "--layer", "0", "--head", "0", "--json", &long]);
+    assert_eq!(warned(&out), 1);
+    assert_eq!(json_of(&out)["truncated"], true);
+    let out = attncache(&["attention", "--layer", "0", "--head", "0", "--json", short]);
+    assert_eq!(warned(&out), 0);
+    assert_eq!(json_of(&out)["truncated"], false);
+}
+
 #[test]
 fn a_local_model_directory_needs_no_fetch() {
     let dir = tempfile::tempdir().unwrap();

@@ -84,6 +84,7 @@ fn trace(text: &str, n: usize) -> Trace {
     Trace {
         text: text.into(),
         tokens: TOKENS.iter().map(|t| t.to_string()).collect(),
+        truncated: false,
         mode: Mode::Shadow,
         policy: "global:0.1".into(),
         layers,
@@ -200,6 +201,30 @@ fn every_popup() {
         assert_eq!(app.popup(), Some(popup));
         let name = format!("popup_{}", format!("{popup:?}").to_lowercase());
         insta::assert_snapshot!(name, render(&mut app, 80, 24));
+    }
+}
+
+/// Every help line is shown whole, at 80 and at 120 columns (a line was
+/// once cut at 120: "(selected layer in the popu").
+#[test]
+fn help_lines_are_never_cut() {
+    for (width, height) in [(80, 24), (120, 40)] {
+        let (mut app, _rx) = fixture(MONO);
+        app.on_key(parse_key("?").unwrap());
+        let screen = render(&mut app, width, height);
+        let words: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (_, what) in attncache::tui::keys::HELP {
+            for word in what.split_whitespace() {
+                assert!(
+                    words.contains(word),
+                    "{width}×{height}: `{word}` missing from\n{screen}"
+                );
+            }
+        }
+        assert!(
+            words.contains("(selected layer in the popup)"),
+            "{width}×{height}:\n{screen}"
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use anyhow::bail;
 use serde_json::json;
 
 use super::heatmap;
-use crate::model::{HeadPlan, LayerPlan, StaticPlan, ms};
+use crate::model::{HeadPlan, LayerPlan, StaticPlan, ms, truncation_note};
 
 pub fn run(
     target: &Target,
@@ -42,12 +42,17 @@ pub fn run(
         .squeeze(0)?
         .to_vec2::<f32>()?;
     let tokens = &tokenized[0].tokens;
+    let truncated = tokenized[0].truncated;
+    if truncated {
+        eprintln!("warning: {}", truncation_note(tokens.len()));
+    }
     if json {
         let out = json!({
             "text": text,
             "layer": layer,
             "head": head,
             "tokens": tokens,
+            "truncated": truncated,
             "map": map,
             "timings_ms": {
                 "forward": ms(out.timings.total()),

@@ -5,13 +5,21 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::model::{cosine, ms};
+use crate::model::{cosine, ms, truncation_note};
 
 pub fn run(target: &Target, texts: &[String], json: bool) -> anyhow::Result<()> {
     let model = load_model(target, "embed")?;
     let start = Instant::now();
     let embedded = model.embed(texts)?;
     let total = start.elapsed();
+    for (i, t) in embedded
+        .texts
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.truncated)
+    {
+        eprintln!("warning: text [{i}]: {}", truncation_note(t.ids.len()));
+    }
     let cos: Vec<Vec<f32>> = embedded
         .embeddings
         .iter()

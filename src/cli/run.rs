@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::setup::{Target, load_model, load_policy, open_database};
 use crate::engine::{Engine, Mode, Trace};
-use crate::model::TokenProb;
+use crate::model::{TokenProb, truncation_note};
 use crate::text::shorten;
 
 /// What `attncache run` was asked to do besides the texts.
@@ -54,6 +54,9 @@ pub fn run(target: &Target, options: RunOptions, texts: &[String]) -> anyhow::Re
     let mut runs = Vec::with_capacity(texts.len());
     for text in &texts {
         let out = engine.run(text, mode)?;
+        if out.trace.truncated {
+            eprintln!("warning: {}", truncation_note(out.trace.tokens.len()));
+        }
         let top = if decoder {
             Some(model.top_tokens(&out.embedding, TOP)?)
         } else {

@@ -12,8 +12,9 @@ pub enum Mode {
     Exact,
     /// Look-up and reuse under the policy.
     Cached,
-    /// Cached, plus an exact run to measure the true similarity of every
-    /// neighbour map and the output fidelity (the cached run is the one timed).
+    /// Cached, plus an exact run timed the same way, and an untimed exact
+    /// run capturing every map to measure the true similarity of every
+    /// neighbour map; the output fidelity compares the two timed runs.
     Shadow,
 }
 
@@ -154,6 +155,9 @@ pub struct Trace {
     pub text: String,
     /// Its tokens.
     pub tokens: Vec<String>,
+    /// True when the text was cut to the model's maximum length (only its
+    /// first `tokens.len()` tokens were run).
+    pub truncated: bool,
     /// How it was run.
     pub mode: Mode,
     /// The policy's name.

@@ -36,7 +36,7 @@ pub use fused::Kernels;
 pub use next_token::TokenProb;
 pub use plan::{HeadPlan, LayerPlan, Planner, StaticPlan};
 pub use timing::{ForwardTimings, LayerTiming, ms};
-pub use tokenizer::{TextTokenizer, TokenizedText};
+pub use tokenizer::{TextTokenizer, TokenizedText, truncation_note};
 
 use crate::eval::LayerCost;
 use crate::fetch::{Fetcher, MINILM_L6, SMOLLM2, sha256_file};

@@ -20,6 +20,14 @@ pub struct TokenizedText {
     pub truncated: bool,
 }
 
+/// The one-line note for a text cut to the model's maximum of `max`
+/// tokens (stderr, the dashboard's status line).
+pub fn truncation_note(max: usize) -> String {
+    format!(
+        "the text is longer than the model's maximum of {max} tokens: only its first {max} were run"
+    )
+}
+
 /// A tokenizer that never pads and truncates only at the model's maximum
 /// length (reporting when it does).
 #[derive(Clone)]

@@ -18,8 +18,8 @@ use super::worker::{Event, JobOutcome, JobRequest, JobUpdate, QueryResult, Reque
 use crate::cache::policy::IDENTICAL;
 use crate::cache::{Database, Policy};
 use crate::engine::{Mode, StageTimings};
-use crate::eval::Objective;
-use crate::model::ModelShape;
+use crate::eval::{Objective, median};
+use crate::model::{ModelShape, truncation_note};
 use crate::plot::SweepPoint;
 
 /// Recent queries kept in the history and the latency chart.
@@ -103,6 +103,36 @@ impl HistoryItem {
     pub fn cached_ms(&self) -> Option<f64> {
         (self.mode != Mode::Exact).then_some(self.timings.total)
     }
+}
+
+/// The live speedup readout: medians over the recent shadow runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShadowSpeedup {
+    /// Shadow runs in the history.
+    pub runs: usize,
+    /// Median of exact ÷ cached end-to-end time.
+    pub e2e: f64,
+    /// Median of exact attention ÷ cached attention with its look-up.
+    pub attention: f64,
+}
+
+/// The live speedup over `history`'s shadow runs (`None` without any).
+pub fn shadow_speedup<'a>(
+    history: impl IntoIterator<Item = &'a HistoryItem>,
+) -> Option<ShadowSpeedup> {
+    let pairs: Vec<(&StageTimings, &StageTimings)> = history
+        .into_iter()
+        .filter(|i| i.mode == Mode::Shadow)
+        .filter_map(|i| i.exact_timings.as_ref().map(|e| (e, &i.timings)))
+        .collect();
+    let ratios = |f: fn(&StageTimings, &StageTimings) -> f64| {
+        median(&pairs.iter().map(|(e, c)| f(e, c)).collect::<Vec<_>>())
+    };
+    Some(ShadowSpeedup {
+        runs: pairs.len(),
+        e2e: ratios(|e, c| e.total / c.total)?,
+        attention: ratios(|e, c| e.attention / c.attention_with_lookup())?,
+    })
 }
 
 /// A running background job.
@@ -880,6 +910,9 @@ impl App {
             fidelity: trace.fidelity,
         });
         self.history.truncate(HISTORY);
+        if trace.truncated {
+            self.info(truncation_note(trace.tokens.len()));
+        }
         self.current = Some(result);
         self.refresh_head_maps();
     }

@@ -7,7 +7,7 @@ use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 
-use super::super::app::{App, HistoryItem, Panel};
+use super::super::app::{App, HistoryItem, Panel, shadow_speedup};
 use super::panel_block;
 use crate::engine::{Mode, STAGES, StageReader, StageTimings};
 use crate::eval::median;
@@ -84,13 +84,7 @@ fn draw_chart(frame: &mut Frame, area: Rect, app: &App) {
 /// Medians over the recent queries that have both sides (shadow runs), or
 /// over each side alone.
 fn summary_line(app: &App) -> Line<'static> {
-    let pairs: Vec<(&StageTimings, &StageTimings)> = app
-        .history
-        .iter()
-        .filter(|i| i.mode == Mode::Shadow)
-        .filter_map(|i| i.exact_timings.as_ref().map(|e| (e, &i.timings)))
-        .collect();
-    if pairs.is_empty() {
+    let Some(speedup) = shadow_speedup(&app.history) else {
         let exact: Vec<f64> = app
             .history
             .iter()
@@ -104,25 +98,11 @@ fn summary_line(app: &App) -> Line<'static> {
                 exact.len()
             )),
         };
-    }
-    let e2e = median(
-        &pairs
-            .iter()
-            .map(|(e, c)| e.total / c.total)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap_or(1.0);
-    let attention = median(
-        &pairs
-            .iter()
-            .map(|(e, c)| e.attention / c.attention_with_lookup())
-            .collect::<Vec<_>>(),
-    )
-    .unwrap_or(1.0);
+    };
     Line::from(vec![
-        Span::raw(format!("n={} median speedup ", pairs.len())),
-        Span::styled(format!("e2e {e2e:.2}×"), app.theme.cached()),
-        Span::raw(format!(" · attention+look-up {attention:.2}×")),
+        Span::raw(format!("n={} median speedup ", speedup.runs)),
+        Span::styled(format!("e2e {:.2}×", speedup.e2e), app.theme.cached()),
+        Span::raw(format!(" · attention+look-up {:.2}×", speedup.attention)),
     ])
 }
 

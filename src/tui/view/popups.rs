@@ -43,19 +43,45 @@ pub fn framed(
     frame.render_widget(Paragraph::new(lines).block(block), rect);
 }
 
-/// Every key and what it does.
+/// Width of the help popup's key column.
+const KEY_COLUMN: usize = 16;
+
+/// Every key and what it does; descriptions wrap under themselves when the
+/// popup is narrower than a line.
 pub fn help(frame: &mut Frame, area: Rect, app: &App) {
-    let lines = HELP
-        .iter()
-        .map(|(keys, what)| {
-            Line::from(vec![
-                Span::styled(format!("{keys:<16}"), app.theme.key()),
-                Span::raw(format!(" {what}")),
-            ])
-        })
-        .collect::<Vec<_>>();
-    let rect = centred(area, 78, lines.len() as u16 + 2);
+    let width = area.width.min(84);
+    let text_width = (width as usize).saturating_sub(KEY_COLUMN + 3).max(12);
+    let mut lines = Vec::new();
+    for (keys, what) in HELP {
+        for (i, part) in wrap_words(what, text_width).into_iter().enumerate() {
+            let key = if i == 0 { *keys } else { "" };
+            lines.push(Line::from(vec![
+                Span::styled(format!("{key:<KEY_COLUMN$}"), app.theme.key()),
+                Span::raw(format!(" {part}")),
+            ]));
+        }
+    }
+    let rect = centred(area, width, lines.len() as u16 + 2);
     popup(frame, app, rect, "Keys", lines);
+}
+
+/// `text` cut at spaces into lines of at most `width` characters (a word
+/// longer than `width` gets a line of its own).
+fn wrap_words(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let needed = line.chars().count() + usize::from(!line.is_empty()) + word.chars().count();
+        if !line.is_empty() && needed > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
 }
 
 /// Global scale, per-layer thresholds as bars, budget, last check.
@@ -246,4 +272,23 @@ fn length_histogram(app: &App, lengths: impl Iterator<Item = usize>) -> Vec<Line
         ]));
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap_words;
+
+    #[test]
+    fn words_wrap_within_the_width_and_keep_every_word() {
+        let text = "loosen / tighten the thresholds (selected layer in the popup)";
+        for width in [12, 20, 40, 80] {
+            let lines = wrap_words(text, width);
+            assert!(
+                lines.iter().all(|l| l.chars().count() <= width),
+                "{lines:?}"
+            );
+            assert_eq!(lines.join(" "), text);
+        }
+        assert_eq!(wrap_words("short", 80), vec!["short"]);
+    }
 }
