@@ -11,8 +11,10 @@ use crate::cache::{LengthPolicy, Policy};
 use crate::data::CorpusOptions;
 use crate::engine::Engine;
 use crate::eval::{
-    CalibrateOptions, Classifier, Evaluation, Objective, PolicyKind, calibrate, evaluate,
+    CalibrateOptions, Classifier, Evaluation, ORACLE_SCALE, Objective, PolicyKind, calibrate,
+    evaluate, oracle_frontier, oracle_gain_share, sweep_point,
 };
+use crate::plot::SweepPoint;
 
 /// Where a command reads its database and queries.
 pub struct Workload<'a> {
@@ -33,15 +35,20 @@ pub fn run_eval(
 ) -> anyhow::Result<()> {
     let model = load_model(target, "eval")?;
     let db = open_database(work.db, &model)?;
+    let with_oracle = compare.iter().any(|c| c == "oracle");
     let mut policies = vec![load_policy(policy, Some(&db), &model)?];
-    for spec in compare {
+    for spec in compare.iter().filter(|c| *c != "oracle") {
         policies.push(load_policy(Some(spec), Some(&db), &model)?);
     }
     let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;
     let per_policy = corpus.items.len() * (1 + repeats);
+    let oracle_steps = match with_oracle {
+        true => corpus.items.len() * (1 + ORACLE_SCALE.len() * repeats.max(1)),
+        false => 0,
+    };
     let bar = progress::bar(
-        per_policy * policies.len(),
+        per_policy * policies.len() + oracle_steps,
         &format!("evaluating on {}", corpus.name),
     );
     let mut evals = Vec::new();
@@ -52,20 +59,90 @@ pub fn run_eval(
         });
         evals.push(eval.inspect_err(|_| bar.finish_and_clear())?);
     }
+    let done = bar.position();
+    let oracle = with_oracle
+        .then(|| {
+            oracle_frontier(
+                &model,
+                &db,
+                &corpus,
+                probe.as_ref(),
+                &ORACLE_SCALE,
+                repeats,
+                &mut |d, _| bar.set_position(done + d as u64),
+            )
+        })
+        .transpose();
     bar.finish_and_clear();
+    let oracle = oracle?;
+    let share = |e: &Evaluation| {
+        oracle
+            .as_ref()
+            .and_then(|o| oracle_gain_share(&sweep_point(0.0, e), o))
+    };
     let first = evals.remove(0);
     if json {
-        let mut out = serde_json::to_value(&first)?;
+        let with_share = |e: &Evaluation| -> anyhow::Result<serde_json::Value> {
+            let mut v = serde_json::to_value(e)?;
+            if oracle.is_some() {
+                v["oracle_gain_share"] = serde_json::to_value(share(e))?;
+            }
+            Ok(v)
+        };
+        let mut out = with_share(&first)?;
         if !evals.is_empty() {
-            out["compared"] = serde_json::to_value(&evals)?;
+            out["compared"] = evals
+                .iter()
+                .map(with_share)
+                .collect::<anyhow::Result<Vec<_>>>()?
+                .into();
+        }
+        if let Some(oracle) = &oracle {
+            out["oracle"] = serde_json::to_value(oracle)?;
         }
         println!("{out}");
     } else {
         for e in std::iter::once(&first).chain(&evals) {
             print_evaluation(e);
+            if oracle.is_some() {
+                println!(
+                    "  oracle gain share   {}",
+                    share(e).map_or(
+                        "– (the oracle gains nothing at this loss)".into(),
+                        |s| format!(
+                            "{:.1}% of the oracle's end-to-end gain at no more loss",
+                            s * 100.0
+                        )
+                    )
+                );
+            }
+        }
+        if let Some(oracle) = &oracle {
+            print_oracle(oracle);
         }
     }
     Ok(())
+}
+
+/// The oracle frontier as a table.
+fn print_oracle(points: &[SweepPoint]) {
+    println!(
+        "oracle frontier (per head the truly most similar same-length entry; look-up and map loading not timed)"
+    );
+    println!(
+        "  {:>10} {:>9} {:>9} {:>11} {:>11}",
+        "min sim", "hit rate", "loss", "attention", "end to end"
+    );
+    for p in points {
+        println!(
+            "  {:>10} {:>8.1}% {:>9.3} {:>10.3}× {:>10.3}×",
+            p.knob,
+            p.hit_rate * 100.0,
+            p.loss(),
+            p.attention_speedup,
+            p.e2e_speedup
+        );
+    }
 }
 
 /// Human-readable summary of an evaluation.
@@ -195,23 +272,29 @@ pub fn run_calibrate(target: &Target, work: Workload, args: CalibrateArgs) -> an
     Ok(())
 }
 
-/// `attncache sweep`: evaluations over a list of global thresholds.
-pub fn run_sweep(
-    target: &Target,
-    work: Workload,
-    thresholds: &[f32],
-    paper: bool,
-    repeats: usize,
-    csv: bool,
-) -> anyhow::Result<()> {
+/// Options of `attncache sweep`.
+pub struct SweepArgs<'a> {
+    pub thresholds: &'a [f32],
+    pub paper: bool,
+    pub oracle: bool,
+    pub repeats: usize,
+    pub csv: bool,
+}
+
+/// `attncache sweep`: evaluations over a list of global thresholds (and the
+/// oracle frontier when asked).
+pub fn run_sweep(target: &Target, work: Workload, args: SweepArgs) -> anyhow::Result<()> {
     let model = load_model(target, "sweep")?;
     let db = open_database(work.db, &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;
     let mut rows = Vec::new();
-    let bar = progress::bar(thresholds.len(), &format!("sweeping on {}", corpus.name));
-    for &t in thresholds {
-        let policy = if paper {
+    let bar = progress::bar(
+        args.thresholds.len() + usize::from(args.oracle),
+        &format!("sweeping on {}", corpus.name),
+    );
+    for &t in args.thresholds {
+        let policy = if args.paper {
             Policy::paper(model.shape(), t)
         } else {
             Policy::global(model.shape(), t)
@@ -219,12 +302,30 @@ pub fn run_sweep(
         let engine = Engine::new(model.clone(), db.clone(), policy)?;
         rows.push((
             t,
-            evaluate(&engine, &corpus, probe.as_ref(), repeats, &mut |_, _| {})?,
+            evaluate(
+                &engine,
+                &corpus,
+                probe.as_ref(),
+                args.repeats,
+                &mut |_, _| {},
+            )?,
         ));
         bar.inc(1);
     }
+    let oracle = match args.oracle {
+        true => oracle_frontier(
+            &model,
+            &db,
+            &corpus,
+            probe.as_ref(),
+            &ORACLE_SCALE,
+            args.repeats,
+            &mut |_, _| {},
+        )?,
+        false => Vec::new(),
+    };
     bar.finish_and_clear();
-    if csv {
+    if args.csv {
         println!(
             "threshold,policy,queries,hit_rate,fidelity_mean,fidelity_p5,accuracy_exact,accuracy_cached,accuracy_loss_pt,attention_speedup,e2e_speedup"
         );
@@ -244,15 +345,35 @@ pub fn run_sweep(
                 e.e2e_speedup
             );
         }
+        for p in &oracle {
+            let loss = p
+                .accuracy_exact
+                .zip(p.accuracy_cached)
+                .map(|(e, c)| (e - c) * 100.0);
+            println!(
+                "{},{},{},{:.6},{:.6},,{},{},{},{:.4},{:.4}",
+                p.knob,
+                p.policy,
+                corpus.items.len(),
+                p.hit_rate,
+                p.fidelity_mean,
+                opt(p.accuracy_exact),
+                opt(p.accuracy_cached),
+                opt(loss),
+                p.attention_speedup,
+                p.e2e_speedup
+            );
+        }
     } else {
         let points: Vec<_> = rows
             .iter()
             .map(|(t, e)| serde_json::json!({ "threshold": t, "evaluation": e }))
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "split": corpus.name, "points": points })
-        );
+        let mut out = serde_json::json!({ "split": corpus.name, "points": points });
+        if args.oracle {
+            out["oracle"] = serde_json::to_value(&oracle)?;
+        }
+        println!("{out}");
     }
     Ok(())
 }

@@ -194,7 +194,9 @@ pub enum Command {
         #[arg(long, value_name = "P")]
         policy: Option<String>,
         /// More policies evaluated side by side in the same run (repeatable);
-        /// JSON lists them under `compared`.
+        /// JSON lists them under `compared`. `oracle` adds the oracle
+        /// frontier (per head the truly most similar same-length entry, no
+        /// look-up timed) and every policy's `oracle_gain_share`.
         #[arg(long, value_name = "P")]
         compare: Vec<String>,
         /// Timed passes over the split (speedups are medians over them).
@@ -272,6 +274,10 @@ pub enum Command {
         /// Sweep the paper's rule (one look-up, all or nothing) instead.
         #[arg(long)]
         paper: bool,
+        /// Also the oracle frontier along its similarity scale (JSON
+        /// `oracle`; CSV rows with policy `oracle:S`, threshold = S).
+        #[arg(long)]
+        oracle: bool,
         /// Timed passes per point.
         #[arg(long, default_value_t = 1, value_name = "N")]
         repeats: usize,
@@ -357,6 +363,10 @@ pub enum Command {
         /// Example queries whose maps are drawn.
         #[arg(long, default_value_t = 3, value_name = "N")]
         examples: usize,
+        /// Also the oracle frontier (the limit of any map cache) in the
+        /// frontier plots, the tables and `oracle_gain_share`.
+        #[arg(long)]
+        oracle: bool,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -488,10 +498,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             work,
             thresholds,
             paper,
+            oracle,
             repeats,
             csv,
             json: _,
-        } => eval::run_sweep(target, work.workload(), &thresholds, paper, repeats, csv),
+        } => eval::run_sweep(
+            target,
+            work.workload(),
+            eval::SweepArgs {
+                thresholds: &thresholds,
+                paper,
+                oracle,
+                repeats,
+                csv,
+            },
+        ),
         Command::Bench {
             db,
             policy,
@@ -519,6 +540,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             repeats,
             sweep_repeats,
             examples,
+            oracle,
             json,
         } => report::run(
             target,
@@ -531,6 +553,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     sweep_repeats,
                     examples,
                     similarity_queries: 50,
+                    oracle,
                 },
                 json,
             },

@@ -10,6 +10,7 @@ mod evaluate;
 mod index_bench;
 mod modular;
 mod modular_calibrate;
+mod oracle;
 mod prefix;
 mod probe;
 mod prompt;
@@ -30,6 +31,9 @@ pub use modular::{
 };
 pub use modular_calibrate::{
     RecoveryCalibration, RecoveryObjective, RecoveryPoint, calibrate_recovery, candidates,
+};
+pub use oracle::{
+    ORACLE_NOISE, ORACLE_SCALE, OracleChoice, oracle_choices, oracle_frontier, oracle_gain_share,
 };
 pub use prefix::{PrefixComparison, RunFigures, compare_with_prefix_cache};
 pub use probe::Probe;

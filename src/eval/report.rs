@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::classifier::Classifier;
 use super::evaluate::{Evaluation, evaluate};
+use super::oracle::{ORACLE_SCALE, oracle_frontier, oracle_gain_share};
 use super::similarity::js_divergence;
 use crate::cache::Policy;
 use crate::cache::policy::IDENTICAL;
@@ -24,6 +25,8 @@ pub struct ReportOptions {
     pub examples: usize,
     /// Queries averaged in the cross-layer similarity.
     pub similarity_queries: usize,
+    /// Also the oracle frontier (timed with `sweep_repeats`).
+    pub oracle: bool,
 }
 
 /// One example query's maps: its most and least similar reused-or-not heads.
@@ -49,6 +52,13 @@ pub struct ReportData {
     pub sweep: Vec<SweepPoint>,
     /// The paper's rule along its distance.
     pub paper_sweep: Vec<SweepPoint>,
+    /// The oracle along its least similarity (empty unless asked for).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub oracle_sweep: Vec<SweepPoint>,
+    /// The evaluated policy's end-to-end gain over the oracle's at no more
+    /// loss (with the oracle; `None` where the oracle gains nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oracle_gain_share: Option<f64>,
     /// The evaluated policy as a sweep point.
     pub chosen: SweepPoint,
     /// Mean JS divergence between the head-averaged maps of two layers,
@@ -99,7 +109,7 @@ pub fn collect(
         .iter()
         .map(|&d| (d, Policy::paper(&shape, d as f32)))
         .collect();
-    let steps = 1 + ours.len() + paper.len() + 2;
+    let steps = 1 + ours.len() + paper.len() + 2 + usize::from(options.oracle);
     let mut step = 0;
     let mut advance = |what: &str| {
         step += 1;
@@ -127,6 +137,23 @@ pub fn collect(
     };
     let sweep = sweep_of(&ours, "sweep")?;
     let paper_sweep = sweep_of(&paper, "paper sweep")?;
+    let oracle_sweep = match (options.oracle, engine.database()) {
+        (true, Some(db)) => {
+            let points = oracle_frontier(
+                engine.model(),
+                db,
+                corpus,
+                probe,
+                &ORACLE_SCALE,
+                options.sweep_repeats,
+                &mut |_, _| {},
+            )?;
+            advance("oracle frontier");
+            points
+        }
+        _ => Vec::new(),
+    };
+    let oracle_gain_share = oracle_gain_share(&chosen, &oracle_sweep);
     let layer_similarity = layer_similarity(engine, corpus, options.similarity_queries)?;
     advance("layer similarity");
     let examples = examples(engine, corpus, options.examples)?;
@@ -136,6 +163,8 @@ pub fn collect(
         knob_desc,
         sweep,
         paper_sweep,
+        oracle_sweep,
+        oracle_gain_share,
         chosen,
         layer_similarity,
         examples,

@@ -6,7 +6,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use super::font::FAMILY;
-use super::palette::{CACHED, EXACT, GREEN, OURS, PAPER, STAGES};
+use super::palette::{CACHED, EXACT, GREEN, ORACLE, OURS, PAPER, STAGES};
 use super::{Figure, err};
 
 /// One evaluated setting of a policy's knob.
@@ -52,6 +52,9 @@ pub struct SweepFigure {
     pub ours: Vec<SweepPoint>,
     /// The paper's policy at each distance.
     pub paper: Vec<SweepPoint>,
+    /// The oracle (the limit of any map cache) along its least similarity;
+    /// drawn in the frontiers when not empty.
+    pub oracle: Vec<SweepPoint>,
     /// The chosen operating point (ours at the calibrated setting).
     pub chosen: Option<SweepPoint>,
 }
@@ -102,7 +105,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> a
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(err)?;
-    for (name, color, points) in &p.series {
+    for (name, color, points) in p.series.iter().filter(|s| !s.2.is_empty()) {
         let color = *color;
         chart
             .draw_series(LineSeries::new(
@@ -224,6 +227,11 @@ impl Figure for SweepFigure {
                         PAPER,
                         frontier(&self.paper, |p| p.e2e_speedup),
                     ),
+                    (
+                        "oracle (limit of any map cache)",
+                        ORACLE,
+                        frontier(&self.oracle, |p| p.e2e_speedup),
+                    ),
                 ],
                 marked: self
                     .chosen
@@ -245,6 +253,11 @@ impl Figure for SweepFigure {
                         "paper (all or nothing)",
                         PAPER,
                         frontier(&self.paper, |p| p.hit_rate * 100.0),
+                    ),
+                    (
+                        "oracle (limit of any map cache)",
+                        ORACLE,
+                        frontier(&self.oracle, |p| p.hit_rate * 100.0),
                     ),
                 ],
                 marked: self

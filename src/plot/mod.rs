@@ -84,6 +84,8 @@ pub mod palette {
     pub const OURS: RGBColor = RGBColor(0, 114, 178);
     /// The paper's policy.
     pub const PAPER: RGBColor = RGBColor(213, 94, 0);
+    /// The oracle frontier.
+    pub const ORACLE: RGBColor = PURPLE;
     /// A third series.
     pub const GREEN: RGBColor = RGBColor(0, 158, 115);
     /// A fourth series.

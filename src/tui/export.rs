@@ -93,6 +93,7 @@ fn sweep_figure(app: &App) -> Option<SweepFigure> {
         knob_desc: format!("threshold scale (× {})", app.base_policy.name),
         ours,
         paper: Vec::new(),
+        oracle: Vec::new(),
         chosen: Some(latest),
     })
 }
