@@ -1,6 +1,7 @@
 //! `attncache eval`, `attncache calibrate` and `attncache sweep`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
@@ -11,9 +12,11 @@ use crate::cache::{LengthPolicy, Policy};
 use crate::data::CorpusOptions;
 use crate::engine::Engine;
 use crate::eval::{
-    CalibrateOptions, Classifier, Evaluation, ORACLE_SCALE, Objective, PolicyKind, calibrate,
-    evaluate, oracle_frontier, oracle_gain_share, sweep_point,
+    Accounting, AccountingStep, CalibrateOptions, Classifier, Evaluation, ORACLE_SCALE, Objective,
+    PolicyKind, accounting_ladder, calibrate, evaluate, oracle_frontier, oracle_gain_share,
+    sweep_point, timed_pairs,
 };
+use crate::model::Kernels;
 use crate::plot::SweepPoint;
 
 /// Where a command reads its database and queries.
@@ -24,15 +27,25 @@ pub struct Workload<'a> {
     pub columns: CorpusOptions,
 }
 
+/// Options of `attncache eval`.
+pub struct EvalArgs<'a> {
+    pub policy: Option<&'a str>,
+    pub compare: &'a [String],
+    pub repeats: usize,
+    pub accounting: &'a str,
+    pub json: bool,
+}
+
 /// `attncache eval`.
-pub fn run_eval(
-    target: &Target,
-    work: Workload,
-    policy: Option<&str>,
-    compare: &[String],
-    repeats: usize,
-    json: bool,
-) -> anyhow::Result<()> {
+pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Result<()> {
+    let EvalArgs {
+        policy,
+        compare,
+        repeats,
+        json,
+        ..
+    } = args;
+    let accounting = Accounting::parse(args.accounting)?;
     let model = load_model(target, "eval")?;
     let db = open_database(work.db, &model)?;
     let with_oracle = compare.iter().any(|c| c == "oracle");
@@ -47,10 +60,15 @@ pub fn run_eval(
         true => corpus.items.len() * (1 + ORACLE_SCALE.len() * repeats.max(1)),
         false => 0,
     };
+    let eager_steps = match accounting {
+        Accounting::Ours => 0,
+        _ => corpus.items.len() * repeats.max(1),
+    };
     let bar = progress::bar(
-        per_policy * policies.len() + oracle_steps,
+        per_policy * policies.len() + oracle_steps + eager_steps,
         &format!("evaluating on {}", corpus.name),
     );
+    let first_policy = policies[0].clone();
     let mut evals = Vec::new();
     for (i, policy) in policies.into_iter().enumerate() {
         let engine = Engine::new(model.clone(), db.clone(), policy)?;
@@ -59,6 +77,26 @@ pub fn run_eval(
         });
         evals.push(eval.inspect_err(|_| bar.finish_and_clear())?);
     }
+    let ladder = match accounting {
+        Accounting::Ours => None,
+        _ => {
+            // The same policy and queries re-timed on the eager candle ops.
+            let mut eager = (*model).clone();
+            eager.set_kernels(Kernels::Reference);
+            let engine = Engine::new(Arc::new(eager), db.clone(), first_policy)?;
+            let done = bar.position();
+            let pairs = timed_pairs(&engine, &corpus, repeats, &mut |d| {
+                bar.set_position(done + d as u64);
+                Ok(())
+            })
+            .inspect_err(|_| bar.finish_and_clear())?;
+            Some(accounting_ladder(
+                &evals[0].samples,
+                &pairs,
+                corpus.items.len(),
+            ))
+        }
+    };
     let done = bar.position();
     let oracle = with_oracle
         .then(|| {
@@ -100,6 +138,9 @@ pub fn run_eval(
         if let Some(oracle) = &oracle {
             out["oracle"] = serde_json::to_value(oracle)?;
         }
+        if let Some(ladder) = &ladder {
+            out["accounting"] = serde_json::to_value(ladder)?;
+        }
         println!("{out}");
     } else {
         for e in std::iter::once(&first).chain(&evals) {
@@ -120,8 +161,34 @@ pub fn run_eval(
         if let Some(oracle) = &oracle {
             print_oracle(oracle);
         }
+        if let Some(ladder) = &ladder {
+            print_accounting(ladder, accounting);
+        }
     }
     Ok(())
+}
+
+/// The accounting ladder as a table (`paper`: its last step only).
+fn print_accounting(ladder: &[AccountingStep], accounting: Accounting) {
+    let speedup = |x: Option<f64>| x.map_or("–".into(), |v| format!("{v:.3}×"));
+    let rows = match accounting {
+        Accounting::Paper => &ladder[ladder.len() - 1..],
+        _ => ladder,
+    };
+    println!(
+        "accounting (cumulative; the paper's input padding is not reproduced)\n  {:<18} {:>7} {:>9} {:>11} {:>11}",
+        "step", "queries", "hit rate", "attention", "end to end"
+    );
+    for s in rows {
+        println!(
+            "  {:<18} {:>7} {:>8.1}% {:>11} {:>11}",
+            s.step,
+            s.queries,
+            s.hit_rate * 100.0,
+            speedup(s.attention_speedup),
+            speedup(s.e2e_speedup)
+        );
+    }
 }
 
 /// The oracle frontier as a table.

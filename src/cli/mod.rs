@@ -202,6 +202,11 @@ pub enum Command {
         /// Timed passes over the split (speedups are medians over them).
         #[arg(long, default_value_t = 3, value_name = "N")]
         repeats: usize,
+        /// ours (all queries, look-up timed, fused exact path), paper (the
+        /// AttnCache paper's: hits only, look-up untimed, eager baseline) or
+        /// both, as a ladder of what each choice adds (JSON `accounting`).
+        #[arg(long, default_value = "ours", value_name = "A")]
+        accounting: String,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -457,14 +462,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             policy,
             compare,
             repeats,
+            accounting,
             json,
         } => eval::run_eval(
             target,
             work.workload(),
-            policy.as_deref(),
-            &compare,
-            repeats,
-            json,
+            eval::EvalArgs {
+                policy: policy.as_deref(),
+                compare: &compare,
+                repeats,
+                accounting: &accounting,
+                json,
+            },
         ),
         Command::Prefix {
             work,

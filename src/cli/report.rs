@@ -10,7 +10,7 @@ use super::eval::Workload;
 use super::progress;
 use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
 use crate::cache::write_atomically;
-use crate::engine::{Engine, STAGES, StageTimings};
+use crate::engine::{Engine, STAGES, TimedPair};
 use crate::eval::{Classifier, ReportData, ReportOptions, collect_report, task_input};
 use crate::plot::{LatencyFigure, MapsFigure, MatrixFigure, MatrixPanel, SweepFigure, save};
 use crate::text::shorten;
@@ -177,7 +177,7 @@ fn write_figures(data: &ReportData, model: &str, out: &Path) -> anyhow::Result<V
 /// The latency figure from the evaluation's timed pairs.
 fn latency_figure(data: &ReportData, model: &str) -> LatencyFigure {
     let e = &data.evaluation;
-    let pick = |f: fn(&(StageTimings, StageTimings)) -> f64| e.samples.iter().map(f).collect();
+    let pick = |f: fn(&TimedPair) -> f64| e.samples.iter().map(f).collect();
     let (x, c) = (&e.timings_ms.exact, &e.timings_ms.cached);
     LatencyFigure {
         title: format!(
@@ -186,10 +186,10 @@ fn latency_figure(data: &ReportData, model: &str) -> LatencyFigure {
             e.policy,
             e.samples.len()
         ),
-        exact_e2e: pick(|p| p.0.total),
-        cached_e2e: pick(|p| p.1.total),
-        exact_attention: pick(|p| p.0.attention),
-        cached_attention: pick(|p| p.1.attention_with_lookup()),
+        exact_e2e: pick(|p| p.exact.total),
+        cached_e2e: pick(|p| p.cached.total),
+        exact_attention: pick(|p| p.exact.attention),
+        cached_attention: pick(|p| p.cached.attention_with_lookup()),
         stages: STAGES
             .iter()
             .map(|(name, f)| (name.to_string(), f(x), f(c)))

@@ -221,22 +221,21 @@ impl Engine {
         Ok((tokenized, pass))
     }
 
-    /// Stage timings of `text` run exactly and cached, back to back, in the
-    /// order given (alternate it so neither side always runs on a warmer
-    /// cache): `(exact, cached)`.
-    pub fn timed_pair(
-        &self,
-        text: &str,
-        cached_first: bool,
-    ) -> anyhow::Result<(StageTimings, StageTimings)> {
-        let timings = |mode| self.run(text, mode).map(|r| r.trace.timings);
-        if cached_first {
-            let cached = timings(Mode::Cached)?;
-            Ok((timings(Mode::Exact)?, cached))
+    /// `text` run exactly and cached, back to back, in the order given
+    /// (alternate it so neither side always runs on a warmer cache).
+    pub fn timed_pair(&self, text: &str, cached_first: bool) -> anyhow::Result<TimedPair> {
+        let (exact, cached) = if cached_first {
+            let cached = self.run(text, Mode::Cached)?;
+            (self.run(text, Mode::Exact)?, cached)
         } else {
-            let exact = timings(Mode::Exact)?;
-            Ok((exact, timings(Mode::Cached)?))
-        }
+            let exact = self.run(text, Mode::Exact)?;
+            (exact, self.run(text, Mode::Cached)?)
+        };
+        Ok(TimedPair {
+            exact: exact.trace.timings,
+            cached: cached.trace.timings,
+            hit_rate: cached.trace.hit_rate,
+        })
     }
 
     /// What the exact model's own layer inputs retrieve: per layer the
@@ -471,6 +470,17 @@ impl Engine {
 /// Length of the longest common prefix of two token sequences.
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// One text timed exactly and cached, back to back.
+#[derive(Debug, Clone, Copy)]
+pub struct TimedPair {
+    /// The exact run's stage times.
+    pub exact: StageTimings,
+    /// The cached run's stage times (look-up and map loading included).
+    pub cached: StageTimings,
+    /// Share of heads the cached run reused.
+    pub hit_rate: f64,
 }
 
 /// What the exact model's inputs retrieve for one text (see [`Engine::observe`]).

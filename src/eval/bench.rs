@@ -131,7 +131,8 @@ fn time_query(engine: &Engine, text: &str, repeats: usize) -> anyhow::Result<Que
     let reuse_all = StaticPlan::reuse_captured(&captured.maps)?;
     let mut samples: [Vec<f64>; 9] = Default::default();
     for r in 0..repeats {
-        let (e, c) = engine.timed_pair(text, r % 2 == 1)?;
+        let pair = engine.timed_pair(text, r % 2 == 1)?;
+        let (e, c) = (pair.exact, pair.cached);
         let (_, exact_fwd) = model.forward(
             &tokenized,
             &mut StaticPlan::exact(shape.layers, shape.heads),

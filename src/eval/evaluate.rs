@@ -8,12 +8,9 @@ use serde::Serialize;
 use super::classifier::Classifier;
 use super::stats::{mean, median, percentile};
 use crate::data::Corpus;
-use crate::engine::{Engine, Mode, StageTimings};
+use crate::engine::{Engine, Mode, StageTimings, TimedPair};
 use crate::model::cosine;
 use crate::model::next_token::kl_divergence;
-
-/// The stage times of one query run exactly and cached.
-pub type TimedPair = (StageTimings, StageTimings);
 
 /// Mean stage times per query, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -227,47 +224,74 @@ fn mean_grid(cells: &[Vec<(f64, usize)>]) -> Vec<Vec<Option<f64>>> {
         .collect()
 }
 
-/// Runs every query exactly and cached, alternating which goes first, for
-/// `repeats` passes; returns the median over passes of the summed-time
-/// ratios (attention with look-up, end to end), mean stage times and every
-/// timed pair.
+/// Every query of `corpus` run exactly and cached, alternating which goes
+/// first, for `repeats` passes, in pass-major order.
+pub fn timed_pairs(
+    engine: &Engine,
+    corpus: &Corpus,
+    repeats: usize,
+    progress: &mut dyn FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<TimedPair>> {
+    let mut pairs = Vec::with_capacity(corpus.items.len() * repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        for (i, item) in corpus.items.iter().enumerate() {
+            pairs.push(engine.timed_pair(&item.text, i % 2 == 1)?);
+            progress(pairs.len())?;
+        }
+    }
+    Ok(pairs)
+}
+
+/// The median over passes of summed-time ratios of `pairs` (pass-major,
+/// `per_pass` pairs each) whose cached run `keep`s, with the cached time
+/// `cached_time` and the exact time `exact_time`; `None` when no pair is kept.
+pub fn pass_median_ratio(
+    pairs: &[TimedPair],
+    per_pass: usize,
+    keep: impl Fn(&TimedPair) -> bool,
+    exact_time: impl Fn(&StageTimings) -> f64,
+    cached_time: impl Fn(&StageTimings) -> f64,
+) -> Option<f64> {
+    let ratios: Vec<f64> = pairs
+        .chunks(per_pass.max(1))
+        .filter_map(|pass| {
+            let kept: Vec<&TimedPair> = pass.iter().filter(|p| keep(p)).collect();
+            let exact: f64 = kept.iter().map(|p| exact_time(&p.exact)).sum();
+            let cached: f64 = kept.iter().map(|p| cached_time(&p.cached)).sum();
+            (!kept.is_empty()).then(|| exact / cached)
+        })
+        .collect();
+    median(&ratios)
+}
+
+/// Runs every query exactly and cached ([`timed_pairs`]); returns the
+/// median over passes of the summed-time ratios (attention with look-up,
+/// end to end), mean stage times and every timed pair.
 fn time_speedups(
     engine: &Engine,
     corpus: &Corpus,
     repeats: usize,
     progress: &mut dyn FnMut(usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<(f64, f64, MeanTimings, Vec<TimedPair>)> {
-    let (mut attention_ratios, mut e2e_ratios) = (Vec::new(), Vec::new());
-    let mut samples = Vec::new();
+    let pairs = timed_pairs(engine, corpus, repeats, progress)?;
+    let n = corpus.items.len();
     let mut sums = MeanTimings::default();
-    let mut done = 0;
-    for _ in 0..repeats.max(1) {
-        let (mut exact_att, mut cached_att, mut exact_total, mut cached_total) =
-            (0f64, 0f64, 0f64, 0f64);
-        for (i, item) in corpus.items.iter().enumerate() {
-            let (exact, cached) = engine.timed_pair(&item.text, i % 2 == 1)?;
-            exact_att += exact.attention_with_lookup();
-            cached_att += cached.attention_with_lookup();
-            exact_total += exact.total;
-            cached_total += cached.total;
-            sums.exact.accumulate(&exact);
-            sums.cached.accumulate(&cached);
-            samples.push((exact, cached));
-            done += 1;
-            progress(done)?;
-        }
-        attention_ratios.push(exact_att / cached_att);
-        e2e_ratios.push(exact_total / cached_total);
+    for pair in &pairs {
+        sums.exact.accumulate(&pair.exact);
+        sums.cached.accumulate(&pair.cached);
     }
-    let runs = (corpus.items.len() * repeats.max(1)) as f64;
+    let runs = pairs.len() as f64;
     let means = MeanTimings {
         exact: sums.exact.scaled(1.0 / runs),
         cached: sums.cached.scaled(1.0 / runs),
     };
+    let ratio = |time: fn(&StageTimings) -> f64| {
+        pass_median_ratio(&pairs, n, |_| true, time, time).unwrap_or(f64::NAN)
+    };
     Ok((
-        median(&attention_ratios).unwrap_or(f64::NAN),
-        median(&e2e_ratios).unwrap_or(f64::NAN),
+        ratio(StageTimings::attention_with_lookup),
+        ratio(|t| t.total),
         means,
-        samples,
+        pairs,
     ))
 }

@@ -1,6 +1,7 @@
 //! Measuring attention reuse: map similarity, timing statistics, the
 //! downstream task (probe or prompt), evaluation of a policy and calibration of thresholds.
 
+mod accounting;
 mod bench;
 mod blocks;
 mod calibrate;
@@ -19,12 +20,15 @@ mod retrieval;
 mod similarity;
 mod stats;
 
+pub use accounting::{Accounting, AccountingStep, accounting_ladder};
 pub use bench::{BenchRow, bench};
 pub use blocks::{BlockPlan, BlockTimes, timed_blocks};
 pub use calibrate::{CalibrateOptions, Objective, PolicyKind, calibrate};
 pub use classifier::Classifier;
 pub use cost::LayerCost;
-pub use evaluate::{Evaluation, MeanTimings, TimedPair, evaluate, evaluate_until};
+pub use evaluate::{
+    Evaluation, MeanTimings, evaluate, evaluate_until, pass_median_ratio, timed_pairs,
+};
 pub use index_bench::{IndexBenchRow, index_bench};
 pub use modular::{
     Group, HeadView, Latency, ModularBench, ModularEval, ModularOptions, TaskAccuracy, Ttft,
