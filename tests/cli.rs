@@ -166,6 +166,22 @@ fn bad_arguments_give_one_line_errors() {
         ]),
         "--head 4 is out of range",
     );
+    assert_one_line_error(
+        &attncache(&[
+            "--model",
+            model,
+            "build",
+            "--corpus",
+            "rt:db",
+            "--limit",
+            "2",
+            "--shots",
+            "2",
+            "--out",
+            "/tmp/never",
+        ]),
+        "few-shot prompts need a decoder",
+    );
 }
 
 #[test]

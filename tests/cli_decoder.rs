@@ -92,6 +92,44 @@ fn workload_commands_run_on_a_decoder_and_databases_stay_with_their_model() {
     assert!(e["kl_mean"].as_f64().unwrap() >= 0.0);
     assert_eq!(e["hit_rate_per_head"][29].as_array().unwrap().len(), 9);
 
+    // The paper's accounting and the oracle, on the database's own texts:
+    // every query hits (identical entry), and the oracle finds each text's
+    // own entry for every head.
+    let e = json_of(&sm(&[
+        "eval",
+        "--db",
+        db,
+        "--policy",
+        "global:2",
+        "--repeats",
+        "1",
+        "--json",
+        "--split",
+        "rt:db",
+        "--limit",
+        "3",
+        "--accounting",
+        "both",
+        "--compare",
+        "oracle",
+    ]));
+    let steps = e["accounting"].as_array().unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["honest", "hits only", "look-up untimed", "unfused baseline"]
+    );
+    for step in steps {
+        assert_eq!(step["queries"], 3, "{step}");
+        assert_eq!(step["hit_rate"], 1.0, "{step}");
+        assert!(step["e2e_speedup"].as_f64().unwrap() > 0.0, "{step}");
+    }
+    let oracle = e["oracle"].as_array().unwrap();
+    assert_eq!(oracle.len(), 8);
+    assert_eq!(oracle[1]["policy"], "oracle:0.999");
+    assert_eq!(oracle[1]["hit_rate"], 1.0, "{e}");
+    assert!(e.get("oracle_gain_share").is_some(), "{e}");
+
     // prefix: the prefix cache changes nothing but time.
     let mut args = vec![
         "prefix",
@@ -111,6 +149,27 @@ fn workload_commands_run_on_a_decoder_and_databases_stay_with_their_model() {
     assert!(runs[1]["kl_mean"].as_f64().unwrap() < 1e-4, "{p}");
     assert_eq!(runs[1]["agreement"].as_f64(), Some(1.0));
     assert!(p["mean_prefix_tokens"].as_f64().unwrap() > 30.0, "{p}");
+    // Two shots: the same examples open every prompt, so the prefix cache
+    // serves them too.
+    let mut args = vec![
+        "prefix",
+        "--db",
+        db,
+        "--policy",
+        "global:2",
+        "--repeats",
+        "1",
+        "--json",
+        "--shots",
+        "2",
+    ];
+    args.extend_from_slice(&split);
+    let shots = json_of(&sm(&args));
+    assert!(
+        shots["mean_prefix_tokens"].as_f64().unwrap()
+            > p["mean_prefix_tokens"].as_f64().unwrap() + 20.0,
+        "{shots}"
+    );
 
     // calibrate and sweep run too.
     let policy = dir.path().join("policy.json");

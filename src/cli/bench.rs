@@ -24,7 +24,13 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
     let policy = load_policy(args.policy, Some(&db), &model)?;
     let mut texts = Vec::new();
     for split in args.splits {
-        let corpus = load_corpus(split, &CorpusOptions::default(), Some(args.limit), &model)?;
+        let corpus = load_corpus(
+            split,
+            &CorpusOptions::default(),
+            Some(args.limit),
+            0,
+            &model,
+        )?;
         texts.extend(corpus.items.into_iter().map(|i| i.text));
     }
     let engine = Engine::new(model, db, policy)?;

@@ -17,6 +17,7 @@ pub struct BuildArgs<'a> {
     pub feature: &'a str,
     pub hnsw_min_bucket: usize,
     pub columns: CorpusOptions,
+    pub shots: usize,
     pub json: bool,
 }
 
@@ -26,7 +27,7 @@ pub fn run(target: &Target, args: BuildArgs) -> anyhow::Result<()> {
         hnsw_min_bucket: args.hnsw_min_bucket,
     };
     let model = load_model(target, "build")?;
-    let corpus = load_corpus(args.corpus, &args.columns, args.limit, &model)?;
+    let corpus = load_corpus(args.corpus, &args.columns, args.limit, args.shots, &model)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     // Ctrl-C stops the build cleanly: the temporary directory is removed and

@@ -25,6 +25,8 @@ pub struct Workload<'a> {
     pub split: &'a str,
     pub limit: Option<usize>,
     pub columns: CorpusOptions,
+    /// Decoders: labelled examples before every prompt (0: zero-shot).
+    pub shots: usize,
 }
 
 /// Options of `attncache eval`.
@@ -53,7 +55,7 @@ pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Resu
     for spec in compare.iter().filter(|c| *c != "oracle") {
         policies.push(load_policy(Some(spec), Some(&db), &model)?);
     }
-    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;
     let per_policy = corpus.items.len() * (1 + repeats);
     let oracle_steps = match with_oracle {
@@ -291,7 +293,7 @@ pub fn run_calibrate(target: &Target, work: Workload, args: CalibrateArgs) -> an
     anyhow::ensure!(args.budget >= 0.0, "--budget must be at least 0");
     let model = load_model(target, "calibrate")?;
     let db = open_database(work.db, &model)?;
-    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;
     let mut start = Policy::strict(model.shape());
     start.lengths = LengthPolicy::parse(args.length_policy)?;
@@ -353,7 +355,7 @@ pub struct SweepArgs<'a> {
 pub fn run_sweep(target: &Target, work: Workload, args: SweepArgs) -> anyhow::Result<()> {
     let model = load_model(target, "sweep")?;
     let db = open_database(work.db, &model)?;
-    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;
     let mut rows = Vec::new();
     let bar = progress::bar(
@@ -449,7 +451,7 @@ pub fn run_sweep(target: &Target, work: Workload, args: SweepArgs) -> anyhow::Re
 pub fn run_retrieval(target: &Target, work: Workload, json: bool) -> anyhow::Result<()> {
     let model = load_model(target, "retrieval")?;
     let db = open_database(work.db, &model)?;
-    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let bar = progress::bar(corpus.items.len(), &format!("retrieval on {}", corpus.name));
     let layers = crate::eval::retrieval_quality(&model, &db, &corpus, &mut |d, _| {
         bar.set_position(d as u64)

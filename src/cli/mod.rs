@@ -65,6 +65,11 @@ pub struct WorkloadArgs {
     /// CSV corpora: the label column.
     #[arg(long, value_name = "NAME")]
     pub label_column: Option<String>,
+    /// Decoders: K labelled reviews (the first of rt:db, labels
+    /// alternating, the same in every prompt) before each query, as the
+    /// paper's few-shot prompts; build the database with the same --shots.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub shots: usize,
 }
 
 impl WorkloadArgs {
@@ -77,6 +82,7 @@ impl WorkloadArgs {
                 text_column: self.text_column.clone(),
                 label_column: self.label_column.clone(),
             },
+            shots: self.shots,
         }
     }
 }
@@ -142,6 +148,9 @@ pub enum Command {
         /// CSV corpora: the label column.
         #[arg(long, value_name = "NAME")]
         label_column: Option<String>,
+        /// Decoders: K labelled reviews before each text (see `eval --shots`).
+        #[arg(long, default_value_t = 0, value_name = "K")]
+        shots: usize,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -422,6 +431,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             hnsw_min_bucket,
             text_column,
             label_column,
+            shots,
             json,
         } => build::run(
             target,
@@ -435,6 +445,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     text_column,
                     label_column,
                 },
+                shots,
                 json,
             },
         ),

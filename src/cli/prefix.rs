@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::eval::Workload;
 use super::progress;
-use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
+use super::setup::{Target, load_corpus, load_model, load_policy, open_database, task_template};
 use crate::engine::Engine;
-use crate::eval::{Classifier, PrefixComparison, compare_with_prefix_cache, sentiment_prompt};
+use crate::eval::{Classifier, PrefixComparison, compare_with_prefix_cache};
 
 pub fn run(
     target: &Target,
@@ -22,11 +22,13 @@ pub fn run(
         .ok_or_else(|| anyhow::anyhow!("prefix caching compares decoders: pass --model smollm2"))?;
     let db = open_database(work.db, &model)?;
     let policy = load_policy(policy, Some(&db), &model)?;
-    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let classifier = Classifier::for_task(&model, &db, &corpus)?;
     // The template's tokens, up to where the texts begin: every query shares
     // its longest common token prefix with them.
-    let template = model.tokenizer.encode(&sentiment_prompt(&model, "")?)?;
+    let template = model
+        .tokenizer
+        .encode(&task_template(&model, work.shots)?)?;
     let prefix = Arc::new(decoder.prefix_cache(&template.ids)?);
     let engine = Engine::new(model.clone(), db, policy)?;
     let bar = progress::bar(

@@ -28,7 +28,7 @@ pub fn run(target: &Target, work: Workload, args: ReportArgs) -> anyhow::Result<
     let model = load_model(target, "report")?;
     let db = open_database(work.db, &model)?;
     let policy = load_policy(args.policy, Some(&db), &model)?;
-    let corpus = load_corpus(work.split, &work.columns, work.limit, &model)?;
+    let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;
     let engine = Engine::new(model.clone(), db, policy)?;
     let bar = progress::bar(1, &format!("report on {}", corpus.name));

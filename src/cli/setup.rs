@@ -8,7 +8,7 @@ use candle_core::Device;
 
 use crate::cache::{Database, ModelIdentity, Policy};
 use crate::data::{Corpus, CorpusOptions, CorpusSpec};
-use crate::eval::task_corpus;
+use crate::eval::{few_shot_corpus, few_shot_prompt, pick_shots, task_corpus};
 use crate::model::{Model, ModelSource};
 
 /// The model and device chosen by the global `--model` and `--device` flags.
@@ -30,18 +30,46 @@ pub fn load_model(target: &Target, command: &str) -> anyhow::Result<Arc<Model>> 
     )?))
 }
 
+/// The split the few-shot examples come from (the first labelled reviews
+/// of the database split, the same in every prompt).
+pub const SHOTS_SPLIT: &str = "rt:db";
+
 /// Loads a corpus spec, keeping its first `limit` items, as `model`'s task
-/// sees it (a decoder gets every text as the sentiment prompt).
+/// sees it: a decoder gets every text as the sentiment prompt, after
+/// `shots` labelled examples of [`SHOTS_SPLIT`] when `shots` > 0.
 pub fn load_corpus(
     spec: &str,
     options: &CorpusOptions,
     limit: Option<usize>,
+    shots: usize,
     model: &Model,
 ) -> anyhow::Result<Corpus> {
-    task_corpus(
-        model,
-        CorpusSpec::parse(spec)?.load(options)?.limited(limit),
-    )
+    let examples = examples(shots, model)?;
+    let corpus = CorpusSpec::parse(spec)?.load(options)?.limited(limit);
+    match shots {
+        0 => task_corpus(model, corpus),
+        _ => few_shot_corpus(model, corpus, &examples),
+    }
+}
+
+/// The prompt [`load_corpus`] makes of an empty text with `shots` examples:
+/// the template every prompt starts with, which a prefix cache holds.
+pub fn task_template(model: &Model, shots: usize) -> anyhow::Result<String> {
+    few_shot_prompt(model, "", &examples(shots, model)?)
+}
+
+/// The `shots` examples of [`SHOTS_SPLIT`] (none for 0); an encoder is
+/// refused before anything is loaded.
+fn examples(shots: usize, model: &Model) -> anyhow::Result<Vec<(String, String)>> {
+    if shots == 0 {
+        return Ok(Vec::new());
+    }
+    anyhow::ensure!(
+        model.decoder().is_some(),
+        "few-shot prompts need a decoder: pass --model smollm2 (an encoder embeds the text alone)"
+    );
+    let pool = CorpusSpec::parse(SHOTS_SPLIT)?.load(&CorpusOptions::default())?;
+    pick_shots(&pool, shots)
 }
 
 /// Opens the database at `dir` for `model`.

@@ -42,7 +42,8 @@ pub use oracle::{
 pub use prefix::{PrefixComparison, RunFigures, compare_with_prefix_cache};
 pub use probe::Probe;
 pub use prompt::{
-    PromptClassifier, SENTIMENT_QUESTION, sentiment_prompt, task_corpus, task_input, task_text,
+    PromptClassifier, SENTIMENT_QUESTION, few_shot_corpus, few_shot_prompt, pick_shots,
+    sentiment_prompt, task_corpus, task_input, task_text,
 };
 pub use report::{Example, ReportData, ReportOptions, collect as collect_report, sweep_point};
 pub use retrieval::{LayerRetrieval, retrieval_quality};

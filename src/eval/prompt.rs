@@ -3,6 +3,7 @@
 //! word gets the larger next-token logit wins. Prefill only, like the
 //! paper's MMLU setup.
 
+use anyhow::Context;
 use candle_core::Tensor;
 
 use crate::data::Corpus;
@@ -17,7 +18,68 @@ pub const ANSWERS: [&str; 2] = ["positive", "negative"];
 
 /// `text` as the sentiment question in the model's chat template.
 pub fn sentiment_prompt(model: &Model, text: &str) -> anyhow::Result<String> {
-    model.chat_prompt(&format!("{SENTIMENT_QUESTION}\n\n{text}"))
+    few_shot_prompt(model, text, &[])
+}
+
+/// `text` as the sentiment question after `examples` (review, label), the
+/// same block in every prompt as the paper's MMLU prompts share theirs; no
+/// examples is [`sentiment_prompt`].
+pub fn few_shot_prompt(
+    model: &Model,
+    text: &str,
+    examples: &[(String, String)],
+) -> anyhow::Result<String> {
+    let block: String = examples
+        .iter()
+        .map(|(review, label)| format!("{review}\nAnswer: {}\n\n", answer_word(label)))
+        .collect();
+    model.chat_prompt(&format!("{SENTIMENT_QUESTION}\n\n{block}{text}"))
+}
+
+/// The first `k` labelled reviews of `pool`, alternating between its
+/// labels in the order they first appear (balanced shots).
+pub fn pick_shots(pool: &Corpus, k: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let mut labels: Vec<&str> = Vec::new();
+    for label in pool.items.iter().filter_map(|i| i.label.as_deref()) {
+        if !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    anyhow::ensure!(
+        k == 0 || !labels.is_empty(),
+        "{} has no labelled texts to take {k} examples from",
+        pool.name
+    );
+    let mut used = vec![false; pool.items.len()];
+    let mut shots = Vec::with_capacity(k);
+    for i in 0..k {
+        let want = labels[i % labels.len()];
+        let at = pool
+            .items
+            .iter()
+            .enumerate()
+            .position(|(j, item)| !used[j] && item.label.as_deref() == Some(want))
+            .with_context(|| {
+                format!("{} has too few `{want}` texts for {k} examples", pool.name)
+            })?;
+        used[at] = true;
+        shots.push((pool.items[at].text.clone(), want.to_string()));
+    }
+    Ok(shots)
+}
+
+/// Every text of `corpus` as a `examples`-shot sentiment prompt (a decoder
+/// only: the chat template refuses an encoder).
+pub fn few_shot_corpus(
+    model: &Model,
+    mut corpus: Corpus,
+    examples: &[(String, String)],
+) -> anyhow::Result<Corpus> {
+    for item in &mut corpus.items {
+        item.text = few_shot_prompt(model, &item.text, examples)?;
+    }
+    corpus.name = format!("{} ({}-shot)", corpus.name, examples.len());
+    Ok(corpus)
 }
 
 /// A text as the model's task sees it: unchanged for an encoder, asked as
@@ -129,5 +191,55 @@ impl PromptClassifier {
             .map(|(label, rows)| (label, score(rows)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map_or("", |(label, _)| label.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Item;
+
+    fn pool(labels: &[&str]) -> Corpus {
+        Corpus {
+            name: "pool".into(),
+            items: labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| Item {
+                    text: format!("review {i}"),
+                    label: Some(l.to_string()),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn shots_alternate_labels_in_pool_order() {
+        let p = pool(&["fresh", "fresh", "fresh", "rotten", "rotten"]);
+        let shots = pick_shots(&p, 4).unwrap();
+        let got: Vec<(&str, &str)> = shots
+            .iter()
+            .map(|(t, l)| (t.as_str(), l.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("review 0", "fresh"),
+                ("review 3", "rotten"),
+                ("review 1", "fresh"),
+                ("review 4", "rotten")
+            ]
+        );
+        assert!(pick_shots(&p, 0).unwrap().is_empty());
+        let err = pick_shots(&p, 6).unwrap_err().to_string();
+        assert!(err.contains("too few `rotten` texts"), "{err}");
+        let unlabelled = Corpus {
+            name: "plain".into(),
+            items: vec![Item {
+                text: "x".into(),
+                label: None,
+            }],
+        };
+        assert!(pick_shots(&unlabelled, 1).is_err());
     }
 }
