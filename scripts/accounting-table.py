@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""The README's accounting tables from the JSON that
+scripts/reproduce-accounting.sh writes: the ladder of each evaluated policy,
+the oracle frontier with every policy's share of its gain, and the prefix
+cache on the same prompts."""
+import json
+import os
+import sys
+
+out = sys.argv[1] if len(sys.argv) > 1 else "results-accounting"
+
+
+def load(path):
+    try:
+        return json.load(open(path))
+    except (OSError, ValueError):
+        return None
+
+
+def x(v):
+    return "–" if v is None else f"{v:.2f}×"
+
+
+def loss(p):
+    if p.get("accuracy_exact") is not None and p.get("accuracy_cached") is not None:
+        return (p["accuracy_exact"] - p["accuracy_cached"]) * 100
+    return (1 - p["fidelity_mean"]) * 100
+
+
+print("| model · workload | policy | step | queries | hit rate | attention × | end-to-end × |")
+print("|---|---|---|---|---|---|---|")
+print("| paper (published, CPU, mean of its six STEM rows) | paper | paper's accounting | – | – | 2.15× | 1.19× |")
+runs = [("minilm", "eval-paper-keep.json", "MiniLM · reviews"),
+        ("minilm", "eval-ours-keep.json", "MiniLM · reviews"),
+        ("smollm2-2shot", "eval-paper-keep.json", "SmolLM2 · 2-shot prompts")]
+for d, f, label in runs:
+    e = load(os.path.join(out, d, f))
+    if not e:
+        continue
+    for s in e.get("accounting", []):
+        print(f"| {label} | `{os.path.basename(e['policy'])}` | {s['step']} | {s['queries']} "
+              f"| {s['hit_rate'] * 100:.1f} % | {x(s['attention_speedup'])} | {x(s['e2e_speedup'])} |")
+p = load(os.path.join(out, "smollm2-2shot", "prefix.json"))
+if p:
+    prefix = next(r for r in p["runs"] if r["run"] == "prefix")
+    print(f"| SmolLM2 · 2-shot prompts | prefix cache ({p['mean_prefix_tokens']:.0f} of {p['mean_tokens']:.0f} tokens) "
+          f"| honest | {p['queries']} | – | {x(prefix['attention_speedup'])} | {x(prefix['e2e_speedup'])} |")
+print()
+print("| model · workload | policy | hit rate | loss (pt) | end-to-end × | share of the oracle's gain |")
+print("|---|---|---|---|---|---|")
+for d, label in [("minilm", "MiniLM · reviews"), ("smollm2-2shot", "SmolLM2 · 2-shot prompts")]:
+    e = load(os.path.join(out, d, "eval-paper-keep.json"))
+    if not e:
+        continue
+    for ev in [e] + e.get("compared", []):
+        share = ev.get("oracle_gain_share")
+        share = "– (oracle gains nothing)" if share is None else f"{share * 100:.0f} %"
+        lp = ev.get("accuracy_loss_pt")
+        print(f"| {label} | `{os.path.basename(ev['policy'])}` | {ev['hit_rate'] * 100:.2f} % "
+              f"| {'–' if lp is None else f'{lp:.2f}'} | {ev['e2e_speedup']:.2f}× | {share} |")
+    for o in e.get("oracle", []):
+        print(f"| {label} | `{o['policy']}` | {o['hit_rate'] * 100:.2f} % | {loss(o):.2f} "
+              f"| {o['e2e_speedup']:.2f}× | (oracle) |")
