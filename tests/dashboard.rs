@@ -732,3 +732,85 @@ fn jobs_can_run_calibration_from_the_dashboard() {
     assert!(db.dir().join("policy.json").is_file());
     assert_eq!(app.policy.calibration.as_ref().unwrap().budget, 0.01);
 }
+
+/// The corpus view (`v`) shows, per head, the mean of the traces the
+/// dashboard saw: exact runs skipped, similarity over shadow runs only.
+#[test]
+fn the_stream_view_is_the_mean_of_the_traces_it_saw() {
+    let (tx, _rx) = channel();
+    let mut app = App::new(config(MONO, None, SHAPE, Policy::global(&SHAPE, 0.1)), tx);
+    let mut traces = Vec::new();
+    for n in 0..4 {
+        let mut t = trace("q", n);
+        for (l, layer) in t.layers.iter_mut().enumerate() {
+            for (h, head) in layer.heads.iter_mut().enumerate() {
+                head.hit = (l + h + n) % 4 == 0;
+                head.similarity = head.similarity.map(|s| s * (1.0 - 0.1 * n as f32));
+            }
+        }
+        if n == 3 {
+            t.mode = Mode::Exact;
+        }
+        traces.push(t);
+    }
+    for t in &traces {
+        app.on_event(Event::Ran(Box::new(QueryResult {
+            query: "q".into(),
+            trace: t.clone(),
+            exact_maps: vec![vec![map(0); SHAPE.heads]; SHAPE.layers],
+            db: None,
+        })));
+    }
+    let counted = &traces[..3];
+    assert_eq!(app.tally.queries, 3);
+    for l in 0..SHAPE.layers {
+        for h in 0..SHAPE.heads {
+            let hits = counted.iter().filter(|t| t.layers[l].heads[h].hit).count();
+            let rate = app.tally.hit_rate(l, h).unwrap();
+            assert!((rate - hits as f64 / 3.0).abs() < 1e-12, "L{l}H{h}");
+            let sims: Vec<f64> = counted
+                .iter()
+                .filter_map(|t| t.layers[l].heads[h].similarity.map(f64::from))
+                .collect();
+            match app.tally.similarity(l, h) {
+                Some(mean) => {
+                    let want = sims.iter().sum::<f64>() / sims.len() as f64;
+                    assert!((mean - want).abs() < 1e-6, "L{l}H{h}: {mean} vs {want}");
+                }
+                None => assert!(sims.is_empty(), "L{l}H{h}"),
+            }
+        }
+    }
+    // `v` switches the grid to it and back; the title names the selected head's numbers.
+    app.select(1, 2);
+    app.on_key(parse_key("v").unwrap());
+    let screen = render_panel(&mut app, Panel::Grid, 80, 12);
+    let want = format!(
+        "similarity {:.3}, hits {:.0}%",
+        app.tally.similarity(1, 2).unwrap(),
+        app.tally.hit_rate(1, 2).unwrap() * 100.0
+    );
+    assert!(screen.contains(&want), "{want}\n{screen}");
+    app.on_key(parse_key("v").unwrap());
+    assert!(!render_panel(&mut app, Panel::Grid, 80, 12).contains("stream so far"));
+}
+
+#[test]
+fn stream_view_and_zoom_frames() {
+    for (width, height) in [(80, 24), (120, 40)] {
+        let (mut app, _rx) = fixture(MONO);
+        app.on_key(parse_key("v").unwrap());
+        insta::assert_snapshot!(
+            format!("stream_view_{width}x{height}"),
+            render(&mut app, width, height)
+        );
+        app.on_key(parse_key("z").unwrap());
+        assert!(app.zoomed);
+        insta::assert_snapshot!(
+            format!("zoomed_grid_{width}x{height}"),
+            render(&mut app, width, height)
+        );
+        app.on_key(parse_key("z").unwrap());
+        assert!(!app.zoomed);
+    }
+}

@@ -54,7 +54,7 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
         args.repeats
     );
     println!(
-        "{:>9} {:>7} {:>6} {:>6} | {:>9} {:>7} | {:>9} {:>7} | {:>9} {:>9} | {:>8} {:>8}",
+        "{:>9} {:>7} {:>6} {:>6} | {:>9} {:>7} | {:>9} {:>7} | {:>9} {:>9} {:>6} | {:>8} {:>8}",
         "tokens",
         "queries",
         "mean",
@@ -65,12 +65,13 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
         "ideal",
         "look-up",
         "exact",
+        "share",
         "ceiling",
         "(e2e)"
     );
     for r in &rows {
         println!(
-            "{:>9} {:>7} {:>6.1} {:>5.1}% | {:>8.3}× {:>6.3}× | {:>8.3}× {:>6.3}× | {:>6.2} ms {:>6.2} ms | {:>7.3}× {:>7.3}×",
+            "{:>9} {:>7} {:>6.1} {:>5.1}% | {:>8.3}× {:>6.3}× | {:>8.3}× {:>6.3}× | {:>6.2} ms {:>6.2} ms {:>5.1}% | {:>7.3}× {:>7.3}×",
             r.lengths,
             r.queries,
             r.mean_tokens,
@@ -81,12 +82,13 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
             r.e2e_ideal,
             r.lookup_ms,
             r.exact_ms,
+            r.lookup_share * 100.0,
             r.ceiling_attention,
             r.ceiling_e2e
         );
     }
     println!(
-        "ideal: FLOP model of the work the reused heads skip, look-up free; ceiling: every map reused, no look-up"
+        "ideal: FLOP model of the work the reused heads skip, look-up free; share: look-up ÷ exact forward; ceiling: every map reused, no look-up"
     );
     Ok(())
 }

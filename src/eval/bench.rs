@@ -36,6 +36,9 @@ pub struct BenchRow {
     pub lookup_ms: f64,
     /// Mean exact end-to-end time per query, ms.
     pub exact_ms: f64,
+    /// The look-up's share of the exact forward: `lookup_ms / exact_ms`
+    /// (the near-free look-up's target is ≤ 3 % at every length).
+    pub lookup_share: f64,
     /// Attention speedup when every map is reused (the query's own maps,
     /// no look-up): the ceiling at these lengths.
     pub ceiling_attention: f64,
@@ -103,6 +106,7 @@ pub fn bench(
                 e2e_ideal: flops_total / (flops_total - skipped),
                 lookup_ms: sum(|q| q.lookup) / n,
                 exact_ms: sum(|q| q.exact_total) / n,
+                lookup_share: sum(|q| q.lookup) / sum(|q| q.exact_total),
                 ceiling_attention: sum(|q| q.exact_forward_attention)
                     / sum(|q| q.full_reuse_attention),
                 ceiling_e2e: sum(|q| q.exact_forward_total) / sum(|q| q.full_reuse_total),

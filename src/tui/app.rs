@@ -13,6 +13,7 @@ use crossterm::event::{KeyCode, KeyEvent, MouseButton, MouseEvent, MouseEventKin
 use ratatui::layout::{Position, Rect};
 
 use super::keys::{self, Action};
+use super::tally::HeadTally;
 use super::theme::Theme;
 use super::worker::{Event, JobOutcome, JobRequest, JobUpdate, QueryResult, Request};
 use crate::cache::policy::IDENTICAL;
@@ -24,6 +25,16 @@ use crate::plot::SweepPoint;
 
 /// Recent queries kept in the history and the latency chart.
 pub const HISTORY: usize = 64;
+
+/// What the layer × head grid shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GridView {
+    /// The current query's decisions and similarities.
+    Query,
+    /// Every cached or shadow run of the session: mean true similarity and
+    /// hit rate per head.
+    Stream,
+}
 
 /// A panel that can hold the focus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +292,12 @@ pub struct App {
     pub status: Option<Status>,
     /// Heads reused and heads run, over this session's cached runs.
     pub session_hits: (usize, usize),
+    /// Per head, over this session's cached and shadow runs (the corpus view).
+    pub tally: HeadTally,
+    /// What the grid shows.
+    pub grid_view: GridView,
+    /// The focused panel fills the screen.
+    pub zoomed: bool,
     /// Queries sent and not answered yet.
     pub in_flight: usize,
     /// Id of the last job started.
@@ -319,7 +336,7 @@ pub struct AppConfig {
 impl App {
     /// A dashboard sending its work to `requests`.
     pub fn new(config: AppConfig, requests: Sender<Request>) -> Self {
-        let layers = config.model.shape.layers;
+        let (layers, heads) = (config.model.shape.layers, config.model.shape.heads);
         let mode = if config.db.is_some() {
             Mode::Shadow
         } else {
@@ -366,6 +383,9 @@ impl App {
             check_queries: 0,
             status: None,
             session_hits: (0, 0),
+            tally: HeadTally::new(layers, heads),
+            grid_view: GridView::Query,
+            zoomed: false,
             in_flight: 0,
             job_seq: 0,
             export_dir: config.export_dir,
@@ -548,6 +568,13 @@ impl App {
             },
             Action::BudgetUp => self.budget = step_budget(self.budget, self.objective, true),
             Action::BudgetDown => self.budget = step_budget(self.budget, self.objective, false),
+            Action::GridView => {
+                self.grid_view = match self.grid_view {
+                    GridView::Query => GridView::Stream,
+                    GridView::Stream => GridView::Query,
+                };
+            }
+            Action::Zoom => self.zoomed = !self.zoomed,
             Action::Objective => {
                 self.objective = match self.objective {
                     Objective::Accuracy => Objective::Fidelity,
@@ -896,6 +923,7 @@ impl App {
 
     fn on_result(&mut self, result: QueryResult) {
         let trace = &result.trace;
+        self.tally.add(trace);
         if trace.mode != Mode::Exact {
             let heads = trace.layers.iter().map(|l| l.heads.len()).sum::<usize>();
             self.session_hits.0 += (trace.hit_rate * heads as f64).round() as usize;

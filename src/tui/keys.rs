@@ -50,6 +50,10 @@ pub enum Action {
     BudgetDown,
     /// Switch the calibration objective.
     Objective,
+    /// Toggle the grid between this query and the stream so far.
+    GridView,
+    /// Zoom the focused panel to the whole screen and back.
+    Zoom,
 }
 
 /// One line of the help popup: keys, what they do.
@@ -77,6 +81,11 @@ pub const HELP: &[(&str, &str)] = &[
         "R",
         "database: counts, lengths, rebuild (Enter starts, Esc cancels)",
     ),
+    (
+        "v",
+        "grid: this query ↔ the stream so far (mean true similarity, hit rate per head)",
+    ),
+    ("z", "zoom the focused panel to the whole screen and back"),
     ("e", "export the current view to the export directory"),
     (
         "mouse",
@@ -126,6 +135,8 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::Char(']') => Action::BudgetUp,
         KeyCode::Char('[') => Action::BudgetDown,
         KeyCode::Char('o') => Action::Objective,
+        KeyCode::Char('v') => Action::GridView,
+        KeyCode::Char('z') => Action::Zoom,
         _ => return None,
     })
 }

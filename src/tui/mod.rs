@@ -5,6 +5,7 @@
 //! - [`view`]: one component per panel and popup;
 //! - [`worker`]: the engine thread and background jobs;
 //! - [`theme`]: colour and monochrome styles;
+//! - [`tally`]: per-head numbers over the stream so far (the corpus view);
 //! - [`headless`]: the same dashboard driven by a key script, for scripts
 //!   and tests;
 //! - [`modular`]: the modular view (a decoder with a module store).
@@ -14,6 +15,7 @@ mod export;
 pub mod headless;
 pub mod keys;
 pub mod modular;
+pub mod tally;
 pub mod theme;
 pub mod view;
 pub mod worker;

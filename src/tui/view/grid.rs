@@ -1,5 +1,7 @@
 //! The layer × head grid: one cell per head, shaded by similarity (true in
-//! shadow mode, predicted otherwise), a glyph for hit or miss.
+//! shadow mode, predicted otherwise), a glyph for hit or miss — for this
+//! query, or (`v`) over the stream so far: mean true similarity and hit
+//! rate per head.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -7,10 +9,10 @@ use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::super::app::{App, Panel};
+use super::super::app::{App, GridView, Panel};
 use super::super::theme::{HIT, MISS, shade};
 use super::panel_block;
-use crate::engine::Mode;
+use crate::engine::{LayerTrace, Mode};
 
 /// Rows the grid wants in a column of `available` rows: header, one per
 /// layer, legend and borders, at most half the column (it scrolls).
@@ -26,17 +28,28 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
         .current
         .as_ref()
         .is_some_and(|r| r.trace.mode == Mode::Shadow);
-    let what = if shadow {
-        "true similarity"
-    } else {
-        "predicted similarity"
-    };
     let (sl, sh) = app.selected;
-    let block = panel_block(
-        app,
-        Panel::Grid,
-        format!("Layer × head · {what} · L{sl} H{sh}"),
-    );
+    let title = match app.grid_view {
+        GridView::Query => format!(
+            "Layer × head · {} · L{sl} H{sh}",
+            if shadow {
+                "true similarity"
+            } else {
+                "predicted similarity"
+            }
+        ),
+        GridView::Stream => format!(
+            "Layer × head · stream so far, {} runs · L{sl} H{sh}: similarity {}, hits {}",
+            app.tally.queries,
+            app.tally
+                .similarity(sl, sh)
+                .map_or("–".into(), |v| format!("{v:.3}")),
+            app.tally
+                .hit_rate(sl, sh)
+                .map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
+        ),
+    };
+    let block = panel_block(app, Panel::Grid, title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let label = 4usize;
@@ -59,6 +72,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     }
     lines.push(Line::from(header));
     let layers = app.current.as_ref().map(|r| r.trace.layers.clone());
+    let layers = layers.as_deref();
     for l in (app.grid_scroll..shape.layers).take(rows) {
         let y = inner.y + 1 + (l - app.grid_scroll) as u16;
         let mut spans = vec![Span::styled(
@@ -66,21 +80,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
             app.theme.dim(),
         )];
         for h in 0..shape.heads {
-            let trace = layers.as_ref().and_then(|ls| ls.get(l)).and_then(|layer| {
-                let head = layer.heads.get(h)?;
-                layer.neighbour.as_ref()?;
-                Some((
-                    head.hit,
-                    if shadow {
-                        head.similarity
-                    } else {
-                        head.predicted
-                    },
-                ))
-            });
-            let (text, value) = match trace {
-                Some((hit, value)) => (cell_text(hit, value, cell), value),
-                None => (format!("{:^cell$}", "–"), None),
+            let (text, value) = match app.grid_view {
+                GridView::Query => query_cell(layers.as_deref(), l, h, shadow, cell),
+                GridView::Stream => stream_cell(app, l, h, cell),
             };
             let mut style = app.theme.similarity(value);
             if (l, h) == app.selected {
@@ -110,6 +112,51 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
+/// A cell of the query view: the current trace's hit and similarity (true
+/// in shadow mode, predicted otherwise).
+fn query_cell(
+    layers: Option<&[LayerTrace]>,
+    l: usize,
+    h: usize,
+    shadow: bool,
+    cell: usize,
+) -> (String, Option<f32>) {
+    let trace = layers.and_then(|ls| ls.get(l)).and_then(|layer| {
+        let head = layer.heads.get(h)?;
+        layer.neighbour.as_ref()?;
+        Some((
+            head.hit,
+            if shadow {
+                head.similarity
+            } else {
+                head.predicted
+            },
+        ))
+    });
+    match trace {
+        Some((hit, value)) => (cell_text(hit, value, cell), value),
+        None => (format!("{:^cell$}", "–"), None),
+    }
+}
+
+/// A cell of the stream view: a glyph for the hit rate (`●` at least half
+/// the runs, `◐` some, `·` none) and the mean true similarity.
+fn stream_cell(app: &App, l: usize, h: usize, cell: usize) -> (String, Option<f32>) {
+    let Some(rate) = app.tally.hit_rate(l, h) else {
+        return (format!("{:^cell$}", "–"), None);
+    };
+    let value = app.tally.similarity(l, h).map(|v| v as f32);
+    let text = cell_text(rate >= 0.5, value, cell);
+    let text = match rate {
+        r if r > 0.0 && r < 0.5 => text.replacen(MISS, &SOME_HITS.to_string(), 1),
+        _ => text,
+    };
+    (text, value)
+}
+
+/// The stream view's glyph for a head that hit in some runs, not most.
+const SOME_HITS: char = '◐';
+
 /// One cell: the hit glyph and the similarity in as many characters as fit.
 fn cell_text(hit: bool, value: Option<f32>, width: usize) -> String {
     let glyph = if hit { HIT } else { MISS };
@@ -126,9 +173,10 @@ fn cell_text(hit: bool, value: Option<f32>, width: usize) -> String {
 
 /// The legend: glyphs and the colour (or shade) ramp.
 fn legend(app: &App) -> Line<'static> {
-    let mut spans = vec![Span::raw(format!(
-        "{HIT} hit  {MISS} miss  – no neighbour  "
-    ))];
+    let mut spans = vec![Span::raw(match app.grid_view {
+        GridView::Query => format!("{HIT} hit  {MISS} miss  – no neighbour  "),
+        GridView::Stream => format!("{HIT} ≥½ hit {SOME_HITS} some {MISS} none  "),
+    })];
     if app.theme.color {
         spans.push(Span::raw("0 "));
         for i in 0..=8 {

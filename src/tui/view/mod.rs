@@ -44,7 +44,12 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
     ])
     .areas(area);
     header::draw(frame, header_area, app);
-    draw_body(frame, body, app);
+    if app.zoomed {
+        app.areas.panels.push((app.focus, body));
+        draw_panel_in(frame, body, app, app.focus);
+    } else {
+        draw_body(frame, body, app);
+    }
     draw_status(frame, status_area, app);
     draw_hints(frame, hints_area, app);
     match app.popup() {
@@ -57,7 +62,11 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
 
 /// Draws one panel over the whole frame (component tests and exports).
 pub fn draw_panel(frame: &mut Frame, app: &mut App, panel: Panel) {
-    let area = frame.area();
+    draw_panel_in(frame, frame.area(), app, panel);
+}
+
+/// Draws one panel into `area` (zoom, component tests, exports).
+fn draw_panel_in(frame: &mut Frame, area: Rect, app: &mut App, panel: Panel) {
     match panel {
         Panel::Query => query::draw(frame, area, app),
         Panel::History => history::draw(frame, area, app),
