@@ -81,7 +81,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
         )];
         for h in 0..shape.heads {
             let (text, value) = match app.grid_view {
-                GridView::Query => query_cell(layers.as_deref(), l, h, shadow, cell),
+                GridView::Query => query_cell(layers, l, h, shadow, cell),
                 GridView::Stream => stream_cell(app, l, h, cell),
             };
             let mut style = app.theme.similarity(value);
