@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use attncache::cache::{BuildOptions, Database, DbError, ModelIdentity, Policy, build};
+use attncache::cache::{BuildOptions, Database, DbError, HeadType, ModelIdentity, Policy, build};
 use attncache::data::{Corpus, CorpusOptions, CorpusSpec};
 use attncache::engine::{Engine, Mode};
 use attncache::model::Model;
@@ -49,6 +49,24 @@ fn a_database_round_trips_through_disk_bit_exactly() {
     let db = Database::open(&out, &ModelIdentity::of(model).unwrap()).unwrap();
     assert_eq!(db.entries().len(), 30);
     db.verify().unwrap();
+    // Head types are classified with the database: layer 0 head 2's map is
+    // the same for any input of a length.
+    let types = db.head_types().expect("built with head types");
+    let l0h2 = types.get(0, 2).unwrap();
+    assert_eq!(l0h2.kind, HeadType::Positional, "{l0h2:?}");
+    assert!(l0h2.positional.unwrap() >= 0.95);
+    let positional = types
+        .heads
+        .iter()
+        .flatten()
+        .filter(|p| p.kind == HeadType::Positional)
+        .count();
+    assert!(positional < 72 / 2, "{positional} of 72 heads positional");
+    for p in types.heads.iter().flatten() {
+        for v in [p.previous_token, p.first_sink, p.last_sink, p.entropy] {
+            assert!((0.0..=1.0 + 1e-4).contains(&v), "{p:?}");
+        }
+    }
     let s = *model.shape();
     for (i, item) in corpus.items.iter().enumerate().step_by(7) {
         let entry = &db.entries()[i];

@@ -814,3 +814,78 @@ fn stream_view_and_zoom_frames() {
         assert!(!app.zoomed);
     }
 }
+
+/// `y` tags every grid cell with its head's type from the database, then
+/// shows each head's entropy, then neither.
+#[test]
+fn the_type_overlay_shows_the_databases_head_types() {
+    let (_model_dir, model) = common::tiny_model();
+    let dir = tempfile::tempdir().unwrap();
+    let texts = [
+        "the movie was great",
+        "the plot was bad",
+        "a film is fun",
+        "the film is not fun",
+        "a movie and a plot",
+        "great fun",
+    ];
+    let corpus = attncache::data::Corpus {
+        name: "tiny".into(),
+        items: texts
+            .iter()
+            .map(|t| attncache::data::Item {
+                text: t.to_string(),
+                label: None,
+            })
+            .collect(),
+    };
+    build(
+        &model,
+        &corpus,
+        &dir.path().join("db"),
+        BuildOptions {
+            feature: FeatureKind::Pooled,
+            hnsw_min_bucket: 8192,
+        },
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let db = Arc::new(
+        Database::open(&dir.path().join("db"), &ModelIdentity::of(&model).unwrap()).unwrap(),
+    );
+    let shape = *model.shape();
+    let (tx, _rx) = channel();
+    let mut app = App::new(
+        config(MONO, Some(db.clone()), shape, Policy::global(&shape, 0.1)),
+        tx,
+    );
+    let types = db.head_types().unwrap();
+    let tags = ['P', '←', 'F', 'L', 'B', 'C'];
+    let row_tags = |screen: &str, l: usize| -> Vec<char> {
+        let line = screen
+            .lines()
+            .find(|line| line.starts_with(&format!("│L{l} ")))
+            .unwrap_or_else(|| panic!("no row L{l} in\n{screen}"));
+        line.chars().skip(5).filter(|c| tags.contains(c)).collect()
+    };
+    app.on_key(parse_key("y").unwrap());
+    let screen = render_panel(&mut app, Panel::Grid, 80, 12);
+    assert!(screen.contains("P pos ← prev"), "{screen}");
+    for l in 0..shape.layers {
+        let want: Vec<char> = types.heads[l].iter().map(|p| p.kind.tag()).collect();
+        assert_eq!(row_tags(&screen, l), want, "L{l}\n{screen}");
+    }
+    app.on_key(parse_key("y").unwrap());
+    let screen = render_panel(&mut app, Panel::Grid, 80, 12);
+    assert!(screen.contains("row entropy"), "{screen}");
+    let e = types.heads[0][0].entropy;
+    let digits = if e >= 0.995 {
+        "1.0".to_string()
+    } else {
+        format!("{e:.2}")[1..].to_string()
+    };
+    assert!(screen.contains(&digits), "entropy {e}\n{screen}");
+    app.on_key(parse_key("y").unwrap());
+    assert!(!render_panel(&mut app, Panel::Grid, 80, 12).contains("row entropy"));
+}

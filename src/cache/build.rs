@@ -14,11 +14,12 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::feature::{FeatureKind, pooled_feature};
+use super::head_types::classify;
 use super::index::{Features, Index};
 use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
 use super::projector::{Projector, ProjectorFit};
-use super::store::{DATA_FILES, Entry, PROJECTOR_FILE};
+use super::store::{DATA_FILES, Entry, HEAD_TYPES_FILE, PROJECTOR_FILE};
 use crate::data::Corpus;
 use crate::eval::similarity;
 use crate::model::{LayerPlan, Model, ModelShape, Planner};
@@ -166,8 +167,19 @@ pub fn build(
     let buckets = Index::build_hnsw(&lengths, &features, shape.layers, options.hnsw_min_bucket);
     std::fs::write(tmp.join("index.bin"), postcard::to_stdvec(&buckets)?)?;
 
+    let maps_file = MapFile::open(&tmp, shape.heads)?;
+    let types = classify(&maps_file, &entries, shape.layers, shape.heads)?;
+    drop(maps_file);
+    std::fs::write(tmp.join(HEAD_TYPES_FILE), serde_json::to_vec(&types)?)?;
+
     let projector_file = projector_fit.as_ref().map(|_| PROJECTOR_FILE);
-    let files = FileRecord::all(&tmp, DATA_FILES.into_iter().chain(projector_file))?;
+    let files = FileRecord::all(
+        &tmp,
+        DATA_FILES
+            .into_iter()
+            .chain(projector_file)
+            .chain([HEAD_TYPES_FILE]),
+    )?;
     let bytes = files.values().map(|f| f.bytes).sum();
     let manifest = Manifest {
         format_version: FORMAT_VERSION,

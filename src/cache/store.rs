@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::crop::crop_map;
 use super::error::DbError;
 use super::feature::{FeatureKind, pooled_feature};
+use super::head_types::HeadTypes;
 use super::index::{Features, HnswBucket, Index};
 use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
@@ -27,6 +28,9 @@ use crate::storage::{check_files, read_json, verify_files};
 
 /// The trained feature network of projector databases.
 pub const PROJECTOR_FILE: &str = "projector.safetensors";
+
+/// Every head's type and scores (databases built before head types lack it).
+pub const HEAD_TYPES_FILE: &str = "head_types.json";
 
 /// The data files every database holds (besides `manifest.json`).
 pub const DATA_FILES: [&str; 5] = [
@@ -66,6 +70,8 @@ pub struct Database {
     projector: Option<Projector>,
     /// Entry number by text, for identical queries.
     by_text: HashMap<String, u32>,
+    /// Every head's type (`None` for databases built before head types).
+    head_types: Option<HeadTypes>,
 }
 
 impl std::fmt::Debug for Database {
@@ -166,8 +172,24 @@ impl Database {
                 Some(projector)
             }
         };
+        let head_types = match manifest.files.contains_key(HEAD_TYPES_FILE) {
+            false => None,
+            true => {
+                let types: HeadTypes = read_json(dir, HEAD_TYPES_FILE).map_err(corrupt)?;
+                if types.heads.len() != shape.layers
+                    || types.heads.iter().any(|row| row.len() != shape.heads)
+                {
+                    return Err(corrupt(format!(
+                        "{HEAD_TYPES_FILE} does not have {} layers × {} heads",
+                        shape.layers, shape.heads
+                    )));
+                }
+                Some(types)
+            }
+        };
         let by_text = entries.iter().map(|e| (e.text.clone(), e.id)).collect();
         Ok(Self {
+            head_types,
             projector,
             dir: dir.to_path_buf(),
             by_text,
@@ -178,6 +200,12 @@ impl Database {
             index,
             maps,
         })
+    }
+
+    /// Every head's type and scores, classified when the database was built
+    /// (`None` for a database built before head types: rebuild it).
+    pub fn head_types(&self) -> Option<&HeadTypes> {
+        self.head_types.as_ref()
     }
 
     /// The database directory.

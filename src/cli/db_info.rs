@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::cache::Database;
+use crate::cache::{Database, HeadType};
 use crate::modules::ModuleStore;
 use crate::modules::store::STORE_KIND;
 
@@ -120,6 +120,7 @@ pub fn run(dir: &Path, verify: bool, json: bool) -> anyhow::Result<()> {
             "hnsw_buckets": db.index().hnsw_buckets(),
             "hnsw_min_bucket": m.hnsw_min_bucket,
             "lengths": hist,
+            "head_types": db.head_types(),
             "verified": verify,
         });
         println!("{out}");
@@ -146,6 +147,24 @@ pub fn run(dir: &Path, verify: bool, json: bool) -> anyhow::Result<()> {
     );
     if verify {
         println!("checksums  all files verified");
+    }
+    match db.head_types() {
+        Some(types) => {
+            println!("head types (from {} entries), by layer:", types.entries);
+            for (l, row) in types.heads.iter().enumerate() {
+                let tags: String = row.iter().map(|p| format!(" {}", p.kind.tag())).collect();
+                println!("  L{l:<3}{tags}");
+            }
+            println!(
+                "  {}",
+                HeadType::ALL
+                    .iter()
+                    .map(|t| format!("{} {}", t.tag(), t.name()))
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            );
+        }
+        None => println!("head types none (built before head types: rebuild the database)"),
     }
     // At most ~24 rows: lengths are grouped into bins of equal width.
     let (lo, hi) = (

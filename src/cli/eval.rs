@@ -269,6 +269,18 @@ fn print_evaluation(e: &Evaluation) {
             .collect();
         println!("    L{l}{cells}");
     }
+    if let Some(types) = &e.by_head_type {
+        println!("  by head type:");
+        for t in types {
+            println!(
+                "    {:<15} {:>3} heads  hit rate {:>5.1}%  cacheability {}",
+                t.kind,
+                t.heads,
+                t.hit_rate * 100.0,
+                t.cacheability.map_or("–".into(), |c| format!("{c:.3}"))
+            );
+        }
+    }
 }
 
 /// Options of `attncache calibrate`.

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::classifier::Classifier;
 use super::stats::{mean, median, percentile};
+use crate::cache::{HeadType, HeadTypes};
 use crate::data::Corpus;
 use crate::engine::{Engine, Mode, StageTimings, TimedPair};
 use crate::model::cosine;
@@ -75,6 +76,10 @@ pub struct Evaluation {
     pub cacheability_new_rows: Option<Vec<Vec<Option<f64>>>>,
     /// Mean true similarity of the maps actually reused.
     pub reused_similarity: Option<f64>,
+    /// Hit rate and cacheability by head type (databases built with head
+    /// types).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_head_type: Option<Vec<HeadTypeSummary>>,
     /// Mean stage times per query.
     pub timings_ms: MeanTimings,
     /// Every timed (exact, cached) pair, for distributions (not serialised).
@@ -181,15 +186,21 @@ pub fn evaluate_until(
     let share = |count: usize| count as f64 / n as f64;
     let accuracy = |c: usize| (labelled > 0).then(|| c as f64 / labelled as f64);
     let (accuracy_exact, accuracy_cached) = (accuracy(correct_exact), accuracy(correct_cached));
+    let hit_rate_per_head: Vec<Vec<f64>> = hits
+        .iter()
+        .map(|r| r.iter().map(|&c| share(c)).collect())
+        .collect();
+    let cacheability = mean_grid(&sims);
+    let by_head_type = engine
+        .database()
+        .and_then(|db| db.head_types())
+        .map(|types| by_head_type(types, &hit_rate_per_head, &cacheability));
     Ok(Evaluation {
         split: corpus.name.clone(),
         policy: engine.policy().name.clone(),
         queries: n,
         hit_rate: mean(&hits.iter().flatten().map(|&c| share(c)).collect::<Vec<_>>()),
-        hit_rate_per_head: hits
-            .iter()
-            .map(|r| r.iter().map(|&c| share(c)).collect())
-            .collect(),
+        hit_rate_per_head,
         no_candidate: share(no_candidate),
         accuracy_exact,
         accuracy_cached,
@@ -204,12 +215,71 @@ pub fn evaluate_until(
         attention_speedup,
         e2e_speedup,
         repeats,
-        cacheability: mean_grid(&sims),
+        cacheability,
         cacheability_new_rows: decoder.then(|| mean_grid(&new_row_sims)),
         reused_similarity: (reused_count > 0).then(|| reused_sum / reused_count as f64),
+        by_head_type,
         timings_ms,
         samples,
     })
+}
+
+/// One head type's share of an evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadTypeSummary {
+    /// The type's name.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Heads of this type.
+    pub heads: usize,
+    /// Mean hit rate of its heads.
+    pub hit_rate: f64,
+    /// Mean cacheability (true similarity of the neighbour's map) of its
+    /// heads that had neighbours.
+    pub cacheability: Option<f64>,
+}
+
+/// Hit rate and cacheability grouped by head type (types with no head left
+/// out).
+fn by_head_type(
+    types: &HeadTypes,
+    hit_rate: &[Vec<f64>],
+    cacheability: &[Vec<Option<f64>>],
+) -> Vec<HeadTypeSummary> {
+    HeadType::ALL
+        .iter()
+        .filter_map(|&kind| {
+            let heads: Vec<(usize, usize)> = types
+                .heads
+                .iter()
+                .enumerate()
+                .flat_map(|(l, row)| {
+                    row.iter()
+                        .enumerate()
+                        .filter(move |(_, p)| p.kind == kind)
+                        .map(move |(h, _)| (l, h))
+                })
+                .collect();
+            if heads.is_empty() {
+                return None;
+            }
+            let sims: Vec<f64> = heads
+                .iter()
+                .filter_map(|&(l, h)| cacheability[l][h])
+                .collect();
+            Some(HeadTypeSummary {
+                kind: kind.name(),
+                heads: heads.len(),
+                hit_rate: mean(
+                    &heads
+                        .iter()
+                        .map(|&(l, h)| hit_rate[l][h])
+                        .collect::<Vec<_>>(),
+                ),
+                cacheability: (!sims.is_empty()).then(|| mean(&sims)),
+            })
+        })
+        .collect()
 }
 
 /// Per layer × head mean of `(sum, count)` cells (`None` where empty).

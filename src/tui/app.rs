@@ -36,6 +36,18 @@ pub enum GridView {
     Stream,
 }
 
+/// What the grid's cells add (`y` cycles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    /// The hit glyph and the similarity.
+    None,
+    /// Each head's type tag (from the database) instead of the hit glyph.
+    Types,
+    /// Each head's mean normalised entropy (from the database) as colour and
+    /// digits.
+    Entropy,
+}
+
 /// A panel that can hold the focus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Panel {
@@ -298,6 +310,8 @@ pub struct App {
     pub grid_view: GridView,
     /// The focused panel fills the screen.
     pub zoomed: bool,
+    /// What the grid cells show over their similarity.
+    pub overlay: Overlay,
     /// Queries sent and not answered yet.
     pub in_flight: usize,
     /// Id of the last job started.
@@ -386,6 +400,7 @@ impl App {
             tally: HeadTally::new(layers, heads),
             grid_view: GridView::Query,
             zoomed: false,
+            overlay: Overlay::None,
             in_flight: 0,
             job_seq: 0,
             export_dir: config.export_dir,
@@ -575,6 +590,20 @@ impl App {
                 };
             }
             Action::Zoom => self.zoomed = !self.zoomed,
+            Action::Overlay => {
+                self.overlay = match self.overlay {
+                    Overlay::None => Overlay::Types,
+                    Overlay::Types => Overlay::Entropy,
+                    Overlay::Entropy => Overlay::None,
+                };
+                if self.overlay != Overlay::None
+                    && self.db.as_ref().is_none_or(|db| db.head_types().is_none())
+                {
+                    self.info(
+                        "no head types: the database was built before them (R rebuilds it)".into(),
+                    );
+                }
+            }
             Action::Objective => {
                 self.objective = match self.objective {
                     Objective::Accuracy => Objective::Fidelity,

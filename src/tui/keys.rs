@@ -54,6 +54,8 @@ pub enum Action {
     GridView,
     /// Zoom the focused panel to the whole screen and back.
     Zoom,
+    /// Cycle the grid overlay: none → head types → entropy.
+    Overlay,
 }
 
 /// One line of the help popup: keys, what they do.
@@ -86,6 +88,10 @@ pub const HELP: &[(&str, &str)] = &[
         "grid: this query ↔ the stream so far (mean true similarity, hit rate per head)",
     ),
     ("z", "zoom the focused panel to the whole screen and back"),
+    (
+        "y",
+        "grid overlay: head types (P positional, ← previous token, F/L first/last sink, B broad, C content) → entropy → off",
+    ),
     ("e", "export the current view to the export directory"),
     (
         "mouse",
@@ -137,6 +143,7 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::Char('o') => Action::Objective,
         KeyCode::Char('v') => Action::GridView,
         KeyCode::Char('z') => Action::Zoom,
+        KeyCode::Char('y') => Action::Overlay,
         _ => return None,
     })
 }

@@ -9,7 +9,7 @@ use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::super::app::{App, GridView, Panel};
+use super::super::app::{App, GridView, Overlay, Panel};
 use super::super::theme::{HIT, MISS, shade};
 use super::panel_block;
 use crate::engine::{LayerTrace, Mode};
@@ -84,6 +84,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
                 GridView::Query => query_cell(layers, l, h, shadow, cell),
                 GridView::Stream => stream_cell(app, l, h, cell),
             };
+            let (text, value) = overlay(app, l, h, cell, text, value);
             let mut style = app.theme.similarity(value);
             if (l, h) == app.selected {
                 style = style.add_modifier(Modifier::REVERSED | Modifier::BOLD);
@@ -110,6 +111,36 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
         lines.push(legend(app));
     }
     frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The overlay's change to a cell: the head type's tag in place of the
+/// glyph, or the head's entropy in place of the similarity.
+fn overlay(
+    app: &App,
+    l: usize,
+    h: usize,
+    cell: usize,
+    text: String,
+    value: Option<f32>,
+) -> (String, Option<f32>) {
+    let profile = app
+        .db
+        .as_ref()
+        .and_then(|db| db.head_types())
+        .and_then(|t| t.get(l, h));
+    match (app.overlay, profile) {
+        (Overlay::Types, Some(p)) => {
+            let rest: String = text.chars().skip(1).collect();
+            (format!("{}{rest}", p.kind.tag()), value)
+        }
+        (Overlay::Entropy, Some(p)) => {
+            let glyph = text.chars().next().unwrap_or(' ');
+            let number = cell_text(false, Some(p.entropy), cell);
+            let rest: String = number.chars().skip(1).collect();
+            (format!("{glyph}{rest}"), Some(p.entropy))
+        }
+        _ => (text, value),
+    }
 }
 
 /// A cell of the query view: the current trace's hit and similarity (true
@@ -173,9 +204,11 @@ fn cell_text(hit: bool, value: Option<f32>, width: usize) -> String {
 
 /// The legend: glyphs and the colour (or shade) ramp.
 fn legend(app: &App) -> Line<'static> {
-    let mut spans = vec![Span::raw(match app.grid_view {
-        GridView::Query => format!("{HIT} hit  {MISS} miss  – no neighbour  "),
-        GridView::Stream => format!("{HIT} ≥½ hit {SOME_HITS} some {MISS} none  "),
+    let mut spans = vec![Span::raw(match (app.overlay, app.grid_view) {
+        (Overlay::Types, _) => "P pos ← prev F/L sink B broad C content ".to_string(),
+        (Overlay::Entropy, _) => "colour, digits = row entropy  ".to_string(),
+        (_, GridView::Query) => format!("{HIT} hit  {MISS} miss  – no neighbour  "),
+        (_, GridView::Stream) => format!("{HIT} ≥½ hit {SOME_HITS} some {MISS} none  "),
     })];
     if app.theme.color {
         spans.push(Span::raw("0 "));
