@@ -175,7 +175,7 @@ fn dashboard(
             policy,
             stream: ("rt:test".into(), texts.to_vec()),
             interval: Duration::ZERO,
-            theme: Theme { color: true },
+            theme: Theme::DARK,
             export_dir: dir.join("export"),
         },
         request_tx,

@@ -182,6 +182,23 @@ fn bad_arguments_give_one_line_errors() {
         ]),
         "few-shot prompts need a decoder",
     );
+    // A bad config file stops the dashboard before anything starts.
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "theme = \"dark\"\n[keys]\ncalibrate = \"Hyper\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    assert_one_line_error(
+        &attncache(&["dashboard", "--headless", "--config", config]),
+        "config.toml:3: key `keys.calibrate`",
+    );
+    assert_one_line_error(
+        &attncache(&[
+            "dashboard",
+            "--headless",
+            "--config",
+            "/no/such/config.toml",
+        ]),
+        "/no/such/config.toml",
+    );
 }
 
 #[test]

@@ -167,8 +167,8 @@ fn render_panel(app: &mut App, panel: Panel, width: u16, height: u16) -> String 
     screen_text(terminal.backend()).join("\n")
 }
 
-const MONO: Theme = Theme { color: false };
-const COLOR: Theme = Theme { color: true };
+const MONO: Theme = Theme::MONO;
+const COLOR: Theme = Theme::DARK;
 
 #[test]
 fn whole_screen_at_80x24_and_120x40() {
@@ -211,7 +211,13 @@ fn help_lines_are_never_cut() {
     for (width, height) in [(80, 24), (120, 40)] {
         let (mut app, _rx) = fixture(MONO);
         app.on_key(parse_key("?").unwrap());
-        let screen = render(&mut app, width, height);
+        // Every line, scrolling down a page at a time where it does not fit.
+        let mut screen = render(&mut app, width, height);
+        for _ in 0..height {
+            app.on_key(parse_key("Down").unwrap());
+            screen.push('\n');
+            screen.push_str(&render(&mut app, width, height));
+        }
         let words: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
         for (_, what) in attncache::tui::keys::HELP {
             for word in what.split_whitespace() {
@@ -888,4 +894,54 @@ fn the_type_overlay_shows_the_databases_head_types() {
     assert!(screen.contains(&digits), "entropy {e}\n{screen}");
     app.on_key(parse_key("y").unwrap());
     assert!(!render_panel(&mut app, Panel::Grid, 80, 12).contains("row entropy"));
+}
+
+/// `T` cycles the themes (dark → light → 16 → mono) and `W` writes the
+/// current state as a config file that reads back.
+#[test]
+fn themes_cycle_and_the_config_is_written_from_the_current_state() {
+    let (mut app, _rx) = fixture(COLOR);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("attncache").join("config.toml");
+    app.config_path = Some(path.clone());
+    app.model_arg = Some("smollm2".into());
+    // The focused grid's border is drawn in each theme's accent.
+    let border = |app: &mut App| {
+        let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+        terminal.draw(|f| view::draw(f, app)).unwrap();
+        let grid = app
+            .areas
+            .panels
+            .iter()
+            .find(|(p, _)| *p == Panel::Grid)
+            .unwrap()
+            .1;
+        terminal.backend().buffer()[(grid.x, grid.y)].fg
+    };
+    use ratatui::style::Color;
+    assert_eq!(border(&mut app), Color::Cyan);
+    for (name, colour) in [
+        ("light", Color::Blue),
+        ("16", Color::Cyan),
+        ("mono", Color::Reset),
+        ("dark", Color::Cyan),
+    ] {
+        app.on_key(parse_key("T").unwrap());
+        assert_eq!(app.theme.name(), name);
+        assert_eq!(border(&mut app), colour, "{name}");
+    }
+    app.on_key(parse_key("T").unwrap());
+    app.on_key(parse_key("W").unwrap());
+    assert!(!app.status.as_ref().unwrap().error, "{:?}", app.status);
+    let config = attncache::tui::config::Config::load(&path, true).unwrap();
+    assert_eq!(config.theme.as_deref(), Some("light"));
+    assert_eq!(config.model.as_deref(), Some("smollm2"));
+    assert_eq!(config.split.as_deref(), Some("rt:test"));
+    assert_eq!(config.interval_ms, Some(1));
+    let policy = Policy::parse(config.policy.as_deref().unwrap(), &SHAPE).unwrap();
+    assert_eq!(policy, app.policy);
+    // Without a path, W says so in the status line and writes nothing.
+    app.config_path = None;
+    app.on_key(parse_key("W").unwrap());
+    assert!(app.status.as_ref().unwrap().error);
 }

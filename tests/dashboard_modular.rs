@@ -36,7 +36,7 @@ fn app(color: bool, prompts: Vec<PromptSpec>) -> (ModularApp, Receiver<Request>)
     let (tx, rx) = channel();
     let app = ModularApp::new(
         ModularConfig {
-            theme: Theme { color },
+            theme: if color { Theme::DARK } else { Theme::MONO },
             shape: SHAPE,
             store_label: "docs · 2 modules".into(),
             positions: Positions::Contiguous,

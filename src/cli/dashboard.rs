@@ -2,7 +2,7 @@
 //! the same driven by a key script with `--headless`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::channel;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use crate::engine::Engine;
 use crate::fetch::Fetcher;
 use crate::model::device_name;
 use crate::tui::app::{App, AppConfig, ModelInfo};
+use crate::tui::config::{self, Config, KeyMap};
 use crate::tui::theme::Theme;
 use crate::tui::worker::{self, JobRequest, JobSettings};
 use crate::tui::{headless, run_terminal};
@@ -34,12 +35,17 @@ pub struct DashboardArgs {
     /// policy.json, else strict).
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,
-    /// The split the demo stream replays.
-    #[arg(long, default_value = "rt:test", value_name = "SPEC")]
-    pub split: String,
-    /// Milliseconds between stream queries.
-    #[arg(long, default_value_t = 1500, value_name = "MS")]
-    pub interval_ms: u64,
+    /// The split the demo stream replays (default rt:test).
+    #[arg(long, value_name = "SPEC")]
+    pub split: Option<String>,
+    /// Milliseconds between stream queries (default 1500).
+    #[arg(long, value_name = "MS")]
+    pub interval_ms: Option<u64>,
+    /// The config file (default: $XDG_CONFIG_HOME/attncache/config.toml,
+    /// else ~/.config/attncache/config.toml); it sets only what it names,
+    /// flags win over it; `W` in the dashboard writes it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The corpus a missing database is built from (and the rebuild form's default).
     #[arg(long, default_value = "rt:db", value_name = "SPEC")]
     pub build_corpus: String,
@@ -67,6 +73,10 @@ pub struct DisplayArgs {
     /// No colours (also when NO_COLOR is set).
     #[arg(long)]
     pub no_color: bool,
+    /// dark (default), light, 16 (the 16 ANSI colours) or mono; --no-color
+    /// and NO_COLOR win.
+    #[arg(long, value_name = "NAME")]
+    pub theme: Option<String>,
     /// Run without a terminal, driven by --keys; print the final state.
     #[arg(long)]
     pub headless: bool,
@@ -118,15 +128,41 @@ impl DisplayArgs {
 pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
     let display = &args.display;
     let (steps, size) = display.check("dashboard")?;
+    // The config file first: a bad one stops everything before any work.
+    let config_path = args.config.clone().or_else(config::default_path);
+    let config = match &config_path {
+        Some(path) => Config::load(path, args.config.is_some())?,
+        None => Config::default(),
+    };
+    let keymap = KeyMap::from_config(&config.keys)
+        .map_err(|(key, e)| anyhow::anyhow!("config key `keys.{key}`: {e}"))?;
+    let theme = Theme::choose(
+        display.theme.as_deref().or(config.theme.as_deref()),
+        display.no_color,
+    )?;
+    let model_arg = target
+        .model
+        .map(|p| p.to_string_lossy().into_owned())
+        .or(config.model.clone());
+    let target = &Target {
+        model: model_arg.as_deref().map(Path::new),
+        device: target.device.clone(),
+    };
+    let split = args
+        .split
+        .clone()
+        .or(config.split.clone())
+        .unwrap_or_else(|| "rt:test".into());
+    let interval_ms = args.interval_ms.or(config.interval_ms).unwrap_or(1500);
     let model = load_model(target, "dashboard")?;
     // Raw texts: the engine thread asks a decoder each one as the task prompt.
-    let stream = CorpusSpec::parse(&args.split)?.load(&CorpusOptions::default())?;
+    let stream = CorpusSpec::parse(&split)?.load(&CorpusOptions::default())?;
     let model_name = model
         .files
         .dir
         .file_name()
         .map_or("model".into(), |n| n.to_string_lossy().into_owned());
-    let db_dir = match &args.db {
+    let db_dir = match args.db.as_ref().or(config.db.as_ref()) {
         Some(dir) => dir.clone(),
         None => Fetcher::from_env()?
             .home()
@@ -146,7 +182,11 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let policy = load_policy(args.policy.as_deref(), db.as_deref(), &model)?;
+    let policy = load_policy(
+        args.policy.as_deref().or(config.policy.as_deref()),
+        db.as_deref(),
+        &model,
+    )?;
     let engine = match &db {
         Some(db) => Engine::new(model.clone(), db.clone(), policy.clone())?,
         None => Engine::exact_only(model.clone()),
@@ -172,8 +212,8 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
                 stream.name.clone(),
                 stream.items.into_iter().map(|i| i.text).collect(),
             ),
-            interval: Duration::from_millis(args.interval_ms),
-            theme: Theme::from_env(display.no_color),
+            interval: Duration::from_millis(interval_ms),
+            theme,
             export_dir: args
                 .export_dir
                 .clone()
@@ -181,6 +221,9 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
         },
         request_tx,
     );
+    app.keymap = keymap;
+    app.config_path = config_path;
+    app.model_arg = model_arg;
     let build_limit = args
         .build_limit
         .or(model.decoder().is_some().then_some(DECODER_BUILD_LIMIT));

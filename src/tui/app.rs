@@ -5,6 +5,8 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+
+use anyhow::Context;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::{Position, Rect};
 
+use super::config::{Config, KeyMap};
 use super::keys::{self, Action};
 use super::tally::HeadTally;
 use super::theme::Theme;
@@ -312,6 +315,14 @@ pub struct App {
     pub zoomed: bool,
     /// What the grid cells show over their similarity.
     pub overlay: Overlay,
+    /// First line of the help popup shown (it scrolls on small screens).
+    pub help_scroll: usize,
+    /// Key bindings (the defaults with a config file's overrides).
+    pub keymap: KeyMap,
+    /// Where `W` writes the config file (`None`: nowhere known).
+    pub config_path: Option<PathBuf>,
+    /// The `--model` the dashboard was opened with, for the config file.
+    pub model_arg: Option<String>,
     /// Queries sent and not answered yet.
     pub in_flight: usize,
     /// Id of the last job started.
@@ -401,6 +412,10 @@ impl App {
             grid_view: GridView::Query,
             zoomed: false,
             overlay: Overlay::None,
+            help_scroll: 0,
+            keymap: KeyMap::default(),
+            config_path: None,
+            model_arg: None,
             in_flight: 0,
             job_seq: 0,
             export_dir: config.export_dir,
@@ -444,6 +459,39 @@ impl App {
         self.status = Some(Status { text, error: true });
     }
 
+    /// The config file of the current state: model, database, the policy in
+    /// service (saved as `policy.json` beside the file), stream, theme and
+    /// key overrides.
+    pub fn current_config(&self) -> anyhow::Result<Config> {
+        let path = self
+            .config_path
+            .as_ref()
+            .context("no config file path: set XDG_CONFIG_HOME or HOME, or pass --config FILE")?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let policy = path.with_file_name("policy.json");
+        self.policy.save(&policy)?;
+        Ok(Config {
+            model: self.model_arg.clone(),
+            db: Some(self.db_dir.clone()),
+            policy: Some(policy.to_string_lossy().into_owned()),
+            split: Some(self.stream.name.clone()),
+            interval_ms: Some(self.stream.interval.as_millis() as u64),
+            theme: Some(self.theme.name().to_string()),
+            keys: self.keymap.to_config(),
+        })
+    }
+
+    /// Writes [`App::current_config`] to the config path.
+    fn save_config(&self) -> anyhow::Result<PathBuf> {
+        let config = self.current_config()?;
+        let path = self.config_path.clone().expect("checked by current_config");
+        config.save(&path)?;
+        Ok(path)
+    }
+
     /// Handles a key press.
     pub fn on_key(&mut self, key: KeyEvent) {
         if self.editing {
@@ -453,7 +501,7 @@ impl App {
         if self.popup() == Some(Popup::Database) && self.on_form_key(key) {
             return;
         }
-        if let Some(action) = keys::action(key) {
+        if let Some(action) = self.keymap.action(key) {
             self.on_action(action);
         }
     }
@@ -520,6 +568,7 @@ impl App {
             Action::Quit => self.quit = true,
             Action::Help => {
                 if self.popup() != Some(Popup::Help) {
+                    self.help_scroll = 0;
                     self.popups.push(Popup::Help);
                 }
             }
@@ -590,6 +639,20 @@ impl App {
                 };
             }
             Action::Zoom => self.zoomed = !self.zoomed,
+            Action::Theme => {
+                let next = match self.theme.name() {
+                    "dark" => "light",
+                    "light" => "16",
+                    "16" => "mono",
+                    _ => "dark",
+                };
+                self.theme = Theme::named(next).expect("a known theme");
+                self.info(format!("theme {next}"));
+            }
+            Action::SaveConfig => match self.save_config() {
+                Ok(path) => self.info(format!("wrote {}", path.display())),
+                Err(e) => self.error(format!("{e:#}")),
+            },
             Action::Overlay => {
                 self.overlay = match self.overlay {
                     Overlay::None => Overlay::Types,
@@ -626,6 +689,15 @@ impl App {
     /// Arrow keys: the popup's rows, else the focused panel.
     fn on_move(&mut self, action: Action) {
         let shape = *self.shape();
+        if self.popup() == Some(Popup::Help) {
+            match action {
+                Action::Up => self.help_scroll = self.help_scroll.saturating_sub(1),
+                // The view clamps it to the last full page.
+                Action::Down => self.help_scroll += 1,
+                _ => {}
+            }
+            return;
+        }
         if self.popup() == Some(Popup::Thresholds) {
             match action {
                 Action::Up => self.threshold_row = self.threshold_row.saturating_sub(1),

@@ -56,6 +56,76 @@ pub enum Action {
     Zoom,
     /// Cycle the grid overlay: none → head types → entropy.
     Overlay,
+    /// Write the config file from the current state.
+    SaveConfig,
+    /// Cycle the theme.
+    Theme,
+}
+
+impl Action {
+    /// Every action, as the config file's `[keys]` table names them.
+    pub const ALL: [Action; 27] = [
+        Action::Quit,
+        Action::Help,
+        Action::Close,
+        Action::FocusNext,
+        Action::FocusPrev,
+        Action::Up,
+        Action::Down,
+        Action::Left,
+        Action::Right,
+        Action::EditQuery,
+        Action::TogglePause,
+        Action::CycleMode,
+        Action::Loosen,
+        Action::Tighten,
+        Action::Thresholds,
+        Action::Calibrate,
+        Action::Rebuild,
+        Action::Export,
+        Action::Confirm,
+        Action::BudgetUp,
+        Action::BudgetDown,
+        Action::Objective,
+        Action::GridView,
+        Action::Zoom,
+        Action::Overlay,
+        Action::SaveConfig,
+        Action::Theme,
+    ];
+
+    /// The action's name in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Quit => "quit",
+            Action::Help => "help",
+            Action::Close => "close",
+            Action::FocusNext => "focus-next",
+            Action::FocusPrev => "focus-prev",
+            Action::Up => "up",
+            Action::Down => "down",
+            Action::Left => "left",
+            Action::Right => "right",
+            Action::EditQuery => "type",
+            Action::TogglePause => "pause",
+            Action::CycleMode => "mode",
+            Action::Loosen => "loosen",
+            Action::Tighten => "tighten",
+            Action::Thresholds => "thresholds",
+            Action::Calibrate => "calibrate",
+            Action::Rebuild => "rebuild",
+            Action::Export => "export",
+            Action::Confirm => "confirm",
+            Action::BudgetUp => "budget-up",
+            Action::BudgetDown => "budget-down",
+            Action::Objective => "objective",
+            Action::GridView => "grid-view",
+            Action::Zoom => "zoom",
+            Action::Overlay => "overlay",
+            Action::SaveConfig => "save-config",
+            Action::Theme => "theme",
+        }
+    }
 }
 
 /// One line of the help popup: keys, what they do.
@@ -91,6 +161,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "y",
         "grid overlay: head types (P positional, ← previous token, F/L first/last sink, B broad, C content) → entropy → off",
+    ),
+    (
+        "T  W",
+        "cycle the theme · write the config file from the current state",
     ),
     ("e", "export the current view to the export directory"),
     (
@@ -144,6 +218,8 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::Char('v') => Action::GridView,
         KeyCode::Char('z') => Action::Zoom,
         KeyCode::Char('y') => Action::Overlay,
+        KeyCode::Char('W') => Action::SaveConfig,
+        KeyCode::Char('T') => Action::Theme,
         _ => return None,
     })
 }
@@ -178,9 +254,40 @@ pub fn parse_key(name: &str) -> anyhow::Result<KeyEvent> {
     Ok(KeyEvent::new(code, KeyModifiers::NONE))
 }
 
+/// The name [`parse_key`] reads back for `key`.
+pub fn key_name(key: KeyEvent) -> String {
+    match key.code {
+        KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => "Ctrl-C".into(),
+        KeyCode::Enter => "Enter".into(),
+        KeyCode::Esc => "Esc".into(),
+        KeyCode::Tab => "Tab".into(),
+        KeyCode::BackTab => "BackTab".into(),
+        KeyCode::Up => "Up".into(),
+        KeyCode::Down => "Down".into(),
+        KeyCode::Left => "Left".into(),
+        KeyCode::Right => "Right".into(),
+        KeyCode::Char(' ') => "Space".into(),
+        KeyCode::F(1) => "F1".into(),
+        KeyCode::Backspace => "Backspace".into(),
+        KeyCode::Char(c) => c.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_action_has_a_unique_name_and_keys_read_back() {
+        let mut names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Action::ALL.len());
+        for name in ["q", "+", "Enter", "Space", "F1", "Ctrl-C", "BackTab", "W"] {
+            assert_eq!(key_name(parse_key(name).unwrap()), name);
+        }
+    }
 
     #[test]
     fn documented_keys_map_to_their_actions() {

@@ -2,6 +2,7 @@
 //!
 //! - [`app`]: state and how keys, clicks and worker events change it;
 //! - [`keys`]: the key map and the help table;
+//! - [`config`]: the config file and key overrides;
 //! - [`view`]: one component per panel and popup;
 //! - [`worker`]: the engine thread and background jobs;
 //! - [`theme`]: colour and monochrome styles;
@@ -11,6 +12,7 @@
 //! - [`modular`]: the modular view (a decoder with a module store).
 
 pub mod app;
+pub mod config;
 mod export;
 pub mod headless;
 pub mod keys;

@@ -1,13 +1,74 @@
-//! Colours and glyphs: a colour theme and a monochrome one (`--no-color`,
-//! `NO_COLOR`) that carries the same information in glyphs and shading.
+//! Themes as data: dark (the default), light, 16-colour (plain terminals,
+//! projectors) and mono (`--no-color`, `NO_COLOR`), which carries the same
+//! information in glyphs and shading.
 
 use ratatui::style::{Color, Modifier, Style};
+
+/// The colours of a theme.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Palette {
+    /// Its name in `--theme` and the config file.
+    pub name: &'static str,
+    /// Focused borders, titles and key hints.
+    pub accent: Color,
+    /// Unfocused borders and secondary text.
+    pub dim: Color,
+    /// Errors.
+    pub error: Color,
+    /// Text on the accent (key hints).
+    pub on_accent: Color,
+    /// The exact side of comparisons.
+    pub exact: Color,
+    /// The cached side.
+    pub cached: Color,
+    /// The similarity and heatmap ramp: viridis in 24-bit colour, or the
+    /// 16 ANSI colours.
+    pub truecolor: bool,
+}
+
+/// The default: light text on a dark terminal.
+pub const DARK: Palette = Palette {
+    name: "dark",
+    accent: Color::Cyan,
+    dim: Color::DarkGray,
+    error: Color::Red,
+    on_accent: Color::Black,
+    exact: Color::Rgb(230, 159, 0),
+    cached: Color::Rgb(86, 180, 233),
+    truecolor: true,
+};
+
+/// Dark text on a light terminal.
+pub const LIGHT: Palette = Palette {
+    name: "light",
+    accent: Color::Blue,
+    dim: Color::Gray,
+    error: Color::Red,
+    on_accent: Color::White,
+    exact: Color::Rgb(213, 94, 0),
+    cached: Color::Rgb(0, 114, 178),
+    truecolor: true,
+};
+
+/// The 16 ANSI colours only (plain terminals, projectors).
+pub const ANSI16: Palette = Palette {
+    name: "16",
+    accent: Color::Cyan,
+    dim: Color::Gray,
+    error: Color::LightRed,
+    on_accent: Color::Black,
+    exact: Color::Yellow,
+    cached: Color::LightBlue,
+    truecolor: false,
+};
 
 /// How the dashboard draws similarity, hits and focus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Theme {
-    /// False: no colour at all, shading and glyphs only.
+    /// False: no colour at all, shading and glyphs only (`mono`).
     pub color: bool,
+    /// The colours (unused when `color` is false).
+    pub palette: &'static Palette,
 }
 
 /// Glyph of a head that reused its neighbour's map.
@@ -17,20 +78,64 @@ pub const MISS: char = '·';
 /// Shades from low to high, for monochrome heatmaps and similarity.
 pub const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
 
+/// The names `--theme` and the config file accept.
+pub const THEME_NAMES: [&str; 4] = ["dark", "light", "16", "mono"];
+
 impl Theme {
-    /// The theme for `--no-color` / `NO_COLOR` (set and non-empty).
-    pub fn from_env(no_color_flag: bool) -> Self {
+    /// The dark theme (the default).
+    pub const DARK: Theme = Theme {
+        color: true,
+        palette: &DARK,
+    };
+    /// No colour at all.
+    pub const MONO: Theme = Theme {
+        color: false,
+        palette: &DARK,
+    };
+
+    /// The theme called `name` (see [`THEME_NAMES`]).
+    pub fn named(name: &str) -> anyhow::Result<Self> {
+        let palette = match name {
+            "dark" => &DARK,
+            "light" => &LIGHT,
+            "16" => &ANSI16,
+            "mono" => return Ok(Self::MONO),
+            other => anyhow::bail!("unknown theme `{other}`: use {}", THEME_NAMES.join(", ")),
+        };
+        Ok(Self {
+            color: true,
+            palette,
+        })
+    }
+
+    /// The theme called `name` (default dark), mono when `--no-color` or
+    /// `NO_COLOR` (set and non-empty) asks for it: those always win.
+    pub fn choose(name: Option<&str>, no_color_flag: bool) -> anyhow::Result<Self> {
         let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self {
-            color: !(no_color_flag || no_color_env),
+        let theme = Self::named(name.unwrap_or("dark"))?;
+        Ok(if no_color_flag || no_color_env {
+            Self::MONO
+        } else {
+            theme
+        })
+    }
+
+    /// The theme's name.
+    pub fn name(&self) -> &'static str {
+        if self.color {
+            self.palette.name
+        } else {
+            "mono"
         }
     }
 
     /// Borders and title of a panel, brighter when focused.
     pub fn border(&self, focused: bool) -> Style {
         match (self.color, focused) {
-            (true, true) => Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
-            (true, false) => Style::new().fg(Color::DarkGray),
+            (true, true) => Style::new()
+                .fg(self.palette.accent)
+                .add_modifier(Modifier::BOLD),
+            (true, false) => Style::new().fg(self.palette.dim),
             (false, true) => Style::new().add_modifier(Modifier::BOLD),
             (false, false) => Style::new(),
         }
@@ -39,7 +144,9 @@ impl Theme {
     /// A key in the hint bar and the help popup.
     pub fn key(&self) -> Style {
         if self.color {
-            Style::new().fg(Color::Black).bg(Color::Cyan)
+            Style::new()
+                .fg(self.palette.on_accent)
+                .bg(self.palette.accent)
         } else {
             Style::new().add_modifier(Modifier::REVERSED)
         }
@@ -48,7 +155,7 @@ impl Theme {
     /// Secondary text.
     pub fn dim(&self) -> Style {
         if self.color {
-            Style::new().fg(Color::DarkGray)
+            Style::new().fg(self.palette.dim)
         } else {
             Style::new()
         }
@@ -57,7 +164,9 @@ impl Theme {
     /// Errors in the status line.
     pub fn error(&self) -> Style {
         if self.color {
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+            Style::new()
+                .fg(self.palette.error)
+                .add_modifier(Modifier::BOLD)
         } else {
             Style::new().add_modifier(Modifier::BOLD)
         }
@@ -71,7 +180,7 @@ impl Theme {
     /// The exact side of a comparison (latency charts).
     pub fn exact(&self) -> Style {
         if self.color {
-            Style::new().fg(Color::Rgb(230, 159, 0))
+            Style::new().fg(self.palette.exact)
         } else {
             Style::new()
         }
@@ -80,7 +189,7 @@ impl Theme {
     /// The cached side of a comparison.
     pub fn cached(&self) -> Style {
         if self.color {
-            Style::new().fg(Color::Rgb(86, 180, 233))
+            Style::new().fg(self.palette.cached)
         } else {
             Style::new().add_modifier(Modifier::BOLD)
         }
@@ -90,17 +199,18 @@ impl Theme {
     pub fn similarity(&self, value: Option<f32>) -> Style {
         match (self.color, value) {
             (_, None) => self.dim(),
-            (true, Some(v)) => {
-                let bg = heat(v);
-                Style::new().bg(bg).fg(contrast(v))
-            }
+            (true, Some(v)) => Style::new().bg(self.pixel(v)).fg(contrast(v)),
             (false, Some(_)) => Style::new(),
         }
     }
 
-    /// Colour of a heatmap pixel in `[0, 1]` (colour theme only).
+    /// Colour of a heatmap pixel in `[0, 1]` (colour themes only).
     pub fn pixel(&self, value: f32) -> Color {
-        heat(value)
+        if self.palette.truecolor {
+            heat(value)
+        } else {
+            ansi_heat(value)
+        }
     }
 }
 
@@ -108,6 +218,24 @@ impl Theme {
 pub fn heat(v: f32) -> Color {
     let (r, g, b) = crate::plot::palette::viridis(v);
     Color::Rgb(r, g, b)
+}
+
+/// The 16-colour ramp, dark to bright.
+pub fn ansi_heat(v: f32) -> Color {
+    const RAMP: [Color; 6] = [
+        Color::Black,
+        Color::Blue,
+        Color::Cyan,
+        Color::Green,
+        Color::Yellow,
+        Color::White,
+    ];
+    let v = if v.is_finite() {
+        v.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    RAMP[((v * (RAMP.len() - 1) as f32).round() as usize).min(RAMP.len() - 1)]
 }
 
 /// Readable text on a [`heat`] background.
@@ -137,5 +265,22 @@ mod tests {
         assert_eq!(shade(0.0), ' ');
         assert_eq!(shade(1.0), '█');
         assert_eq!(shade(2.0), '█');
+        assert_eq!(ansi_heat(0.0), Color::Black);
+        assert_eq!(ansi_heat(1.0), Color::White);
+        assert_eq!(ansi_heat(f32::NAN), Color::Black);
+    }
+
+    #[test]
+    fn every_named_theme_exists_and_mono_wins() {
+        for name in THEME_NAMES {
+            assert_eq!(Theme::named(name).unwrap().name(), name);
+        }
+        assert!(
+            Theme::named("neon")
+                .unwrap_err()
+                .to_string()
+                .contains("dark, light, 16, mono")
+        );
+        assert_eq!(Theme::choose(Some("light"), true).unwrap(), Theme::MONO);
     }
 }

@@ -41,7 +41,7 @@ pub fn run(target: &Target, store_args: &StoreArgs, args: &ViewArgs) -> anyhow::
         .unwrap_or_else(|| opened.store.dir().join("schema.json"));
     let m = opened.store.manifest();
     let config = ModularConfig {
-        theme: Theme::from_env(display.no_color),
+        theme: Theme::choose(display.theme.as_deref(), display.no_color)?,
         shape: *opened.model.shape(),
         store_label: format!("{} · {} modules", m.schema_name, m.modules),
         positions: opened.positions,

@@ -60,15 +60,15 @@ mod tests {
 
     #[test]
     fn monochrome_uses_two_columns_per_pixel() {
-        let theme = Theme { color: false };
+        let theme = Theme::MONO;
         let out = lines(&theme, &[1.0, 0.0, 0.0, 1.0], 2, 1.0);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].to_string(), "██  ");
         assert_eq!(side(&theme, 50, 20, 30), 10);
-        assert_eq!(side(&Theme { color: true }, 50, 20, 30), 20);
+        assert_eq!(side(&Theme::DARK, 50, 20, 30), 20);
         // Small maps get whole blocks per token.
-        assert_eq!(side(&Theme { color: true }, 8, 40, 30), 40);
-        assert_eq!(side(&Theme { color: true }, 7, 40, 30), 35);
+        assert_eq!(side(&Theme::DARK, 8, 40, 30), 40);
+        assert_eq!(side(&Theme::DARK, 7, 40, 30), 35);
         assert_eq!(
             resample(&[1.0, 0.0, 0.0, 1.0], 2, 4)[..4],
             [1.0, 1.0, 0.0, 0.0]

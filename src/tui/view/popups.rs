@@ -47,8 +47,9 @@ pub fn framed(
 const KEY_COLUMN: usize = 16;
 
 /// Every key and what it does; descriptions wrap under themselves when the
-/// popup is narrower than a line.
-pub fn help(frame: &mut Frame, area: Rect, app: &App) {
+/// popup is narrower than a line, and the list scrolls (↑↓) when the screen
+/// is shorter than it.
+pub fn help(frame: &mut Frame, area: Rect, app: &mut App) {
     let width = area.width.min(84);
     let text_width = (width as usize).saturating_sub(KEY_COLUMN + 3).max(12);
     let mut lines = Vec::new();
@@ -62,7 +63,17 @@ pub fn help(frame: &mut Frame, area: Rect, app: &App) {
         }
     }
     let rect = centred(area, width, lines.len() as u16 + 2);
-    popup(frame, app, rect, "Keys", lines);
+    let visible = (rect.height as usize).saturating_sub(2);
+    let last = lines.len().saturating_sub(visible);
+    app.help_scroll = app.help_scroll.min(last);
+    let title = match (app.help_scroll > 0, app.help_scroll < last) {
+        (false, false) => "Keys".to_string(),
+        (true, true) => "Keys · ↑↓ more".to_string(),
+        (false, true) => "Keys · ↓ more".to_string(),
+        (true, false) => "Keys · ↑ more".to_string(),
+    };
+    let lines = lines.into_iter().skip(app.help_scroll).collect();
+    popup(frame, app, rect, &title, lines);
 }
 
 /// `text` cut at spaces into lines of at most `width` characters (a word
