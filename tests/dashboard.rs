@@ -945,3 +945,93 @@ fn themes_cycle_and_the_config_is_written_from_the_current_state() {
     app.on_key(parse_key("W").unwrap());
     assert!(app.status.as_ref().unwrap().error);
 }
+
+/// `n` lists the selected layer's nearest entries of the current query
+/// (nearest first, the query's own entry first of all), and Enter makes the
+/// maps panel compare the query with the chosen one.
+#[test]
+fn neighbours_are_listed_and_one_can_be_compared() {
+    let (_model_dir, model) = common::tiny_model();
+    let model = Arc::new(model);
+    let dir = tempfile::tempdir().unwrap();
+    let texts = [
+        "the movie was great",
+        "the plot was bad",
+        "a film is not fun",
+        "the film is fun",
+        "a movie and a plot",
+    ];
+    let corpus = attncache::data::Corpus {
+        name: "tiny".into(),
+        items: texts
+            .iter()
+            .map(|t| attncache::data::Item {
+                text: t.to_string(),
+                label: None,
+            })
+            .collect(),
+    };
+    build(
+        &model,
+        &corpus,
+        &dir.path().join("db"),
+        BuildOptions {
+            feature: FeatureKind::Pooled,
+            hnsw_min_bucket: 8192,
+        },
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let db = Arc::new(
+        Database::open(&dir.path().join("db"), &ModelIdentity::of(&model).unwrap()).unwrap(),
+    );
+    let shape = *model.shape();
+    let policy = Policy::global(&shape, 0.0);
+    let engine = Engine::new(model.clone(), db.clone(), policy.clone()).unwrap();
+    let (request_tx, request_rx) = channel();
+    let (event_tx, events) = channel();
+    let settings = JobSettings {
+        calib_split: "rt:calib".into(),
+        calib_limit: 5,
+    };
+    let _worker = worker::spawn(engine, settings, request_rx, event_tx);
+    let mut app = App::new(config(MONO, Some(db.clone()), shape, policy), request_tx);
+    app.stream.paused = true;
+    app.mode = Mode::Shadow;
+    app.run_text("the movie was great".into());
+    wait_idle(&mut app, &events, Duration::from_secs(60)).unwrap();
+    app.select(1, 0);
+    app.on_key(parse_key("n").unwrap());
+    assert_eq!(app.popup(), Some(Popup::Neighbours));
+    wait_idle(&mut app, &events, Duration::from_secs(60)).unwrap();
+    let list = app.neighbours.clone().expect("the worker answered");
+    assert_eq!(list.layer, 1);
+    // Same-length entries only (4 words: 6 tokens), the query's own first.
+    assert_eq!(list.entries.len(), 3, "{list:?}");
+    assert_eq!(list.entries[0].entry, 0);
+    assert!(
+        list.entries
+            .windows(2)
+            .all(|w| w[0].distance <= w[1].distance)
+    );
+    let screen = render(&mut app, 120, 40);
+    assert!(screen.contains("Nearest entries · layer 1"), "{screen}");
+    assert!(screen.contains("the plot was bad"), "{screen}");
+    // Choose the second: the maps panel now shows that entry's map.
+    app.on_key(parse_key("Down").unwrap());
+    app.on_key(parse_key("Enter").unwrap());
+    let chosen = list.entries[1].entry;
+    assert_eq!(app.compare, Some(chosen));
+    assert_eq!(app.popup(), None);
+    let maps = app.head_maps.as_ref().unwrap();
+    assert_eq!(
+        maps.cached.as_ref().unwrap(),
+        &db.map_values_for(chosen as usize, 1, 0, 6).unwrap()
+    );
+    let screen = render(&mut app, 120, 40);
+    assert!(
+        screen.contains(&format!("compared with entry #{chosen}")),
+        "{screen}"
+    );
+}

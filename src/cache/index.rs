@@ -176,6 +176,39 @@ impl Index {
     }
 }
 
+impl Index {
+    /// The `k` nearest qualifying entries for a query of `length` tokens
+    /// with feature `query` at `layer`, nearest first, by exact scan.
+    pub fn search_k(
+        &self,
+        layer: usize,
+        query: &[f32],
+        length: usize,
+        lengths: LengthPolicy,
+        features: &Features,
+        k: usize,
+    ) -> Vec<Neighbour> {
+        let buckets: Box<dyn Iterator<Item = &Vec<u32>>> = match lengths {
+            LengthPolicy::Exact => Box::new(self.by_length.get(&length).into_iter()),
+            LengthPolicy::Crop => Box::new(self.by_length.range(length..).map(|(_, ids)| ids)),
+        };
+        let mut all: Vec<Neighbour> = buckets
+            .flatten()
+            .map(|&entry| Neighbour {
+                entry,
+                distance: distance(query, features.get(layer, entry as usize)),
+            })
+            .collect();
+        all.sort_by(|a, b| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then(a.entry.cmp(&b.entry))
+        });
+        all.truncate(k);
+        all
+    }
+}
+
 /// The entry of `ids` with the smallest distance.
 fn scan(ids: &[u32], dist: impl Fn(u32) -> f32) -> Option<Neighbour> {
     ids.iter()
@@ -257,6 +290,34 @@ mod tests {
             )
             .unwrap();
         assert_eq!(lengths[n.entry as usize], 7);
+    }
+
+    #[test]
+    fn the_k_nearest_start_with_the_nearest_and_are_sorted() {
+        let (lengths, features) = sample(40);
+        let index = Index::new(&lengths, Vec::new());
+        let q = features.get(0, 6).to_vec();
+        let near = index.search_k(0, &q, 5, LengthPolicy::Exact, &features, 4);
+        assert_eq!(near.len(), 4);
+        assert_eq!(near[0].entry, 6);
+        assert!(near.windows(2).all(|w| w[0].distance <= w[1].distance));
+        assert!(near.iter().all(|n| lengths[n.entry as usize] == 5));
+        let one = index
+            .search(
+                0,
+                &q,
+                5,
+                LengthPolicy::Exact,
+                &features,
+                SearchMethod::ExactScan,
+            )
+            .unwrap();
+        assert_eq!(one, near[0]);
+        assert!(
+            index
+                .search_k(0, &q, 6, LengthPolicy::Exact, &features, 4)
+                .is_empty()
+        );
     }
 
     #[test]

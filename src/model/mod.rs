@@ -417,6 +417,38 @@ impl Model {
         }
     }
 
+    /// The input hidden state of `layer` (`[1, S, D]`, what its look-up
+    /// feature is computed from) for one text, from the exact model.
+    pub fn layer_input(&self, text: &TokenizedText, layer: usize) -> anyhow::Result<Tensor> {
+        /// Keeps one layer's input and computes every head exactly.
+        struct Grab {
+            layer: usize,
+            heads: usize,
+            input: Option<Tensor>,
+        }
+        impl Planner for Grab {
+            fn plan_layer(&mut self, l: usize, input: &Tensor) -> candle_core::Result<LayerPlan> {
+                if l == self.layer {
+                    self.input = Some(input.clone());
+                }
+                Ok(LayerPlan::exact(self.heads))
+            }
+        }
+        let shape = self.shape();
+        anyhow::ensure!(
+            layer < shape.layers,
+            "layer {layer} is out of range: the model has layers 0..{}",
+            shape.layers - 1
+        );
+        let mut grab = Grab {
+            layer,
+            heads: shape.heads,
+            input: None,
+        };
+        self.forward(std::slice::from_ref(text), &mut grab)?;
+        Ok(grab.input.expect("every layer is planned"))
+    }
+
     /// Every post-softmax map of one input from the exact model, `[S, S]` by
     /// layer then head.
     pub fn capture_maps(&self, text: &TokenizedText) -> anyhow::Result<Vec<Vec<Tensor>>> {

@@ -18,7 +18,9 @@ use super::config::{Config, KeyMap};
 use super::keys::{self, Action};
 use super::tally::HeadTally;
 use super::theme::Theme;
-use super::worker::{Event, JobOutcome, JobRequest, JobUpdate, QueryResult, Request};
+use super::worker::{
+    Event, JobOutcome, JobRequest, JobUpdate, NeighbourList, QueryResult, Request,
+};
 use crate::cache::policy::IDENTICAL;
 use crate::cache::{Database, Policy};
 use crate::engine::{Mode, StageTimings};
@@ -38,6 +40,9 @@ pub enum GridView {
     /// hit rate per head.
     Stream,
 }
+
+/// Nearest entries `n` lists.
+pub const NEIGHBOURS: usize = 5;
 
 /// What the grid's cells add (`y` cycles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +102,8 @@ pub enum Popup {
     Thresholds,
     /// Database facts and the rebuild form.
     Database,
+    /// The selected layer's nearest entries.
+    Neighbours,
 }
 
 /// One finished query in the history.
@@ -317,6 +324,13 @@ pub struct App {
     pub overlay: Overlay,
     /// First line of the help popup shown (it scrolls on small screens).
     pub help_scroll: usize,
+    /// The nearest entries asked for with `n` (`None` while they are found).
+    pub neighbours: Option<NeighbourList>,
+    /// The selected row of the neighbours popup.
+    pub neighbour_row: usize,
+    /// An entry the maps panel compares the current query against instead
+    /// of the layer's neighbour (chosen in the neighbours popup).
+    pub compare: Option<u32>,
     /// Key bindings (the defaults with a config file's overrides).
     pub keymap: KeyMap,
     /// Where `W` writes the config file (`None`: nowhere known).
@@ -413,6 +427,9 @@ impl App {
             zoomed: false,
             overlay: Overlay::None,
             help_scroll: 0,
+            neighbours: None,
+            neighbour_row: 0,
+            compare: None,
             keymap: KeyMap::default(),
             config_path: None,
             model_arg: None,
@@ -457,6 +474,44 @@ impl App {
     /// Shows an error (the dashboard keeps running).
     pub fn error(&mut self, text: String) {
         self.status = Some(Status { text, error: true });
+    }
+
+    /// `n`: asks the worker for the selected layer's nearest entries of the
+    /// current query and opens their popup.
+    fn ask_neighbours(&mut self) {
+        let Some(query) = self.current.as_ref().map(|r| r.query.clone()) else {
+            self.error("no query yet: type one (i) or wait for the stream".into());
+            return;
+        };
+        if self.db.is_none() {
+            self.error("neighbours need a database: press R to build one".into());
+            return;
+        }
+        self.neighbours = None;
+        self.neighbour_row = 0;
+        self.send(Request::Neighbours {
+            text: query,
+            layer: self.selected.0,
+            k: NEIGHBOURS,
+        });
+        if self.popup() != Some(Popup::Neighbours) {
+            self.popups.push(Popup::Neighbours);
+        }
+    }
+
+    /// The true similarity of `entry`'s map to the current query's exact
+    /// map at the selected head (`None` when it cannot serve the query).
+    pub fn similarity_to(&self, entry: u32) -> Option<f32> {
+        let result = self.current.as_ref()?;
+        let db = result.db.as_ref()?;
+        let (l, h) = self.selected;
+        let s = result.trace.tokens.len();
+        let theirs = db.map_values_for(entry as usize, l, h, s).ok()?;
+        Some(crate::eval::similarity(
+            &theirs,
+            &result.exact_maps[l][h],
+            s,
+        ))
     }
 
     /// The config file of the current state: model, database, the policy in
@@ -620,6 +675,21 @@ impl App {
             },
             Action::Confirm => match self.popup() {
                 Some(Popup::Database) => self.start_rebuild(),
+                Some(Popup::Neighbours) => {
+                    let chosen = self
+                        .neighbours
+                        .as_ref()
+                        .and_then(|n| n.entries.get(self.neighbour_row))
+                        .map(|n| n.entry);
+                    if let Some(entry) = chosen {
+                        self.compare = Some(entry);
+                        self.popups.pop();
+                        self.refresh_head_maps();
+                        self.info(format!(
+                            "the maps panel compares this query with entry #{entry} (a new query ends it)"
+                        ));
+                    }
+                }
                 None if self.focus == Panel::Query => self.on_action(Action::EditQuery),
                 None if self.focus == Panel::History => {
                     if let Some(item) = self.history.get(self.history_selected) {
@@ -639,6 +709,7 @@ impl App {
                 };
             }
             Action::Zoom => self.zoomed = !self.zoomed,
+            Action::Neighbours => self.ask_neighbours(),
             Action::Theme => {
                 let next = match self.theme.name() {
                     "dark" => "light",
@@ -689,6 +760,17 @@ impl App {
     /// Arrow keys: the popup's rows, else the focused panel.
     fn on_move(&mut self, action: Action) {
         let shape = *self.shape();
+        if self.popup() == Some(Popup::Neighbours) {
+            let rows = self.neighbours.as_ref().map_or(0, |n| n.entries.len());
+            match action {
+                Action::Up => self.neighbour_row = self.neighbour_row.saturating_sub(1),
+                Action::Down => {
+                    self.neighbour_row = (self.neighbour_row + 1).min(rows.saturating_sub(1))
+                }
+                _ => {}
+            }
+            return;
+        }
         if self.popup() == Some(Popup::Help) {
             match action {
                 Action::Up => self.help_scroll = self.help_scroll.saturating_sub(1),
@@ -741,8 +823,11 @@ impl App {
         self.head_maps = self.current.as_ref().map(|result| {
             let s = result.trace.tokens.len();
             let cached = result.db.as_ref().and_then(|db| {
-                let n = result.trace.layers.get(layer)?.neighbour.as_ref()?;
-                db.map_values_for(n.entry as usize, layer, head, s).ok()
+                let entry = match self.compare {
+                    Some(entry) => entry,
+                    None => result.trace.layers.get(layer)?.neighbour.as_ref()?.entry,
+                };
+                db.map_values_for(entry as usize, layer, head, s).ok()
             });
             HeadMaps {
                 layer,
@@ -960,6 +1045,17 @@ impl App {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 self.error(e);
             }
+            Event::Neighbours(Ok(list)) => {
+                if list.entries.is_empty() {
+                    self.info(format!(
+                        "no entry can serve this query at layer {}",
+                        list.layer
+                    ));
+                }
+                self.neighbours = Some(list);
+                self.neighbour_row = 0;
+            }
+            Event::Neighbours(Err(e)) => self.error(e),
             Event::Job { id, name, update } => {
                 // Updates of a job replaced since (a check superseded by
                 // the next threshold change) are stale.
@@ -1043,6 +1139,7 @@ impl App {
             self.info(truncation_note(trace.tokens.len()));
         }
         self.current = Some(result);
+        self.compare = None;
         self.refresh_head_maps();
     }
 

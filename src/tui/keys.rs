@@ -60,11 +60,13 @@ pub enum Action {
     SaveConfig,
     /// Cycle the theme.
     Theme,
+    /// The selected layer's nearest database entries, to compare against.
+    Neighbours,
 }
 
 impl Action {
     /// Every action, as the config file's `[keys]` table names them.
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 28] = [
         Action::Quit,
         Action::Help,
         Action::Close,
@@ -92,6 +94,7 @@ impl Action {
         Action::Overlay,
         Action::SaveConfig,
         Action::Theme,
+        Action::Neighbours,
     ];
 
     /// The action's name in the config file.
@@ -124,6 +127,7 @@ impl Action {
             Action::Overlay => "overlay",
             Action::SaveConfig => "save-config",
             Action::Theme => "theme",
+            Action::Neighbours => "neighbours",
         }
     }
 }
@@ -220,6 +224,7 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::Char('y') => Action::Overlay,
         KeyCode::Char('W') => Action::SaveConfig,
         KeyCode::Char('T') => Action::Theme,
+        KeyCode::Char('n') => Action::Neighbours,
         _ => return None,
     })
 }

@@ -8,7 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
-use crate::cache::{BuildOptions, DEFAULT_HNSW_MIN_BUCKET, Database, FeatureKind, Policy, build};
+use anyhow::Context;
+
+use crate::cache::{
+    BuildOptions, DEFAULT_HNSW_MIN_BUCKET, Database, FeatureKind, Neighbour, Policy, build,
+};
 use crate::data::{Corpus, CorpusOptions, CorpusSpec};
 use crate::engine::{Engine, Mode, Trace};
 use crate::eval::{
@@ -37,6 +41,15 @@ pub enum Request {
     StartJob(u64, JobRequest),
     /// Cancel the running job, if any.
     CancelJob,
+    /// The `k` nearest database entries of `text`'s `layer` input.
+    Neighbours {
+        /// The query as typed (run as the task prompt, like [`Request::Run`]).
+        text: String,
+        /// The layer whose input is looked up.
+        layer: usize,
+        /// How many.
+        k: usize,
+    },
 }
 
 /// A background job.
@@ -120,9 +133,22 @@ pub enum JobUpdate {
     Failed(String),
 }
 
+/// The nearest entries of one query at one layer.
+#[derive(Debug, Clone)]
+pub struct NeighbourList {
+    /// The query as typed.
+    pub query: String,
+    /// The layer.
+    pub layer: usize,
+    /// Entry and feature distance, nearest first.
+    pub entries: Vec<Neighbour>,
+}
+
 /// Everything the worker tells the UI.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// The answer to [`Request::Neighbours`] (or why there is none).
+    Neighbours(Result<NeighbourList, String>),
     /// A query finished.
     Ran(Box<QueryResult>),
     /// A query failed.
@@ -204,6 +230,9 @@ fn serve(
                 cancel(&mut job);
                 Ok(())
             }
+            Request::Neighbours { text, layer, k } => events.send(Event::Neighbours(
+                nearest(&engine, &text, layer, k).map_err(|e| format!("{e:#}")),
+            )),
         };
         if sent.is_err() {
             break;
@@ -218,6 +247,32 @@ fn cancel(job: &mut Option<(Arc<AtomicBool>, JoinHandle<()>)>) {
         flag.store(true, Ordering::Relaxed);
         let _ = handle.join();
     }
+}
+
+/// The `k` nearest entries of `query`'s `layer` input (exact scan, the
+/// engine's length policy).
+fn nearest(engine: &Engine, query: &str, layer: usize, k: usize) -> anyhow::Result<NeighbourList> {
+    let db = engine
+        .database()
+        .context("neighbours need a database: press R to build one")?;
+    let model = engine.model();
+    let text = task_text(model, query)?;
+    let tokenized = model.tokenizer.encode(&text)?;
+    let input = model.layer_input(&tokenized, layer)?;
+    let feature = db.query_feature(layer, &input)?;
+    let entries = db.index().search_k(
+        layer,
+        &feature,
+        tokenized.ids.len(),
+        engine.policy().lengths,
+        db.features(),
+        k,
+    );
+    Ok(NeighbourList {
+        query: query.to_string(),
+        layer,
+        entries,
+    })
 }
 
 /// One query: the engine's run plus the exact maps for the map view (the

@@ -159,6 +159,25 @@ fn token_labels(app: &App, maps: &HeadMaps, n: usize, width: usize) -> Vec<Line<
 
 /// The neighbour used by the selected layer: its text and distance.
 fn neighbour_lines(app: &App, width: usize) -> Vec<Line<'static>> {
+    let chosen = app
+        .compare
+        .zip(app.current.as_ref().and_then(|r| r.db.as_ref()))
+        .and_then(|(entry, db)| db.entries().get(entry as usize));
+    if let Some(e) = chosen {
+        return vec![
+            Line::from(Span::styled(
+                format!(
+                    "compared with entry #{} (chosen with n) · {} tokens · similarity {}",
+                    e.id,
+                    e.tokens,
+                    app.similarity_to(e.id)
+                        .map_or("–".into(), |s| format!("{s:.3}"))
+                ),
+                app.theme.dim(),
+            )),
+            Line::raw(shorten(crate::eval::task_input(&e.text), width)),
+        ];
+    }
     let layer = app
         .current
         .as_ref()

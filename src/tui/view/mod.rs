@@ -56,6 +56,7 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
         Some(Popup::Help) => popups::help(frame, area, app),
         Some(Popup::Thresholds) => popups::thresholds(frame, area, app),
         Some(Popup::Database) => popups::database(frame, area, app),
+        Some(Popup::Neighbours) => popups::neighbours(frame, area, app),
         None => {}
     }
 }

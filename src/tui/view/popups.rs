@@ -76,6 +76,63 @@ pub fn help(frame: &mut Frame, area: Rect, app: &mut App) {
     popup(frame, app, rect, &title, lines);
 }
 
+/// The selected layer's nearest entries: rank, entry, feature distance,
+/// the selected head's true similarity, text; Enter compares with one.
+pub fn neighbours(frame: &mut Frame, area: Rect, app: &App) {
+    let width = area.width.min(100);
+    let text_width = (width as usize).saturating_sub(36).max(10);
+    let (l, h) = app.selected;
+    let mut lines = vec![Line::from(Span::styled(
+        format!(
+            "{:<3}{:>7} {:>9} {:>10}  text (similarity: L{l} H{h}'s map vs the exact one)",
+            "", "entry", "distance", "similarity"
+        ),
+        app.theme.dim(),
+    ))];
+    let db = app.current.as_ref().and_then(|r| r.db.as_ref());
+    match (&app.neighbours, db) {
+        (None, _) | (_, None) => lines.push(Line::raw("finding the nearest entries…")),
+        (Some(list), Some(db)) => {
+            for (i, n) in list.entries.iter().enumerate() {
+                let text = db
+                    .entries()
+                    .get(n.entry as usize)
+                    .map_or("", |e| crate::eval::task_input(&e.text));
+                let style = if i == app.neighbour_row {
+                    app.theme.selected()
+                } else {
+                    Default::default()
+                };
+                lines.push(Line::from(Span::styled(
+                    format!(
+                        "{:<3}{:>7} {:>9.4} {:>10}  {}",
+                        i + 1,
+                        format!("#{}", n.entry),
+                        n.distance,
+                        app.similarity_to(n.entry)
+                            .map_or("–".into(), |s| format!("{s:.3}")),
+                        shorten(text, text_width)
+                    ),
+                    style,
+                )));
+            }
+            if list.entries.is_empty() {
+                lines.push(Line::raw(
+                    "no entry can serve this query (none of its length)",
+                ));
+            }
+        }
+    }
+    let rect = centred(area, width, lines.len() as u16 + 2);
+    popup(
+        frame,
+        app,
+        rect,
+        &format!("Nearest entries · layer {l} · Enter compares"),
+        lines,
+    );
+}
+
 /// `text` cut at spaces into lines of at most `width` characters (a word
 /// longer than `width` gets a line of its own).
 fn wrap_words(text: &str, width: usize) -> Vec<String> {
