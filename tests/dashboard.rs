@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use attncache::cache::{BuildOptions, Database, FeatureKind, ModelIdentity, Policy, build};
 use attncache::data::CorpusSpec;
 use attncache::engine::{Engine, HeadTrace, LayerTrace, Mode, NeighbourTrace, StageTimings, Trace};
+use attncache::eval::similarity;
 use attncache::model::{LayerTiming, Model, ModelShape};
-use attncache::tui::app::{App, AppConfig, HeadMaps, ModelInfo, Panel, Popup};
+use attncache::tui::app::{App, AppConfig, GridView, HeadMaps, ModelInfo, Panel, Popup};
 use attncache::tui::headless::{pump, screen_text, wait_idle};
 use attncache::tui::keys::parse_key;
 use attncache::tui::theme::Theme;
@@ -1034,4 +1035,37 @@ fn neighbours_are_listed_and_one_can_be_compared() {
         screen.contains(&format!("compared with entry #{chosen}")),
         "{screen}"
     );
+
+    // Pin that entry: the grid compares every head of the next query with it.
+    app.on_key(parse_key("n").unwrap());
+    wait_idle(&mut app, &events, Duration::from_secs(60)).unwrap();
+    app.on_key(parse_key("Down").unwrap());
+    app.on_key(parse_key("p").unwrap());
+    assert_eq!(
+        app.pinned.as_ref().unwrap().label,
+        format!("entry #{chosen}")
+    );
+    assert_eq!(app.grid_view, GridView::Pinned);
+    app.run_text("the film was bad".into());
+    wait_idle(&mut app, &events, Duration::from_secs(60)).unwrap();
+    let exact = app.current.as_ref().unwrap().exact_maps[1][0].clone();
+    let want = similarity(&db.map_values(chosen as usize, 1, 0).unwrap(), &exact, 6);
+    assert!((app.pinned_similarity(1, 0).unwrap() - want).abs() < 1e-6);
+    let screen = render(&mut app, 120, 40);
+    assert!(
+        screen.contains(&format!("vs pinned entry #{chosen}")),
+        "{screen}"
+    );
+    assert!(screen.contains(&format!("{want:.3}")), "{screen}");
+    // Pin a history item instead: its maps come from the engine thread.
+    while app.focus != Panel::History {
+        app.on_key(parse_key("Tab").unwrap());
+    }
+    app.on_key(parse_key("Down").unwrap());
+    app.on_key(parse_key("p").unwrap());
+    wait_idle(&mut app, &events, Duration::from_secs(60)).unwrap();
+    let pinned = app.pinned.as_ref().unwrap();
+    assert_eq!(pinned.label, "history: the movie was great");
+    let want = similarity(&pinned.maps[1][0], &exact, 6);
+    assert!((app.pinned_similarity(1, 0).unwrap() - want).abs() < 1e-6);
 }

@@ -289,6 +289,22 @@ fn markdown(data: &ReportData, command: &str, model: &str, files: &[String]) -> 
                 })
         );
     }
+    if let Some(types) = &data.evaluation.by_head_type {
+        let _ = writeln!(
+            md,
+            "\n## By head type\n\n| type | heads | hit rate | cacheability |\n|---|---|---|---|"
+        );
+        for t in types {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.2} % | {} |",
+                t.kind,
+                t.heads,
+                t.hit_rate * 100.0,
+                t.cacheability.map_or("–".into(), |c| format!("{c:.3}"))
+            );
+        }
+    }
     let _ = writeln!(
         md,
         "\n## Where reuse can pay\n\n![cacheability](cacheability.{ext})\n\n## Latency\n\n\

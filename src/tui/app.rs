@@ -19,7 +19,7 @@ use super::keys::{self, Action};
 use super::tally::HeadTally;
 use super::theme::Theme;
 use super::worker::{
-    Event, JobOutcome, JobRequest, JobUpdate, NeighbourList, QueryResult, Request,
+    Event, JobOutcome, JobRequest, JobUpdate, NeighbourList, Pinned, QueryResult, Request,
 };
 use crate::cache::policy::IDENTICAL;
 use crate::cache::{Database, Policy};
@@ -39,6 +39,9 @@ pub enum GridView {
     /// Every cached or shadow run of the session: mean true similarity and
     /// hit rate per head.
     Stream,
+    /// The current query against the pinned input: per head, the similarity
+    /// of the pinned map to the query's exact map.
+    Pinned,
 }
 
 /// Nearest entries `n` lists.
@@ -331,6 +334,10 @@ pub struct App {
     /// An entry the maps panel compares the current query against instead
     /// of the layer's neighbour (chosen in the neighbours popup).
     pub compare: Option<u32>,
+    /// The pinned input (`p`) the pinned grid view compares queries with.
+    pub pinned: Option<Pinned>,
+    /// True while the engine thread captures a history item's maps to pin.
+    pub capturing: bool,
     /// Key bindings (the defaults with a config file's overrides).
     pub keymap: KeyMap,
     /// Where `W` writes the config file (`None`: nowhere known).
@@ -430,6 +437,8 @@ impl App {
             neighbours: None,
             neighbour_row: 0,
             compare: None,
+            pinned: None,
+            capturing: false,
             keymap: KeyMap::default(),
             config_path: None,
             model_arg: None,
@@ -476,6 +485,45 @@ impl App {
         self.status = Some(Status { text, error: true });
     }
 
+    /// `p`: pins the neighbours popup's selected entry, or the focused
+    /// history's selected item (its maps captured on the engine thread), and
+    /// shows the pinned grid view.
+    fn pin(&mut self) {
+        if self.popup() == Some(Popup::Neighbours) {
+            let chosen = self
+                .neighbours
+                .as_ref()
+                .and_then(|n| n.entries.get(self.neighbour_row))
+                .map(|n| n.entry);
+            let pinned = chosen
+                .zip(self.db.clone())
+                .map(|(entry, db)| Pinned::entry(&db, entry));
+            match pinned {
+                Some(Ok(p)) => {
+                    self.info(format!("pinned {}; v shows queries against it", p.label));
+                    self.pinned = Some(p);
+                    self.popups.pop();
+                    self.grid_view = GridView::Pinned;
+                    self.refresh_head_maps();
+                }
+                Some(Err(e)) => self.error(format!("{e:#}")),
+                None => self.error("no entry selected".into()),
+            }
+            return;
+        }
+        match self.history.get(self.history_selected) {
+            Some(item) if self.focus == Panel::History => {
+                let text = item.text.clone();
+                self.send(Request::Capture(text));
+                self.capturing = true;
+                self.info("pinning: capturing its maps…".into());
+            }
+            _ => self.error(
+                "p pins the selected history item (focus the history with Tab) or an entry of the neighbours popup (n)".into(),
+            ),
+        }
+    }
+
     /// `n`: asks the worker for the selected layer's nearest entries of the
     /// current query and opens their popup.
     fn ask_neighbours(&mut self) {
@@ -497,6 +545,20 @@ impl App {
         if self.popup() != Some(Popup::Neighbours) {
             self.popups.push(Popup::Neighbours);
         }
+    }
+
+    /// Per head `(l, h)`, the similarity of the pinned input's map to the
+    /// current query's exact map (`None` without both, or when the pinned
+    /// input is shorter than the query).
+    pub fn pinned_similarity(&self, l: usize, h: usize) -> Option<f32> {
+        let result = self.current.as_ref()?;
+        let s = result.trace.tokens.len();
+        let theirs = self.pinned.as_ref()?.map_for(l, h, s)?;
+        Some(crate::eval::similarity(
+            &theirs,
+            result.exact_maps.get(l)?.get(h)?,
+            s,
+        ))
     }
 
     /// The true similarity of `entry`'s map to the current query's exact
@@ -703,11 +765,14 @@ impl App {
             Action::BudgetUp => self.budget = step_budget(self.budget, self.objective, true),
             Action::BudgetDown => self.budget = step_budget(self.budget, self.objective, false),
             Action::GridView => {
-                self.grid_view = match self.grid_view {
-                    GridView::Query => GridView::Stream,
-                    GridView::Stream => GridView::Query,
+                self.grid_view = match (self.grid_view, self.pinned.is_some()) {
+                    (GridView::Query, _) => GridView::Stream,
+                    (GridView::Stream, true) => GridView::Pinned,
+                    _ => GridView::Query,
                 };
+                self.refresh_head_maps();
             }
+            Action::Pin => self.pin(),
             Action::Zoom => self.zoomed = !self.zoomed,
             Action::Neighbours => self.ask_neighbours(),
             Action::Theme => {
@@ -822,12 +887,18 @@ impl App {
         let (layer, head) = self.selected;
         self.head_maps = self.current.as_ref().map(|result| {
             let s = result.trace.tokens.len();
-            let cached = result.db.as_ref().and_then(|db| {
-                let entry = match self.compare {
-                    Some(entry) => entry,
-                    None => result.trace.layers.get(layer)?.neighbour.as_ref()?.entry,
-                };
-                db.map_values_for(entry as usize, layer, head, s).ok()
+            let pinned = match (self.grid_view, &self.pinned) {
+                (GridView::Pinned, Some(p)) => Some(p.map_for(layer, head, s)),
+                _ => None,
+            };
+            let cached = pinned.unwrap_or_else(|| {
+                result.db.as_ref().and_then(|db| {
+                    let entry = match self.compare {
+                        Some(entry) => entry,
+                        None => result.trace.layers.get(layer)?.neighbour.as_ref()?.entry,
+                    };
+                    db.map_values_for(entry as usize, layer, head, s).ok()
+                })
             });
             HeadMaps {
                 layer,
@@ -1056,6 +1127,20 @@ impl App {
                 self.neighbour_row = 0;
             }
             Event::Neighbours(Err(e)) => self.error(e),
+            Event::Captured(Ok(pinned)) => {
+                self.capturing = false;
+                self.info(format!(
+                    "pinned {}; v shows queries against it",
+                    pinned.label
+                ));
+                self.pinned = Some(pinned);
+                self.grid_view = GridView::Pinned;
+                self.refresh_head_maps();
+            }
+            Event::Captured(Err(e)) => {
+                self.capturing = false;
+                self.error(e);
+            }
             Event::Job { id, name, update } => {
                 // Updates of a job replaced since (a check superseded by
                 // the next threshold change) are stale.

@@ -62,11 +62,13 @@ pub enum Action {
     Theme,
     /// The selected layer's nearest database entries, to compare against.
     Neighbours,
+    /// Pin the selected history item or neighbour entry for comparison.
+    Pin,
 }
 
 impl Action {
     /// Every action, as the config file's `[keys]` table names them.
-    pub const ALL: [Action; 28] = [
+    pub const ALL: [Action; 29] = [
         Action::Quit,
         Action::Help,
         Action::Close,
@@ -95,6 +97,7 @@ impl Action {
         Action::SaveConfig,
         Action::Theme,
         Action::Neighbours,
+        Action::Pin,
     ];
 
     /// The action's name in the config file.
@@ -128,6 +131,7 @@ impl Action {
             Action::SaveConfig => "save-config",
             Action::Theme => "theme",
             Action::Neighbours => "neighbours",
+            Action::Pin => "pin",
         }
     }
 }
@@ -159,7 +163,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "v",
-        "grid: this query ↔ the stream so far (mean true similarity, hit rate per head)",
+        "grid: this query → the stream so far (mean true similarity, hit rate per head) → the pinned input",
     ),
     ("z", "zoom the focused panel to the whole screen and back"),
     (
@@ -225,6 +229,7 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::Char('W') => Action::SaveConfig,
         KeyCode::Char('T') => Action::Theme,
         KeyCode::Char('n') => Action::Neighbours,
+        KeyCode::Char('p') => Action::Pin,
         _ => return None,
     })
 }

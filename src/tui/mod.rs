@@ -101,7 +101,8 @@ impl Interactive for App {
     }
 
     fn busy(&self) -> Option<String> {
-        let finding = self.popup() == Some(app::Popup::Neighbours) && self.neighbours.is_none();
+        let finding = self.capturing
+            || self.popup() == Some(app::Popup::Neighbours) && self.neighbours.is_none();
         (self.in_flight > 0 || self.job.is_some() || self.exporting() || finding).then(|| {
             format!(
                 "the engine ({} queries, job {:?})",

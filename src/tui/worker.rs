@@ -12,6 +12,7 @@ use anyhow::Context;
 
 use crate::cache::{
     BuildOptions, DEFAULT_HNSW_MIN_BUCKET, Database, FeatureKind, Neighbour, Policy, build,
+    crop_map,
 };
 use crate::data::{Corpus, CorpusOptions, CorpusSpec};
 use crate::engine::{Engine, Mode, Trace};
@@ -41,6 +42,8 @@ pub enum Request {
     StartJob(u64, JobRequest),
     /// Cancel the running job, if any.
     CancelJob,
+    /// Every exact map of a text, to pin it.
+    Capture(String),
     /// The `k` nearest database entries of `text`'s `layer` input.
     Neighbours {
         /// The query as typed (run as the task prompt, like [`Request::Run`]).
@@ -144,11 +147,58 @@ pub struct NeighbourList {
     pub entries: Vec<Neighbour>,
 }
 
+/// An input whose maps the next queries are compared with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pinned {
+    /// What it is, for titles (`"history: …"`, `"entry #12"`).
+    pub label: String,
+    /// Its token count.
+    pub tokens: usize,
+    /// Every exact map, `[S·S]` by layer then head.
+    pub maps: Vec<Vec<Vec<f32>>>,
+}
+
+impl Pinned {
+    /// Database entry `entry`'s stored maps.
+    pub fn entry(db: &Database, entry: u32) -> anyhow::Result<Self> {
+        let e = db
+            .entries()
+            .get(entry as usize)
+            .with_context(|| format!("no entry #{entry}"))?;
+        let shape = db.manifest().model.shape;
+        let maps = (0..shape.layers)
+            .map(|l| {
+                (0..shape.heads)
+                    .map(|h| Ok(db.map_values(entry as usize, l, h)?))
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            label: format!("entry #{entry}"),
+            tokens: e.tokens,
+            maps,
+        })
+    }
+
+    /// Its map of head `(l, h)` fitted to a query of `s` tokens: as it is
+    /// at the same length, cropped when longer, `None` when shorter.
+    pub fn map_for(&self, l: usize, h: usize, s: usize) -> Option<Vec<f32>> {
+        let map = self.maps.get(l)?.get(h)?;
+        match self.tokens.cmp(&s) {
+            std::cmp::Ordering::Equal => Some(map.clone()),
+            std::cmp::Ordering::Greater => Some(crop_map(map, self.tokens, s)),
+            std::cmp::Ordering::Less => None,
+        }
+    }
+}
+
 /// Everything the worker tells the UI.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The answer to [`Request::Neighbours`] (or why there is none).
     Neighbours(Result<NeighbourList, String>),
+    /// The answer to [`Request::Capture`].
+    Captured(Result<Pinned, String>),
     /// A query finished.
     Ran(Box<QueryResult>),
     /// A query failed.
@@ -230,6 +280,9 @@ fn serve(
                 cancel(&mut job);
                 Ok(())
             }
+            Request::Capture(text) => events.send(Event::Captured(
+                capture(&engine, &text).map_err(|e| format!("{e:#}")),
+            )),
             Request::Neighbours { text, layer, k } => events.send(Event::Neighbours(
                 nearest(&engine, &text, layer, k).map_err(|e| format!("{e:#}")),
             )),
@@ -247,6 +300,27 @@ fn cancel(job: &mut Option<(Arc<AtomicBool>, JoinHandle<()>)>) {
         flag.store(true, Ordering::Relaxed);
         let _ = handle.join();
     }
+}
+
+/// Every exact map of `query` (run as the task prompt).
+fn capture(engine: &Engine, query: &str) -> anyhow::Result<Pinned> {
+    let model = engine.model();
+    let tokenized = model.tokenizer.encode(&task_text(model, query)?)?;
+    let maps = model
+        .capture_maps(&tokenized)?
+        .into_iter()
+        .map(|layer| {
+            layer
+                .into_iter()
+                .map(|m| Ok(m.flatten_all()?.to_vec1::<f32>()?))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Pinned {
+        label: format!("history: {}", crate::text::shorten(query, 40)),
+        tokens: tokenized.ids.len(),
+        maps,
+    })
 }
 
 /// The `k` nearest entries of `query`'s `layer` input (exact scan, the

@@ -38,6 +38,14 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
                 "predicted similarity"
             }
         ),
+        GridView::Pinned => format!(
+            "Layer × head · vs pinned {} · L{sl} H{sh}: similarity {}",
+            app.pinned
+                .as_ref()
+                .map_or("(nothing)", |p| p.label.as_str()),
+            app.pinned_similarity(sl, sh)
+                .map_or("–".into(), |v| format!("{v:.3}")),
+        ),
         GridView::Stream => format!(
             "Layer × head · stream so far, {} runs · L{sl} H{sh}: similarity {}, hits {}",
             app.tally.queries,
@@ -83,6 +91,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
             let (text, value) = match app.grid_view {
                 GridView::Query => query_cell(layers, l, h, shadow, cell),
                 GridView::Stream => stream_cell(app, l, h, cell),
+                GridView::Pinned => match app.pinned_similarity(l, h) {
+                    Some(v) => (
+                        cell_text(false, Some(v), cell).replacen(MISS, " ", 1),
+                        Some(v),
+                    ),
+                    None => (format!("{:^cell$}", "–"), None),
+                },
             };
             let (text, value) = overlay(app, l, h, cell, text, value);
             let mut style = app.theme.similarity(value);
@@ -209,6 +224,7 @@ fn legend(app: &App) -> Line<'static> {
         (Overlay::Entropy, _) => "colour, digits = row entropy  ".to_string(),
         (_, GridView::Query) => format!("{HIT} hit  {MISS} miss  – no neighbour  "),
         (_, GridView::Stream) => format!("{HIT} ≥½ hit {SOME_HITS} some {MISS} none  "),
+        (_, GridView::Pinned) => "similarity of the pinned input's map  ".to_string(),
     })];
     if app.theme.color {
         spans.push(Span::raw("0 "));

@@ -6,7 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::super::app::{App, HeadMaps, Panel};
+use super::super::app::{App, GridView, HeadMaps, Panel};
 use super::{heatmap, panel_block, shorten};
 
 /// Draws the maps panel.
@@ -159,6 +159,15 @@ fn token_labels(app: &App, maps: &HeadMaps, n: usize, width: usize) -> Vec<Line<
 
 /// The neighbour used by the selected layer: its text and distance.
 fn neighbour_lines(app: &App, width: usize) -> Vec<Line<'static>> {
+    if let (GridView::Pinned, Some(p)) = (app.grid_view, &app.pinned) {
+        return vec![Line::from(Span::styled(
+            format!(
+                "compared with the pinned {} · {} tokens (v switches back)",
+                p.label, p.tokens
+            ),
+            app.theme.dim(),
+        ))];
+    }
     let chosen = app
         .compare
         .zip(app.current.as_ref().and_then(|r| r.db.as_ref()))
