@@ -765,12 +765,16 @@ impl App {
             Action::BudgetUp => self.budget = step_budget(self.budget, self.objective, true),
             Action::BudgetDown => self.budget = step_budget(self.budget, self.objective, false),
             Action::GridView => {
-                self.grid_view = match (self.grid_view, self.pinned.is_some()) {
+                let before = self.grid_view;
+                self.grid_view = match (before, self.pinned.is_some()) {
                     (GridView::Query, _) => GridView::Stream,
                     (GridView::Stream, true) => GridView::Pinned,
                     _ => GridView::Query,
                 };
-                self.refresh_head_maps();
+                // The maps panel shows the pinned map in the pinned view only.
+                if (before == GridView::Pinned) != (self.grid_view == GridView::Pinned) {
+                    self.refresh_head_maps();
+                }
             }
             Action::Pin => self.pin(),
             Action::Zoom => self.zoomed = !self.zoomed,
