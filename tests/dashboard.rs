@@ -836,31 +836,7 @@ fn the_type_overlay_shows_the_databases_head_types() {
         "a movie and a plot",
         "great fun",
     ];
-    let corpus = attncache::data::Corpus {
-        name: "tiny".into(),
-        items: texts
-            .iter()
-            .map(|t| attncache::data::Item {
-                text: t.to_string(),
-                label: None,
-            })
-            .collect(),
-    };
-    build(
-        &model,
-        &corpus,
-        &dir.path().join("db"),
-        BuildOptions {
-            feature: FeatureKind::Pooled,
-            hnsw_min_bucket: 8192,
-        },
-        &mut |_, _| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    let db = Arc::new(
-        Database::open(&dir.path().join("db"), &ModelIdentity::of(&model).unwrap()).unwrap(),
-    );
+    let db = Arc::new(common::tiny_database(&model, &texts, dir.path()));
     let shape = *model.shape();
     let (tx, _rx) = channel();
     let mut app = App::new(
@@ -962,31 +938,7 @@ fn neighbours_are_listed_and_one_can_be_compared() {
         "the film is fun",
         "a movie and a plot",
     ];
-    let corpus = attncache::data::Corpus {
-        name: "tiny".into(),
-        items: texts
-            .iter()
-            .map(|t| attncache::data::Item {
-                text: t.to_string(),
-                label: None,
-            })
-            .collect(),
-    };
-    build(
-        &model,
-        &corpus,
-        &dir.path().join("db"),
-        BuildOptions {
-            feature: FeatureKind::Pooled,
-            hnsw_min_bucket: 8192,
-        },
-        &mut |_, _| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    let db = Arc::new(
-        Database::open(&dir.path().join("db"), &ModelIdentity::of(&model).unwrap()).unwrap(),
-    );
+    let db = Arc::new(common::tiny_database(&model, &texts, dir.path()));
     let shape = *model.shape();
     let policy = Policy::global(&shape, 0.0);
     let engine = Engine::new(model.clone(), db.clone(), policy.clone()).unwrap();

@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-
-use attncache::cache::{BuildOptions, Database, FeatureKind, ModelIdentity, build};
 use attncache::data::{Corpus, Item};
 use attncache::eval::{ORACLE_SCALE, oracle_choices, oracle_frontier, similarity};
 use common::tiny_model;
@@ -39,19 +36,7 @@ const ENTRIES: [&str; 8] = [
 fn the_oracle_picks_the_truly_most_similar_same_length_entry_for_every_head() {
     let (_model_dir, model) = tiny_model();
     let dir = tempfile::tempdir().unwrap();
-    build(
-        &model,
-        &corpus(&ENTRIES),
-        &dir.path().join("db"),
-        BuildOptions {
-            feature: FeatureKind::Pooled,
-            hnsw_min_bucket: 8192,
-        },
-        &mut |_, _| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    let db = Database::open(&dir.path().join("db"), &ModelIdentity::of(&model).unwrap()).unwrap();
+    let db = common::tiny_database(&model, &ENTRIES, dir.path());
     let shape = *model.shape();
 
     for query in [
@@ -139,19 +124,7 @@ fn the_oracle_picks_the_truly_most_similar_same_length_entry_for_every_head() {
 fn the_oracle_frontier_reuses_more_as_its_knob_loosens() {
     let (_model_dir, model) = tiny_model();
     let dir = tempfile::tempdir().unwrap();
-    build(
-        &model,
-        &corpus(&ENTRIES),
-        &dir.path().join("db"),
-        BuildOptions {
-            feature: FeatureKind::Pooled,
-            hnsw_min_bucket: 8192,
-        },
-        &mut |_, _| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    let db = Database::open(&dir.path().join("db"), &ModelIdentity::of(&model).unwrap()).unwrap();
+    let db = common::tiny_database(&model, &ENTRIES, dir.path());
     let queries = corpus(&[
         "the movie was great",
         "the film was bad",

@@ -238,6 +238,15 @@ impl Database {
         }
     }
 
+    /// The numbers of the entries of exactly `tokens` tokens.
+    pub fn entries_of_length(&self, tokens: usize) -> Vec<usize> {
+        self.entries
+            .iter()
+            .filter(|e| e.tokens == tokens)
+            .map(|e| e.id as usize)
+            .collect()
+    }
+
     /// The entry whose text is exactly `text`, if any.
     pub fn find_text(&self, text: &str) -> Option<u32> {
         self.by_text.get(text).copied()

@@ -51,12 +51,7 @@ pub fn oracle_choices(
 ) -> anyhow::Result<Vec<Vec<Option<OracleChoice>>>> {
     let shape = *model.shape();
     let s = text.ids.len();
-    let candidates: Vec<usize> = db
-        .entries()
-        .iter()
-        .filter(|e| e.tokens == s)
-        .map(|e| e.id as usize)
-        .collect();
+    let candidates = db.entries_of_length(s);
     if candidates.is_empty() {
         return Ok(vec![vec![None; shape.heads]; shape.layers]);
     }

@@ -61,12 +61,7 @@ pub fn retrieval_quality(
         progress(i + 1, corpus.items.len());
         let tokenized = model.tokenize(&[item.text.as_str()])?;
         let s = tokenized[0].ids.len();
-        let candidates: Vec<usize> = db
-            .entries()
-            .iter()
-            .filter(|e| e.tokens == s)
-            .map(|e| e.id as usize)
-            .collect();
+        let candidates = db.entries_of_length(s);
         if candidates.is_empty() {
             continue;
         }

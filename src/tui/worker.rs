@@ -302,20 +302,23 @@ fn cancel(job: &mut Option<(Arc<AtomicBool>, JoinHandle<()>)>) {
     }
 }
 
-/// Every exact map of `query` (run as the task prompt).
-fn capture(engine: &Engine, query: &str) -> anyhow::Result<Pinned> {
-    let model = engine.model();
-    let tokenized = model.tokenizer.encode(&task_text(model, query)?)?;
-    let maps = model
-        .capture_maps(&tokenized)?
-        .into_iter()
+/// `[S, S]` map tensors by layer then head as row-major vectors.
+fn flat_maps(maps: Vec<Vec<candle_core::Tensor>>) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
+    maps.into_iter()
         .map(|layer| {
             layer
                 .into_iter()
                 .map(|m| Ok(m.flatten_all()?.to_vec1::<f32>()?))
-                .collect::<anyhow::Result<Vec<_>>>()
+                .collect()
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect()
+}
+
+/// Every exact map of `query` (run as the task prompt).
+fn capture(engine: &Engine, query: &str) -> anyhow::Result<Pinned> {
+    let model = engine.model();
+    let tokenized = model.tokenizer.encode(&task_text(model, query)?)?;
+    let maps = flat_maps(model.capture_maps(&tokenized)?)?;
     Ok(Pinned {
         label: format!("history: {}", crate::text::shorten(query, 40)),
         tokens: tokenized.ids.len(),
@@ -361,15 +364,7 @@ fn run_query(engine: &Engine, query: &str, mode: Mode) -> anyhow::Result<QueryRe
             model.capture_maps(&model.tokenizer.encode(text)?)?
         }
     };
-    let exact_maps = maps
-        .into_iter()
-        .map(|layer| {
-            layer
-                .into_iter()
-                .map(|m| Ok(m.flatten_all()?.to_vec1::<f32>()?))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let exact_maps = flat_maps(maps)?;
     Ok(QueryResult {
         query: query.to_string(),
         trace: run.trace,

@@ -379,3 +379,31 @@ pub fn smollm2() -> &'static Model {
     MODEL
         .get_or_init(|| Model::load(&ModelSource::Smollm2, &Device::Cpu, "the test suite").unwrap())
 }
+
+/// A database of `texts` (unlabelled) built for `model` in `dir/db`, opened.
+pub fn tiny_database(model: &Model, texts: &[&str], dir: &Path) -> attncache::cache::Database {
+    use attncache::cache::{BuildOptions, Database, FeatureKind, ModelIdentity, build};
+    let corpus = attncache::data::Corpus {
+        name: "tiny".into(),
+        items: texts
+            .iter()
+            .map(|t| attncache::data::Item {
+                text: t.to_string(),
+                label: None,
+            })
+            .collect(),
+    };
+    build(
+        model,
+        &corpus,
+        &dir.join("db"),
+        BuildOptions {
+            feature: FeatureKind::Pooled,
+            hnsw_min_bucket: 8192,
+        },
+        &mut |_, _| {},
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .unwrap();
+    Database::open(&dir.join("db"), &ModelIdentity::of(model).unwrap()).unwrap()
+}
