@@ -1020,4 +1020,29 @@ fn neighbours_are_listed_and_one_can_be_compared() {
     assert_eq!(pinned.label, "history: the movie was great");
     let want = similarity(&pinned.maps[1][0], &exact, 6);
     assert!((app.pinned_similarity(1, 0).unwrap() - want).abs() < 1e-6);
+
+    // `/` searches the database's texts as one types; Enter pins the match.
+    app.on_key(parse_key("/").unwrap());
+    assert_eq!(app.popup(), Some(Popup::Search));
+    for c in "PLOT".chars() {
+        app.on_key(parse_key(&c.to_string()).unwrap());
+    }
+    assert_eq!(app.search.matches, vec![1, 4]);
+    let screen = render(&mut app, 120, 40);
+    assert!(
+        screen.contains("2 matches") && screen.contains("a movie and a plot"),
+        "{screen}"
+    );
+    app.on_key(parse_key("Down").unwrap());
+    app.on_key(parse_key("Enter").unwrap());
+    assert_eq!(app.popup(), None);
+    assert_eq!(app.pinned.as_ref().unwrap().label, "entry #4");
+    app.on_key(parse_key("/").unwrap());
+    app.on_key(parse_key("z").unwrap());
+    assert!(
+        app.search.matches.is_empty() && !app.zoomed,
+        "typing is not a command"
+    );
+    app.on_key(parse_key("Esc").unwrap());
+    assert_eq!(app.popup(), None);
 }

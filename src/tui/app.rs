@@ -44,6 +44,20 @@ pub enum GridView {
     Pinned,
 }
 
+/// Most matches the search popup lists.
+pub const SEARCH_MATCHES: usize = 200;
+
+/// The search popup (`/`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchState {
+    /// What is typed.
+    pub input: String,
+    /// Entries whose text contains it (case-insensitive), in entry order.
+    pub matches: Vec<u32>,
+    /// The selected match.
+    pub row: usize,
+}
+
 /// Nearest entries `n` lists.
 pub const NEIGHBOURS: usize = 5;
 
@@ -107,6 +121,8 @@ pub enum Popup {
     Database,
     /// The selected layer's nearest entries.
     Neighbours,
+    /// Searching the database's texts.
+    Search,
 }
 
 /// One finished query in the history.
@@ -338,6 +354,8 @@ pub struct App {
     pub pinned: Option<Pinned>,
     /// True while the engine thread captures a history item's maps to pin.
     pub capturing: bool,
+    /// The search popup's text, matches (entry numbers) and selected row.
+    pub search: SearchState,
     /// Key bindings (the defaults with a config file's overrides).
     pub keymap: KeyMap,
     /// Where `W` writes the config file (`None`: nowhere known).
@@ -439,6 +457,7 @@ impl App {
             compare: None,
             pinned: None,
             capturing: false,
+            search: SearchState::default(),
             keymap: KeyMap::default(),
             config_path: None,
             model_arg: None,
@@ -618,6 +637,9 @@ impl App {
         if self.popup() == Some(Popup::Database) && self.on_form_key(key) {
             return;
         }
+        if self.popup() == Some(Popup::Search) && self.on_search_key(key) {
+            return;
+        }
         if let Some(action) = self.keymap.action(key) {
             self.on_action(action);
         }
@@ -650,6 +672,45 @@ impl App {
     }
 
     /// Keys typed into the rebuild form; true when consumed.
+    /// Keys typed into the search popup (true when used).
+    fn on_search_key(&mut self, key: KeyEvent) -> bool {
+        match key.code {
+            KeyCode::Backspace => {
+                self.search.input.pop();
+            }
+            KeyCode::Char(c)
+                if !key
+                    .modifiers
+                    .contains(crossterm::event::KeyModifiers::CONTROL) =>
+            {
+                self.search.input.push(c);
+            }
+            _ => return false,
+        }
+        self.find_matches();
+        true
+    }
+
+    /// The database entries whose text contains the search input.
+    fn find_matches(&mut self) {
+        let needle = self.search.input.to_lowercase();
+        self.search.row = 0;
+        self.search.matches = match (&self.db, needle.is_empty()) {
+            (Some(db), false) => db
+                .entries()
+                .iter()
+                .filter(|e| {
+                    crate::eval::task_input(&e.text)
+                        .to_lowercase()
+                        .contains(&needle)
+                })
+                .map(|e| e.id)
+                .take(SEARCH_MATCHES)
+                .collect(),
+            _ => Vec::new(),
+        };
+    }
+
     fn on_form_key(&mut self, key: KeyEvent) -> bool {
         let field = match self.rebuild.field {
             0 => &mut self.rebuild.corpus,
@@ -737,6 +798,25 @@ impl App {
             },
             Action::Confirm => match self.popup() {
                 Some(Popup::Database) => self.start_rebuild(),
+                Some(Popup::Search) => {
+                    let chosen = self.search.matches.get(self.search.row).copied();
+                    match chosen.zip(self.db.clone()) {
+                        Some((entry, db)) => match Pinned::entry(&db, entry) {
+                            Ok(p) => {
+                                self.info(format!(
+                                    "pinned {}; v shows queries against it",
+                                    p.label
+                                ));
+                                self.pinned = Some(p);
+                                self.popups.pop();
+                                self.grid_view = GridView::Pinned;
+                                self.refresh_head_maps();
+                            }
+                            Err(e) => self.error(format!("{e:#}")),
+                        },
+                        None => self.error("no matching entry".into()),
+                    }
+                }
                 Some(Popup::Neighbours) => {
                     let chosen = self
                         .neighbours
@@ -777,6 +857,14 @@ impl App {
                 }
             }
             Action::Pin => self.pin(),
+            Action::Search => {
+                if self.db.is_none() {
+                    self.error("search needs a database: press R to build one".into());
+                } else if self.popup() != Some(Popup::Search) {
+                    self.search = SearchState::default();
+                    self.popups.push(Popup::Search);
+                }
+            }
             Action::Zoom => self.zoomed = !self.zoomed,
             Action::Neighbours => self.ask_neighbours(),
             Action::Theme => {
@@ -829,6 +917,15 @@ impl App {
     /// Arrow keys: the popup's rows, else the focused panel.
     fn on_move(&mut self, action: Action) {
         let shape = *self.shape();
+        if self.popup() == Some(Popup::Search) {
+            let rows = self.search.matches.len();
+            match action {
+                Action::Up => self.search.row = self.search.row.saturating_sub(1),
+                Action::Down => self.search.row = (self.search.row + 1).min(rows.saturating_sub(1)),
+                _ => {}
+            }
+            return;
+        }
         if self.popup() == Some(Popup::Neighbours) {
             let rows = self.neighbours.as_ref().map_or(0, |n| n.entries.len());
             match action {

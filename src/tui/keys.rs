@@ -64,11 +64,13 @@ pub enum Action {
     Neighbours,
     /// Pin the selected history item or neighbour entry for comparison.
     Pin,
+    /// Search the database's texts.
+    Search,
 }
 
 impl Action {
     /// Every action, as the config file's `[keys]` table names them.
-    pub const ALL: [Action; 29] = [
+    pub const ALL: [Action; 30] = [
         Action::Quit,
         Action::Help,
         Action::Close,
@@ -98,6 +100,7 @@ impl Action {
         Action::Theme,
         Action::Neighbours,
         Action::Pin,
+        Action::Search,
     ];
 
     /// The action's name in the config file.
@@ -132,6 +135,7 @@ impl Action {
             Action::Theme => "theme",
             Action::Neighbours => "neighbours",
             Action::Pin => "pin",
+            Action::Search => "search",
         }
     }
 }
@@ -146,7 +150,11 @@ pub const HELP: &[(&str, &str)] = &[
         "cycle focus: query, history, grid, maps, latency",
     ),
     ("←↓↑→  hjkl", "move in the grid, the history and popups"),
-    ("i  /", "type a query; Enter runs it"),
+    ("i", "type a query; Enter runs it"),
+    (
+        "/",
+        "search the database's texts as you type; Enter pins the selected entry",
+    ),
     ("Space", "pause / resume the demo stream"),
     ("m", "mode: exact → cached → shadow"),
     (
@@ -210,7 +218,8 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::Down | KeyCode::Char('j') => Action::Down,
         KeyCode::Left | KeyCode::Char('h') => Action::Left,
         KeyCode::Right | KeyCode::Char('l') => Action::Right,
-        KeyCode::Char('i') | KeyCode::Char('/') => Action::EditQuery,
+        KeyCode::Char('i') => Action::EditQuery,
+        KeyCode::Char('/') => Action::Search,
         KeyCode::Char(' ') => Action::TogglePause,
         KeyCode::Char('m') => Action::CycleMode,
         KeyCode::Char('+') | KeyCode::Char('=') => Action::Loosen,
@@ -303,7 +312,8 @@ mod tests {
     fn documented_keys_map_to_their_actions() {
         let key = |c| action(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
         assert_eq!(key('q'), Some(Action::Quit));
-        assert_eq!(key('/'), Some(Action::EditQuery));
+        assert_eq!(key('/'), Some(Action::Search));
+        assert_eq!(key('i'), Some(Action::EditQuery));
         assert_eq!(key('j'), Some(Action::Down));
         assert_eq!(key('R'), Some(Action::Rebuild));
         assert_eq!(key('x'), None);

@@ -57,6 +57,7 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
         Some(Popup::Thresholds) => popups::thresholds(frame, area, app),
         Some(Popup::Database) => popups::database(frame, area, app),
         Some(Popup::Neighbours) => popups::neighbours(frame, area, app),
+        Some(Popup::Search) => popups::search(frame, area, app),
         None => {}
     }
 }

@@ -84,7 +84,7 @@ pub fn neighbours(frame: &mut Frame, area: Rect, app: &App) {
     let (l, h) = app.selected;
     let mut lines = vec![Line::from(Span::styled(
         format!(
-            "{:<3}{:>7} {:>9} {:>10}  text (similarity: L{l} H{h}'s map vs the exact one)",
+            "{:<3}{:>7} {:>9} {:>10}  text (similarity: L{l} H{h} vs exact)",
             "", "entry", "distance", "similarity"
         ),
         app.theme.dim(),
@@ -131,6 +131,51 @@ pub fn neighbours(frame: &mut Frame, area: Rect, app: &App) {
         &format!("Nearest entries · layer {l} · Enter compares"),
         lines,
     );
+}
+
+/// The search popup: the typed text and the matching entries around the
+/// selected one; Enter pins it.
+pub fn search(frame: &mut Frame, area: Rect, app: &App) {
+    let width = area.width.min(100);
+    let rows = (area.height as usize).saturating_sub(8).clamp(3, 15);
+    let search = &app.search;
+    let mut lines = vec![
+        Line::from(vec![
+            Span::raw("find: "),
+            Span::styled(format!("{}▏", search.input), app.theme.selected()),
+        ]),
+        Line::from(Span::styled(
+            match (search.input.is_empty(), search.matches.len()) {
+                (true, _) => "type part of a text".to_string(),
+                (false, 0) => "no entry contains it".to_string(),
+                (false, n) if n >= crate::tui::app::SEARCH_MATCHES => format!("first {n} matches"),
+                (false, n) => format!("{n} matches"),
+            },
+            app.theme.dim(),
+        )),
+    ];
+    let first = search.row.saturating_sub(rows - 1);
+    let db = app.db.as_ref();
+    for (i, &entry) in search.matches.iter().enumerate().skip(first).take(rows) {
+        let text = db
+            .and_then(|db| db.entries().get(entry as usize))
+            .map_or("", |e| crate::eval::task_input(&e.text));
+        let style = if i == search.row {
+            app.theme.selected()
+        } else {
+            Default::default()
+        };
+        lines.push(Line::from(Span::styled(
+            format!(
+                "{:>7}  {}",
+                format!("#{entry}"),
+                shorten(text, (width as usize).saturating_sub(13))
+            ),
+            style,
+        )));
+    }
+    let rect = centred(area, width, rows as u16 + 4);
+    popup(frame, app, rect, "Search the database · Enter pins", lines);
 }
 
 /// `text` cut at spaces into lines of at most `width` characters (a word

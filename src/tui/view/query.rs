@@ -31,10 +31,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         ));
         Line::from(vec![Span::raw("> "), Span::raw(shown)])
     } else if app.input.is_empty() {
-        Line::from(Span::styled(
-            "press i or / to type a query",
-            app.theme.dim(),
-        ))
+        Line::from(Span::styled("press i to type a query", app.theme.dim()))
     } else {
         Line::from(Span::raw(shorten(&app.input, width)))
     };
