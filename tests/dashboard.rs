@@ -871,6 +871,34 @@ fn the_type_overlay_shows_the_databases_head_types() {
     assert!(screen.contains(&digits), "entropy {e}\n{screen}");
     app.on_key(parse_key("y").unwrap());
     assert!(!render_panel(&mut app, Panel::Grid, 80, 12).contains("row entropy"));
+
+    // The thresholds popup filters by type: `+` then scales that type only.
+    let kind = types.heads[0][0].kind;
+    app.on_key(parse_key("t").unwrap());
+    for _ in 0..6 {
+        if app.type_filter == Some(kind) {
+            break;
+        }
+        app.on_key(parse_key("f").unwrap());
+    }
+    assert_eq!(app.type_filter, Some(kind));
+    let screen = render(&mut app, 120, 40);
+    assert!(
+        screen.contains(&format!("{} heads only", kind.name())),
+        "{screen}"
+    );
+    app.on_key(parse_key("+").unwrap());
+    for l in 0..shape.layers {
+        for h in 0..shape.heads {
+            let want = if types.heads[l][h].kind == kind {
+                0.125
+            } else {
+                0.1
+            };
+            let got = app.policy.max_distance[l][h];
+            assert!((got - want).abs() < 1e-6, "L{l}H{h}: {got} vs {want}");
+        }
+    }
 }
 
 /// `T` cycles the themes (dark → light → 16 → mono) and `W` writes the

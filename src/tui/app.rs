@@ -21,6 +21,7 @@ use super::theme::Theme;
 use super::worker::{
     Event, JobOutcome, JobRequest, JobUpdate, NeighbourList, Pinned, QueryResult, Request,
 };
+use crate::cache::HeadType;
 use crate::cache::policy::IDENTICAL;
 use crate::cache::{Database, Policy};
 use crate::engine::{Mode, StageTimings};
@@ -356,6 +357,10 @@ pub struct App {
     pub capturing: bool,
     /// The search popup's text, matches (entry numbers) and selected row.
     pub search: SearchState,
+    /// The thresholds popup shows and `+`/`-` scale only heads of this type.
+    pub type_filter: Option<HeadType>,
+    /// Scale on the thresholds of each head type (order of [`HeadType::ALL`]).
+    pub type_scale: [f32; 6],
     /// Key bindings (the defaults with a config file's overrides).
     pub keymap: KeyMap,
     /// Where `W` writes the config file (`None`: nowhere known).
@@ -458,6 +463,8 @@ impl App {
             pinned: None,
             capturing: false,
             search: SearchState::default(),
+            type_filter: None,
+            type_scale: [1.0; 6],
             keymap: KeyMap::default(),
             config_path: None,
             model_arg: None,
@@ -857,6 +864,11 @@ impl App {
                 }
             }
             Action::Pin => self.pin(),
+            Action::TypeFilter => {
+                if self.popup() == Some(Popup::Thresholds) {
+                    self.cycle_type_filter();
+                }
+            }
             Action::Search => {
                 if self.db.is_none() {
                     self.error("search needs a database: press R to build one".into());
@@ -1044,6 +1056,12 @@ impl App {
                 ..Policy::global(self.shape(), 0.02)
             };
             self.scale = 1.0;
+        } else if let (Some(Popup::Thresholds), Some(kind)) = (self.popup(), self.type_filter) {
+            let t = HeadType::ALL
+                .iter()
+                .position(|&k| k == kind)
+                .expect("a type");
+            self.type_scale[t] = (self.type_scale[t] * factor).clamp(0.01, 100.0);
         } else if self.popup() == Some(Popup::Thresholds) && self.threshold_row > 0 {
             let l = self.threshold_row - 1;
             self.layer_scale[l] = (self.layer_scale[l] * factor).clamp(0.01, 100.0);
@@ -1053,17 +1071,45 @@ impl App {
         self.apply_thresholds();
     }
 
+    /// The type of head `(l, h)` from the database, if it has head types.
+    pub fn head_type(&self, l: usize, h: usize) -> Option<HeadType> {
+        Some(self.db.as_ref()?.head_types()?.get(l, h)?.kind)
+    }
+
+    /// The scale on head `(l, h)`'s threshold from its type.
+    fn type_scale_of(&self, l: usize, h: usize) -> f32 {
+        self.head_type(l, h)
+            .and_then(|kind| HeadType::ALL.iter().position(|&k| k == kind))
+            .map_or(1.0, |t| self.type_scale[t])
+    }
+
+    /// `f` in the thresholds popup: all heads → each head type → all.
+    fn cycle_type_filter(&mut self) {
+        if self.db.as_ref().is_none_or(|db| db.head_types().is_none()) {
+            self.error("no head types: the database was built before them (R rebuilds it)".into());
+            return;
+        }
+        self.type_filter = match self.type_filter {
+            None => Some(HeadType::ALL[0]),
+            Some(kind) => HeadType::ALL
+                .iter()
+                .position(|&k| k == kind)
+                .and_then(|i| HeadType::ALL.get(i + 1).copied()),
+        };
+    }
+
     /// Derives the policy in service from the base policy and the scales,
     /// re-decides the current query at once, re-runs it and checks the new
     /// thresholds on the calibration split in the background.
     fn apply_thresholds(&mut self) {
         let mut policy = self.base_policy.clone();
         for (l, row) in policy.max_distance.iter_mut().enumerate() {
-            for d in row.iter_mut() {
-                *d = (*d * self.scale * self.layer_scale[l]).min(2.0);
+            for (h, d) in row.iter_mut().enumerate() {
+                *d = (*d * self.scale * self.layer_scale[l] * self.type_scale_of(l, h)).min(2.0);
             }
         }
-        let layered = self.layer_scale.iter().any(|&s| s != 1.0);
+        let layered =
+            self.layer_scale.iter().any(|&s| s != 1.0) || self.type_scale.iter().any(|&s| s != 1.0);
         policy.name = if self.scale == 1.0 && !layered {
             self.base_policy.name.clone()
         } else {

@@ -66,11 +66,13 @@ pub enum Action {
     Pin,
     /// Search the database's texts.
     Search,
+    /// In the thresholds popup: show and scale one head type only.
+    TypeFilter,
 }
 
 impl Action {
     /// Every action, as the config file's `[keys]` table names them.
-    pub const ALL: [Action; 30] = [
+    pub const ALL: [Action; 31] = [
         Action::Quit,
         Action::Help,
         Action::Close,
@@ -101,6 +103,7 @@ impl Action {
         Action::Neighbours,
         Action::Pin,
         Action::Search,
+        Action::TypeFilter,
     ];
 
     /// The action's name in the config file.
@@ -136,6 +139,7 @@ impl Action {
             Action::Neighbours => "neighbours",
             Action::Pin => "pin",
             Action::Search => "search",
+            Action::TypeFilter => "type-filter",
         }
     }
 }
@@ -163,6 +167,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("t", "thresholds: global scale, per-layer bars, budget"),
     ("[  ]", "calibration budget down / up (thresholds popup)"),
+    (
+        "f",
+        "thresholds popup: show and scale one head type only (all → positional → … → content)",
+    ),
     ("o", "calibration objective: accuracy / fidelity"),
     ("c", "calibrate for the budget (background job)"),
     (
@@ -220,6 +228,7 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::Right | KeyCode::Char('l') => Action::Right,
         KeyCode::Char('i') => Action::EditQuery,
         KeyCode::Char('/') => Action::Search,
+        KeyCode::Char('f') => Action::TypeFilter,
         KeyCode::Char(' ') => Action::TogglePause,
         KeyCode::Char('m') => Action::CycleMode,
         KeyCode::Char('+') | KeyCode::Char('=') => Action::Loosen,

@@ -235,7 +235,33 @@ pub fn thresholds(frame: &mut Frame, area: Rect, app: &App) {
             app.theme.dim(),
         )),
     ];
-    for (l, row) in policy.max_distance.iter().enumerate() {
+    if let Some(kind) = app.type_filter {
+        let t = crate::cache::HeadType::ALL
+            .iter()
+            .position(|&k| k == kind)
+            .unwrap_or(0);
+        lines.insert(
+            1,
+            Line::from(Span::styled(
+                format!(
+                    "{} heads only (f cycles), their scale ×{:.2}: +/- scale them",
+                    kind.name(),
+                    app.type_scale[t]
+                ),
+                app.theme.cached(),
+            )),
+        );
+    }
+    for (l, full_row) in policy.max_distance.iter().enumerate() {
+        let row: Vec<f32> = full_row
+            .iter()
+            .enumerate()
+            .filter(|&(h, _)| {
+                app.type_filter
+                    .is_none_or(|k| app.head_type(l, h) == Some(k))
+            })
+            .map(|(_, &d)| d)
+            .collect();
         let mean = row.iter().sum::<f32>() / row.len().max(1) as f32;
         let max = row.iter().fold(0f32, |a, &b| a.max(b));
         let open = row
