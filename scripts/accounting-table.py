@@ -30,6 +30,14 @@ def loss(p):
 print("| model · workload | policy | step | queries | hit rate | attention × | end-to-end × |")
 print("|---|---|---|---|---|---|---|")
 print("| paper (published, CPU, mean of its six STEM rows) | paper | paper's accounting | – | – | 2.15× | 1.19× |")
+# The policies of each result file, in the order the script passes them
+# (calibrated policies share one name, so they are told apart here).
+NAMES = {
+    ("minilm", "eval-paper-keep.json"): ["paper's rule, no cost check", "ours (shipped, cost check)",
+                                          "ours, no cost check"],
+    ("minilm", "eval-ours-keep.json"): ["ours, no cost check"],
+    ("smollm2-2shot", "eval-paper-keep.json"): ["paper's rule, no cost check", "every map of the nearest entry (`global:2`)"],
+}
 runs = [("minilm", "eval-paper-keep.json", "MiniLM · reviews"),
         ("minilm", "eval-ours-keep.json", "MiniLM · reviews"),
         ("smollm2-2shot", "eval-paper-keep.json", "SmolLM2 · 2-shot prompts")]
@@ -38,7 +46,7 @@ for d, f, label in runs:
     if not e:
         continue
     for s in e.get("accounting", []):
-        print(f"| {label} | `{os.path.basename(e['policy'])}` | {s['step']} | {s['queries']} "
+        print(f"| {label} | {NAMES[(d, f)][0]} | {s['step']} | {s['queries']} "
               f"| {s['hit_rate'] * 100:.1f} % | {x(s['attention_speedup'])} | {x(s['e2e_speedup'])} |")
 p = load(os.path.join(out, "smollm2-2shot", "prefix.json"))
 if p:
@@ -52,11 +60,11 @@ for d, label in [("minilm", "MiniLM · reviews"), ("smollm2-2shot", "SmolLM2 · 
     e = load(os.path.join(out, d, "eval-paper-keep.json"))
     if not e:
         continue
-    for ev in [e] + e.get("compared", []):
+    for name, ev in zip(NAMES[(d, "eval-paper-keep.json")], [e] + e.get("compared", [])):
         share = ev.get("oracle_gain_share")
         share = "– (oracle gains nothing)" if share is None else f"{share * 100:.0f} %"
         lp = ev.get("accuracy_loss_pt")
-        print(f"| {label} | `{os.path.basename(ev['policy'])}` | {ev['hit_rate'] * 100:.2f} % "
+        print(f"| {label} | {name} | {ev['hit_rate'] * 100:.2f} % "
               f"| {'–' if lp is None else f'{lp:.2f}'} | {ev['e2e_speedup']:.2f}× | {share} |")
     for o in e.get("oracle", []):
         print(f"| {label} | `{o['policy']}` | {o['hit_rate'] * 100:.2f} % | {loss(o):.2f} "
