@@ -949,6 +949,22 @@ fn themes_cycle_and_the_config_is_written_from_the_current_state() {
     app.config_path = None;
     app.on_key(parse_key("W").unwrap());
     assert!(app.status.as_ref().unwrap().error);
+
+    // A moved key works at its new place, and the hint bar and help say so.
+    let mut keys = std::collections::BTreeMap::new();
+    keys.insert("calibrate".to_string(), "C".to_string());
+    app.keymap = attncache::tui::config::KeyMap::from_config(&keys).unwrap();
+    let screen = render(&mut app, 120, 40);
+    let hints = screen.lines().last().unwrap();
+    assert!(hints.contains(" C calibrate"), "{hints}");
+    app.on_key(parse_key("?").unwrap());
+    let screen = render(&mut app, 120, 40);
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("│C ") && l.contains("calibrate for the budget")),
+        "{screen}"
+    );
 }
 
 /// `n` lists the selected layer's nearest entries of the current query

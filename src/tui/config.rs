@@ -180,6 +180,24 @@ impl KeyMap {
         keys::action(key).filter(|a| !self.overrides.iter().any(|(_, o)| o == a))
     }
 
+    /// `keys` as the help and the hint bar show them (`"c"`, `"q  Ctrl-C"`),
+    /// each key whose action was moved replaced by its new key.
+    pub fn relabel(&self, keys: &str) -> String {
+        keys.split("  ")
+            .map(|token| {
+                let moved = parse_key(token)
+                    .ok()
+                    .and_then(keys::action)
+                    .and_then(|a| self.overrides.iter().find(|(_, o)| *o == a));
+                match moved {
+                    Some((key, _)) => keys::key_name(*key),
+                    None => token.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    }
+
     /// The overrides as a config's `[keys]` table.
     pub fn to_config(&self) -> BTreeMap<String, String> {
         self.overrides
@@ -276,6 +294,9 @@ mod tests {
         assert_eq!(map.action(key("c")), None, "the default key is freed");
         assert_eq!(map.action(key("q")), Some(Action::Quit), "others stay");
         assert_eq!(map.to_config(), keys);
+        assert_eq!(map.relabel("c"), "C");
+        assert_eq!(map.relabel("q  Ctrl-C"), "q  Ctrl-C");
+        assert_eq!(map.relabel("+/-"), "+/-");
         assert_eq!(KeyMap::default().action(key("c")), Some(Action::Calibrate));
     }
 }

@@ -187,7 +187,14 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         HINTS
     };
-    hint_bar(frame, area, &app.theme, hints);
+    // Keys a config file moved are shown where they are now.
+    let keys: Vec<String> = hints.iter().map(|(k, _)| app.keymap.relabel(k)).collect();
+    let hints: Vec<(&str, &str)> = keys
+        .iter()
+        .zip(hints)
+        .map(|(k, (_, what))| (k.as_str(), *what))
+        .collect();
+    hint_bar(frame, area, &app.theme, &hints);
 }
 
 /// The key-hint bar: as many `(key, what)` pairs as fit the width.

@@ -54,8 +54,9 @@ pub fn help(frame: &mut Frame, area: Rect, app: &mut App) {
     let text_width = (width as usize).saturating_sub(KEY_COLUMN + 3).max(12);
     let mut lines = Vec::new();
     for (keys, what) in HELP {
+        let keys = app.keymap.relabel(keys);
         for (i, part) in wrap_words(what, text_width).into_iter().enumerate() {
-            let key = if i == 0 { *keys } else { "" };
+            let key = if i == 0 { keys.as_str() } else { "" };
             lines.push(Line::from(vec![
                 Span::styled(format!("{key:<KEY_COLUMN$}"), app.theme.key()),
                 Span::raw(format!(" {part}")),
