@@ -1090,3 +1090,50 @@ fn neighbours_are_listed_and_one_can_be_compared() {
     app.on_key(parse_key("Esc").unwrap());
     assert_eq!(app.popup(), None);
 }
+
+/// After a threshold check, `v` also shows the check's per-head hit rate
+/// and cacheability on the calibration split.
+#[test]
+fn the_calibration_view_shows_the_last_checks_numbers() {
+    use attncache::tui::worker::{CheckHeads, JobOutcome, JobRequest, JobUpdate};
+    let (mut app, _rx) = fixture(MONO);
+    let policy = app.policy.clone();
+    app.start_job(JobRequest::Check { policy, scale: 1.0 });
+    let id = app.job.as_ref().unwrap().id;
+    let mut hit_rate = vec![vec![0.0; SHAPE.heads]; SHAPE.layers];
+    let mut cacheability = vec![vec![Some(0.5); SHAPE.heads]; SHAPE.layers];
+    hit_rate[1][2] = 0.25;
+    cacheability[1][2] = Some(0.875);
+    app.on_event(Event::Job {
+        id,
+        name: "check",
+        update: JobUpdate::Done(Box::new(JobOutcome::Checked {
+            point: attncache::plot::SweepPoint {
+                knob: 1.0,
+                policy: "p".into(),
+                hit_rate: 0.01,
+                accuracy_exact: None,
+                accuracy_cached: None,
+                fidelity_mean: 1.0,
+                e2e_speedup: 1.0,
+                attention_speedup: 1.0,
+            },
+            queries: 50,
+            heads: CheckHeads {
+                hit_rate,
+                cacheability,
+            },
+        })),
+    });
+    app.on_key(parse_key("v").unwrap());
+    assert_eq!(app.grid_view, GridView::Stream);
+    app.on_key(parse_key("v").unwrap());
+    assert_eq!(app.grid_view, GridView::Calibration);
+    let screen = render_panel(&mut app, Panel::Grid, 100, 12);
+    assert!(
+        screen.contains("last check, 50 calibration queries · L1 H2: similarity 0.875, hits 25%"),
+        "{screen}"
+    );
+    app.on_key(parse_key("v").unwrap());
+    assert_eq!(app.grid_view, GridView::Query, "nothing pinned");
+}

@@ -19,7 +19,8 @@ use super::keys::{self, Action};
 use super::tally::HeadTally;
 use super::theme::Theme;
 use super::worker::{
-    Event, JobOutcome, JobRequest, JobUpdate, NeighbourList, Pinned, QueryResult, Request,
+    CheckHeads, Event, JobOutcome, JobRequest, JobUpdate, NeighbourList, Pinned, QueryResult,
+    Request,
 };
 use crate::cache::HeadType;
 use crate::cache::policy::IDENTICAL;
@@ -40,6 +41,9 @@ pub enum GridView {
     /// Every cached or shadow run of the session: mean true similarity and
     /// hit rate per head.
     Stream,
+    /// The same numbers from the last threshold check on the calibration
+    /// split.
+    Calibration,
     /// The current query against the pinned input: per head, the similarity
     /// of the pinned map to the query's exact map.
     Pinned,
@@ -330,6 +334,8 @@ pub struct App {
     pub checks: Vec<SweepPoint>,
     /// Queries each check measured.
     pub check_queries: usize,
+    /// The last check's per-head hit rate and cacheability.
+    pub check_heads: Option<CheckHeads>,
     /// Status line.
     pub status: Option<Status>,
     /// Heads reused and heads run, over this session's cached runs.
@@ -450,6 +456,7 @@ impl App {
             job: None,
             checks: Vec::new(),
             check_queries: 0,
+            check_heads: None,
             status: None,
             session_hits: (0, 0),
             tally: HeadTally::new(layers, heads),
@@ -853,9 +860,11 @@ impl App {
             Action::BudgetDown => self.budget = step_budget(self.budget, self.objective, false),
             Action::GridView => {
                 let before = self.grid_view;
-                self.grid_view = match (before, self.pinned.is_some()) {
-                    (GridView::Query, _) => GridView::Stream,
-                    (GridView::Stream, true) => GridView::Pinned,
+                let (checked, pinned) = (self.check_heads.is_some(), self.pinned.is_some());
+                self.grid_view = match before {
+                    GridView::Query => GridView::Stream,
+                    GridView::Stream if checked => GridView::Calibration,
+                    GridView::Stream | GridView::Calibration if pinned => GridView::Pinned,
                     _ => GridView::Query,
                 };
                 // The maps panel shows the pinned map in the pinned view only.
@@ -1343,9 +1352,14 @@ impl App {
                 ));
                 self.apply_thresholds();
             }
-            JobOutcome::Checked { point, queries } => {
+            JobOutcome::Checked {
+                point,
+                queries,
+                heads,
+            } => {
                 self.check_queries = queries;
                 self.checks.push(point);
+                self.check_heads = Some(heads);
             }
         }
     }

@@ -179,7 +179,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "v",
-        "grid: this query → the stream so far (mean true similarity, hit rate per head) → the pinned input",
+        "grid: this query → the stream so far (mean true similarity, hit rate per head) → the last check on the calibration split → the pinned input",
     ),
     ("z", "zoom the focused panel to the whole screen and back"),
     (

@@ -122,7 +122,20 @@ pub enum JobOutcome {
         point: SweepPoint,
         /// Queries measured.
         queries: usize,
+        /// Per layer × head: hit rate and cacheability (mean true
+        /// similarity of the neighbour's map) on the calibration split.
+        heads: CheckHeads,
     },
+}
+
+/// A check's per-head numbers on the calibration split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckHeads {
+    /// Share of queries in which each head reused a map, `[L][H]`.
+    pub hit_rate: Vec<Vec<f64>>,
+    /// Mean true similarity of each head's neighbour maps (`None`: no
+    /// neighbour), `[L][H]`.
+    pub cacheability: Vec<Vec<Option<f64>>>,
 }
 
 /// What happened to a job.
@@ -460,6 +473,10 @@ pub fn run_job(
             Ok(JobOutcome::Checked {
                 point: sweep_point(scale, &e),
                 queries: e.queries,
+                heads: CheckHeads {
+                    hit_rate: e.hit_rate_per_head.clone(),
+                    cacheability: e.cacheability.clone(),
+                },
             })
         }
     }

@@ -46,16 +46,22 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
             app.pinned_similarity(sl, sh)
                 .map_or("–".into(), |v| format!("{v:.3}")),
         ),
-        GridView::Stream => format!(
-            "Layer × head · stream so far, {} runs · L{sl} H{sh}: similarity {}, hits {}",
-            app.tally.queries,
-            app.tally
-                .similarity(sl, sh)
-                .map_or("–".into(), |v| format!("{v:.3}")),
-            app.tally
-                .hit_rate(sl, sh)
-                .map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
-        ),
+        GridView::Stream | GridView::Calibration => {
+            let (rate, similarity) = corpus_numbers(app, sl, sh).unwrap_or((f64::NAN, None));
+            format!(
+                "Layer × head · {} · L{sl} H{sh}: similarity {}, hits {}",
+                match app.grid_view {
+                    GridView::Stream => format!("stream so far, {} runs", app.tally.queries),
+                    _ => format!("last check, {} calibration queries", app.check_queries),
+                },
+                similarity.map_or("–".into(), |v| format!("{v:.3}")),
+                if rate.is_nan() {
+                    "–".to_string()
+                } else {
+                    format!("{:.0}%", rate * 100.0)
+                },
+            )
+        }
     };
     let block = panel_block(app, Panel::Grid, title);
     let inner = block.inner(area);
@@ -90,7 +96,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
         for h in 0..shape.heads {
             let (text, value) = match app.grid_view {
                 GridView::Query => query_cell(layers, l, h, shadow, cell),
-                GridView::Stream => stream_cell(app, l, h, cell),
+                GridView::Stream | GridView::Calibration => stream_cell(app, l, h, cell),
                 GridView::Pinned => match app.pinned_similarity(l, h) {
                     Some(v) => (
                         cell_text(false, Some(v), cell).replacen(MISS, " ", 1),
@@ -188,16 +194,31 @@ fn query_cell(
 /// A cell of the stream view: a glyph for the hit rate (`●` at least half
 /// the runs, `◐` some, `·` none) and the mean true similarity.
 fn stream_cell(app: &App, l: usize, h: usize, cell: usize) -> (String, Option<f32>) {
-    let Some(rate) = app.tally.hit_rate(l, h) else {
+    let Some((rate, similarity)) = corpus_numbers(app, l, h) else {
         return (format!("{:^cell$}", "–"), None);
     };
-    let value = app.tally.similarity(l, h).map(|v| v as f32);
+    let value = similarity.map(|v| v as f32);
     let text = cell_text(rate >= 0.5, value, cell);
     let text = match rate {
         r if r > 0.0 && r < 0.5 => text.replacen(MISS, &SOME_HITS.to_string(), 1),
         _ => text,
     };
     (text, value)
+}
+
+/// Head `(l, h)`'s hit rate and mean true similarity in the stream view
+/// (this session's runs) or the calibration view (the last check).
+fn corpus_numbers(app: &App, l: usize, h: usize) -> Option<(f64, Option<f64>)> {
+    match app.grid_view {
+        GridView::Calibration => {
+            let heads = app.check_heads.as_ref()?;
+            Some((
+                *heads.hit_rate.get(l)?.get(h)?,
+                *heads.cacheability.get(l)?.get(h)?,
+            ))
+        }
+        _ => Some((app.tally.hit_rate(l, h)?, app.tally.similarity(l, h))),
+    }
 }
 
 /// The stream view's glyph for a head that hit in some runs, not most.
@@ -223,7 +244,9 @@ fn legend(app: &App) -> Line<'static> {
         (Overlay::Types, _) => "P pos ← prev F/L sink B broad C content ".to_string(),
         (Overlay::Entropy, _) => "colour, digits = row entropy  ".to_string(),
         (_, GridView::Query) => format!("{HIT} hit  {MISS} miss  – no neighbour  "),
-        (_, GridView::Stream) => format!("{HIT} ≥½ hit {SOME_HITS} some {MISS} none  "),
+        (_, GridView::Stream | GridView::Calibration) => {
+            format!("{HIT} ≥½ hit {SOME_HITS} some {MISS} none  ")
+        }
         (_, GridView::Pinned) => "similarity of the pinned input's map  ".to_string(),
     })];
     if app.theme.color {
