@@ -1137,3 +1137,20 @@ fn the_calibration_view_shows_the_last_checks_numbers() {
     app.on_key(parse_key("v").unwrap());
     assert_eq!(app.grid_view, GridView::Query, "nothing pinned");
 }
+
+/// Every theme at both sizes, colours included (a buffer's debug form lists
+/// each span's style).
+#[test]
+fn every_theme_at_80x24_and_120x40() {
+    for name in attncache::tui::theme::THEME_NAMES {
+        for (width, height) in [(80, 24), (120, 40)] {
+            let (mut app, _rx) = fixture(Theme::named(name).unwrap());
+            let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+            terminal.draw(|f| view::draw(f, &mut app)).unwrap();
+            insta::assert_debug_snapshot!(
+                format!("theme_{name}_{width}x{height}"),
+                terminal.backend().buffer()
+            );
+        }
+    }
+}
