@@ -308,7 +308,7 @@ impl BertEncoder {
     }
 
     /// Runs the encoder on `batch`, asking `planner` for each layer's plan
-    /// right before that layer's attention (see [`run_layers`]).
+    /// right before that layer's attention (see `run_layers`).
     pub fn forward(&self, batch: &Batch, planner: &mut dyn Planner) -> Result<ForwardOutput> {
         let start = Instant::now();
         let x = self.embeddings.forward(batch)?;

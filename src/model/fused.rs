@@ -3,7 +3,7 @@
 //! maps read in place from their tensors, f32 or f16), residual + layer norm,
 //! RMSNorm and SiLU·up, rows in parallel. QKᵀ goes through `gemm` (the crate
 //! candle's CPU backend uses) on strided views, map·V through
-//! [`simd::map_times_values`] (the same kernel for computed and reused maps,
+//! `simd::map_times_values` (the same kernel for computed and reused maps,
 //! so reusing an input's own maps reproduces its output exactly); heads run
 //! in parallel with rayon. The projections are [`super::packed`]'s.
 

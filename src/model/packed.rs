@@ -4,7 +4,7 @@
 //! A general GEMM (candle's `gemm`) packs the weight matrix on every call;
 //! with the few rows of a short prefill that packing costs as much as the
 //! product itself. Here `W` (`[N, K]`, PyTorch layout) is stored as panels of
-//! [`PANEL`] output columns, each laid out `[K][PANEL]` and cache-line
+//! `PANEL` output columns, each laid out `[K][PANEL]` and cache-line
 //! aligned, so the inner loop streams one panel while a register tile of
 //! `rows × PANEL` accumulators stays put. Panels run in parallel (rayon);
 //! the bias add and the activation happen as a tile is stored. The inner
@@ -31,7 +31,7 @@ struct Block([f32; PANEL / 2]);
 pub enum Activation {
     /// Nothing.
     Identity,
-    /// `gelu_erf` (see [`super::simd`] for its accuracy).
+    /// `gelu_erf` (see `simd` for its accuracy).
     GeluErf,
 }
 
