@@ -148,12 +148,8 @@ impl Index {
         features: &Features,
         method: SearchMethod,
     ) -> Option<Neighbour> {
-        let buckets: Box<dyn Iterator<Item = (&usize, &Vec<u32>)>> = match lengths {
-            LengthPolicy::Exact => Box::new(self.by_length.get_key_value(&length).into_iter()),
-            LengthPolicy::Crop => Box::new(self.by_length.range(length..)),
-        };
         let mut best: Option<Neighbour> = None;
-        for (&len, ids) in buckets {
+        for (&len, ids) in self.buckets(length, lengths) {
             let found = match (method, self.hnsw.get(&(layer, len))) {
                 (SearchMethod::Indexed, Some(map)) => {
                     let mut search = Search::default();
@@ -174,9 +170,7 @@ impl Index {
         }
         best
     }
-}
 
-impl Index {
     /// The `k` nearest qualifying entries for a query of `length` tokens
     /// with feature `query` at `layer`, nearest first, by exact scan.
     pub fn search_k(
@@ -188,12 +182,9 @@ impl Index {
         features: &Features,
         k: usize,
     ) -> Vec<Neighbour> {
-        let buckets: Box<dyn Iterator<Item = &Vec<u32>>> = match lengths {
-            LengthPolicy::Exact => Box::new(self.by_length.get(&length).into_iter()),
-            LengthPolicy::Crop => Box::new(self.by_length.range(length..).map(|(_, ids)| ids)),
-        };
-        let mut all: Vec<Neighbour> = buckets
-            .flatten()
+        let mut all: Vec<Neighbour> = self
+            .buckets(length, lengths)
+            .flat_map(|(_, ids)| ids)
             .map(|&entry| Neighbour {
                 entry,
                 distance: distance(query, features.get(layer, entry as usize)),
@@ -206,6 +197,19 @@ impl Index {
         });
         all.truncate(k);
         all
+    }
+
+    /// The (length, entries) buckets that may serve a query of `length`
+    /// tokens: its own length, or (crop policy) every length at least as long.
+    fn buckets(
+        &self,
+        length: usize,
+        lengths: LengthPolicy,
+    ) -> Box<dyn Iterator<Item = (&usize, &Vec<u32>)> + '_> {
+        match lengths {
+            LengthPolicy::Exact => Box::new(self.by_length.get_key_value(&length).into_iter()),
+            LengthPolicy::Crop => Box::new(self.by_length.range(length..)),
+        }
     }
 }
 
