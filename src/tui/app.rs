@@ -889,14 +889,8 @@ impl App {
             Action::Zoom => self.zoomed = !self.zoomed,
             Action::Neighbours => self.ask_neighbours(),
             Action::Theme => {
-                let next = match self.theme.name() {
-                    "dark" => "light",
-                    "light" => "16",
-                    "16" => "mono",
-                    _ => "dark",
-                };
-                self.theme = Theme::named(next).expect("a known theme");
-                self.info(format!("theme {next}"));
+                self.theme = self.theme.next();
+                self.info(format!("theme {}", self.theme.name()));
             }
             Action::SaveConfig => match self.save_config() {
                 Ok(path) => self.info(format!("wrote {}", path.display())),

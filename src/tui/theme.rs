@@ -120,6 +120,15 @@ impl Theme {
         })
     }
 
+    /// The theme after this one in [`THEME_NAMES`] (mono → dark).
+    pub fn next(&self) -> Self {
+        let at = THEME_NAMES
+            .iter()
+            .position(|&n| n == self.name())
+            .unwrap_or(0);
+        Self::named(THEME_NAMES[(at + 1) % THEME_NAMES.len()]).expect("a known theme")
+    }
+
     /// The theme's name.
     pub fn name(&self) -> &'static str {
         if self.color {
@@ -230,12 +239,7 @@ pub fn ansi_heat(v: f32) -> Color {
         Color::Yellow,
         Color::White,
     ];
-    let v = if v.is_finite() {
-        v.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    RAMP[((v * (RAMP.len() - 1) as f32).round() as usize).min(RAMP.len() - 1)]
+    RAMP[step(v, RAMP.len())]
 }
 
 /// Readable text on a [`heat`] background.
@@ -245,12 +249,18 @@ fn contrast(v: f32) -> Color {
 
 /// The shade glyph of `v` in `[0, 1]`.
 pub fn shade(v: f32) -> char {
+    SHADES[step(v, SHADES.len())]
+}
+
+/// The nearest of `steps` evenly spaced steps to `v` in `[0, 1]` (clamped;
+/// NaN and infinities are the first step).
+fn step(v: f32, steps: usize) -> usize {
     let v = if v.is_finite() {
         v.clamp(0.0, 1.0)
     } else {
         0.0
     };
-    SHADES[((v * (SHADES.len() - 1) as f32).round() as usize).min(SHADES.len() - 1)]
+    ((v * (steps - 1) as f32).round() as usize).min(steps - 1)
 }
 
 #[cfg(test)]
@@ -282,5 +292,10 @@ mod tests {
                 .contains("dark, light, 16, mono")
         );
         assert_eq!(Theme::choose(Some("light"), true).unwrap(), Theme::MONO);
+        let mut theme = Theme::DARK;
+        for name in ["light", "16", "mono", "dark"] {
+            theme = theme.next();
+            assert_eq!(theme.name(), name);
+        }
     }
 }
