@@ -56,6 +56,14 @@ impl HeadType {
         HeadType::Content,
     ];
 
+    /// Its position in [`HeadType::ALL`].
+    pub fn index(self) -> usize {
+        HeadType::ALL
+            .iter()
+            .position(|&k| k == self)
+            .expect("every type is in ALL")
+    }
+
     /// A one-character tag for grid cells.
     pub fn tag(self) -> char {
         match self {

@@ -3,6 +3,7 @@
 //! [`App`], and the worker is reached only through its request channel, so
 //! every key can be tested without either.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
@@ -62,6 +63,18 @@ pub struct SearchState {
     /// The selected match.
     pub row: usize,
 }
+
+/// Moves a list's selected `row` up or down (`Up`/`Down`) within `rows`.
+fn step_row(row: &mut usize, rows: usize, action: Action) {
+    match action {
+        Action::Up => *row = row.saturating_sub(1),
+        Action::Down => *row = (*row + 1).min(rows.saturating_sub(1)),
+        _ => {}
+    }
+}
+
+/// What the head-type views say about a database built before head types.
+const NO_HEAD_TYPES: &str = "no head types: the database was built before them (R rebuilds it)";
 
 /// Nearest entries `n` lists.
 pub const NEIGHBOURS: usize = 5;
@@ -523,25 +536,7 @@ impl App {
     /// shows the pinned grid view.
     fn pin(&mut self) {
         if self.popup() == Some(Popup::Neighbours) {
-            let chosen = self
-                .neighbours
-                .as_ref()
-                .and_then(|n| n.entries.get(self.neighbour_row))
-                .map(|n| n.entry);
-            let pinned = chosen
-                .zip(self.db.clone())
-                .map(|(entry, db)| Pinned::entry(&db, entry));
-            match pinned {
-                Some(Ok(p)) => {
-                    self.info(format!("pinned {}; v shows queries against it", p.label));
-                    self.pinned = Some(p);
-                    self.popups.pop();
-                    self.grid_view = GridView::Pinned;
-                    self.refresh_head_maps();
-                }
-                Some(Err(e)) => self.error(format!("{e:#}")),
-                None => self.error("no entry selected".into()),
-            }
+            self.pin_entry(self.selected_neighbour(), "no entry selected");
             return;
         }
         match self.history.get(self.history_selected) {
@@ -555,6 +550,40 @@ impl App {
                 "p pins the selected history item (focus the history with Tab) or an entry of the neighbours popup (n)".into(),
             ),
         }
+    }
+
+    /// Pins database entry `entry` and closes the popup it was chosen in
+    /// (`None`: says `none` in the status line).
+    fn pin_entry(&mut self, entry: Option<u32>, none: &str) {
+        match entry.zip(self.db.clone()) {
+            Some((entry, db)) => match Pinned::entry(&db, entry) {
+                Ok(pinned) => {
+                    self.popups.pop();
+                    self.show_pinned(pinned);
+                }
+                Err(e) => self.error(format!("{e:#}")),
+            },
+            None => self.error(none.into()),
+        }
+    }
+
+    /// Takes `pinned` as the pinned input and shows the pinned grid view.
+    fn show_pinned(&mut self, pinned: Pinned) {
+        self.info(format!(
+            "pinned {}; v shows queries against it",
+            pinned.label
+        ));
+        self.pinned = Some(pinned);
+        self.grid_view = GridView::Pinned;
+        self.refresh_head_maps();
+    }
+
+    /// The entry selected in the neighbours popup.
+    fn selected_neighbour(&self) -> Option<u32> {
+        self.neighbours
+            .as_ref()
+            .and_then(|n| n.entries.get(self.neighbour_row))
+            .map(|n| n.entry)
     }
 
     /// `n`: asks the worker for the selected layer's nearest entries of the
@@ -584,38 +613,43 @@ impl App {
     /// current query's exact map (`None` without both, or when the pinned
     /// input is shorter than the query).
     pub fn pinned_similarity(&self, l: usize, h: usize) -> Option<f32> {
-        let result = self.current.as_ref()?;
-        let s = result.trace.tokens.len();
-        let theirs = self.pinned.as_ref()?.map_for(l, h, s)?;
-        Some(crate::eval::similarity(
-            &theirs,
-            result.exact_maps.get(l)?.get(h)?,
-            s,
-        ))
+        let s = self.current.as_ref()?.trace.tokens.len();
+        self.similarity_to_query(&self.pinned.as_ref()?.map_for(l, h, s)?, l, h)
     }
 
     /// The true similarity of `entry`'s map to the current query's exact
     /// map at the selected head (`None` when it cannot serve the query).
     pub fn similarity_to(&self, entry: u32) -> Option<f32> {
         let result = self.current.as_ref()?;
-        let db = result.db.as_ref()?;
         let (l, h) = self.selected;
         let s = result.trace.tokens.len();
-        let theirs = db.map_values_for(entry as usize, l, h, s).ok()?;
+        let theirs = result
+            .db
+            .as_ref()?
+            .map_values_for(entry as usize, l, h, s)
+            .ok()?;
+        self.similarity_to_query(&theirs, l, h)
+    }
+
+    /// The similarity of `map` (fitted to the current query's length) to the
+    /// query's exact map of head `(l, h)`.
+    fn similarity_to_query(&self, map: &[f32], l: usize, h: usize) -> Option<f32> {
+        let result = self.current.as_ref()?;
+        let exact = result.exact_maps.get(l)?.get(h)?;
         Some(crate::eval::similarity(
-            &theirs,
-            &result.exact_maps[l][h],
-            s,
+            map,
+            exact,
+            result.trace.tokens.len(),
         ))
     }
 
-    /// The config file of the current state: model, database, the policy in
-    /// service (saved as `policy.json` beside the file), stream, theme and
-    /// key overrides.
-    pub fn current_config(&self) -> anyhow::Result<Config> {
+    /// `W`: writes the current state as the config file — model, database,
+    /// the policy in service (saved as `policy.json` beside it), stream,
+    /// theme and key overrides — and returns its path.
+    fn save_config(&self) -> anyhow::Result<PathBuf> {
         let path = self
             .config_path
-            .as_ref()
+            .clone()
             .context("no config file path: set XDG_CONFIG_HOME or HOME, or pass --config FILE")?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -623,7 +657,7 @@ impl App {
         }
         let policy = path.with_file_name("policy.json");
         self.policy.save(&policy)?;
-        Ok(Config {
+        Config {
             model: self.model_arg.clone(),
             db: Some(self.db_dir.clone()),
             policy: Some(policy.to_string_lossy().into_owned()),
@@ -631,14 +665,8 @@ impl App {
             interval_ms: Some(self.stream.interval.as_millis() as u64),
             theme: Some(self.theme.name().to_string()),
             keys: self.keymap.to_config(),
-        })
-    }
-
-    /// Writes [`App::current_config`] to the config path.
-    fn save_config(&self) -> anyhow::Result<PathBuf> {
-        let config = self.current_config()?;
-        let path = self.config_path.clone().expect("checked by current_config");
-        config.save(&path)?;
+        }
+        .save(&path)?;
         Ok(path)
     }
 
@@ -814,30 +842,10 @@ impl App {
                 Some(Popup::Database) => self.start_rebuild(),
                 Some(Popup::Search) => {
                     let chosen = self.search.matches.get(self.search.row).copied();
-                    match chosen.zip(self.db.clone()) {
-                        Some((entry, db)) => match Pinned::entry(&db, entry) {
-                            Ok(p) => {
-                                self.info(format!(
-                                    "pinned {}; v shows queries against it",
-                                    p.label
-                                ));
-                                self.pinned = Some(p);
-                                self.popups.pop();
-                                self.grid_view = GridView::Pinned;
-                                self.refresh_head_maps();
-                            }
-                            Err(e) => self.error(format!("{e:#}")),
-                        },
-                        None => self.error("no matching entry".into()),
-                    }
+                    self.pin_entry(chosen, "no matching entry");
                 }
                 Some(Popup::Neighbours) => {
-                    let chosen = self
-                        .neighbours
-                        .as_ref()
-                        .and_then(|n| n.entries.get(self.neighbour_row))
-                        .map(|n| n.entry);
-                    if let Some(entry) = chosen {
+                    if let Some(entry) = self.selected_neighbour() {
                         self.compare = Some(entry);
                         self.popups.pop();
                         self.refresh_head_maps();
@@ -902,12 +910,8 @@ impl App {
                     Overlay::Types => Overlay::Entropy,
                     Overlay::Entropy => Overlay::None,
                 };
-                if self.overlay != Overlay::None
-                    && self.db.as_ref().is_none_or(|db| db.head_types().is_none())
-                {
-                    self.info(
-                        "no head types: the database was built before them (R rebuilds it)".into(),
-                    );
+                if self.overlay != Overlay::None && !self.has_head_types() {
+                    self.info(NO_HEAD_TYPES.into());
                 }
             }
             Action::Objective => {
@@ -933,23 +937,12 @@ impl App {
     fn on_move(&mut self, action: Action) {
         let shape = *self.shape();
         if self.popup() == Some(Popup::Search) {
-            let rows = self.search.matches.len();
-            match action {
-                Action::Up => self.search.row = self.search.row.saturating_sub(1),
-                Action::Down => self.search.row = (self.search.row + 1).min(rows.saturating_sub(1)),
-                _ => {}
-            }
+            step_row(&mut self.search.row, self.search.matches.len(), action);
             return;
         }
         if self.popup() == Some(Popup::Neighbours) {
             let rows = self.neighbours.as_ref().map_or(0, |n| n.entries.len());
-            match action {
-                Action::Up => self.neighbour_row = self.neighbour_row.saturating_sub(1),
-                Action::Down => {
-                    self.neighbour_row = (self.neighbour_row + 1).min(rows.saturating_sub(1))
-                }
-                _ => {}
-            }
+            step_row(&mut self.neighbour_row, rows, action);
             return;
         }
         if self.popup() == Some(Popup::Help) {
@@ -962,22 +955,12 @@ impl App {
             return;
         }
         if self.popup() == Some(Popup::Thresholds) {
-            match action {
-                Action::Up => self.threshold_row = self.threshold_row.saturating_sub(1),
-                Action::Down => self.threshold_row = (self.threshold_row + 1).min(shape.layers),
-                _ => {}
-            }
+            // Row 0 is the global scale, then one row per layer.
+            step_row(&mut self.threshold_row, shape.layers + 1, action);
             return;
         }
         match self.focus {
-            Panel::History => match action {
-                Action::Up => self.history_selected = self.history_selected.saturating_sub(1),
-                Action::Down => {
-                    self.history_selected =
-                        (self.history_selected + 1).min(self.history.len().saturating_sub(1))
-                }
-                _ => {}
-            },
+            Panel::History => step_row(&mut self.history_selected, self.history.len(), action),
             _ => {
                 let (mut l, mut h) = self.selected;
                 match action {
@@ -1004,7 +987,7 @@ impl App {
         self.head_maps = self.current.as_ref().map(|result| {
             let s = result.trace.tokens.len();
             let pinned = match (self.grid_view, &self.pinned) {
-                (GridView::Pinned, Some(p)) => Some(p.map_for(layer, head, s)),
+                (GridView::Pinned, Some(p)) => Some(p.map_for(layer, head, s).map(Cow::into_owned)),
                 _ => None,
             };
             let cached = pinned.unwrap_or_else(|| {
@@ -1060,10 +1043,7 @@ impl App {
             };
             self.scale = 1.0;
         } else if let (Some(Popup::Thresholds), Some(kind)) = (self.popup(), self.type_filter) {
-            let t = HeadType::ALL
-                .iter()
-                .position(|&k| k == kind)
-                .expect("a type");
+            let t = kind.index();
             self.type_scale[t] = (self.type_scale[t] * factor).clamp(0.01, 100.0);
         } else if self.popup() == Some(Popup::Thresholds) && self.threshold_row > 0 {
             let l = self.threshold_row - 1;
@@ -1082,22 +1062,23 @@ impl App {
     /// The scale on head `(l, h)`'s threshold from its type.
     fn type_scale_of(&self, l: usize, h: usize) -> f32 {
         self.head_type(l, h)
-            .and_then(|kind| HeadType::ALL.iter().position(|&k| k == kind))
-            .map_or(1.0, |t| self.type_scale[t])
+            .map_or(1.0, |kind| self.type_scale[kind.index()])
+    }
+
+    /// True when the database in service classified its heads.
+    fn has_head_types(&self) -> bool {
+        self.db.as_ref().is_some_and(|db| db.head_types().is_some())
     }
 
     /// `f` in the thresholds popup: all heads → each head type → all.
     fn cycle_type_filter(&mut self) {
-        if self.db.as_ref().is_none_or(|db| db.head_types().is_none()) {
-            self.error("no head types: the database was built before them (R rebuilds it)".into());
+        if !self.has_head_types() {
+            self.error(NO_HEAD_TYPES.into());
             return;
         }
         self.type_filter = match self.type_filter {
             None => Some(HeadType::ALL[0]),
-            Some(kind) => HeadType::ALL
-                .iter()
-                .position(|&k| k == kind)
-                .and_then(|i| HeadType::ALL.get(i + 1).copied()),
+            Some(kind) => HeadType::ALL.get(kind.index() + 1).copied(),
         };
     }
 
@@ -1279,13 +1260,7 @@ impl App {
             Event::Neighbours(Err(e)) => self.error(e),
             Event::Captured(Ok(pinned)) => {
                 self.capturing = false;
-                self.info(format!(
-                    "pinned {}; v shows queries against it",
-                    pinned.label
-                ));
-                self.pinned = Some(pinned);
-                self.grid_view = GridView::Pinned;
-                self.refresh_head_maps();
+                self.show_pinned(pinned);
             }
             Event::Captured(Err(e)) => {
                 self.capturing = false;

@@ -2,6 +2,7 @@
 //! queries, and one thread per job (rebuild, calibration, threshold check),
 //! all reporting over one channel. The UI thread never waits on them.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -195,11 +196,11 @@ impl Pinned {
 
     /// Its map of head `(l, h)` fitted to a query of `s` tokens: as it is
     /// at the same length, cropped when longer, `None` when shorter.
-    pub fn map_for(&self, l: usize, h: usize, s: usize) -> Option<Vec<f32>> {
+    pub fn map_for(&self, l: usize, h: usize, s: usize) -> Option<Cow<'_, [f32]>> {
         let map = self.maps.get(l)?.get(h)?;
         match self.tokens.cmp(&s) {
-            std::cmp::Ordering::Equal => Some(map.clone()),
-            std::cmp::Ordering::Greater => Some(crop_map(map, self.tokens, s)),
+            std::cmp::Ordering::Equal => Some(Cow::Borrowed(map)),
+            std::cmp::Ordering::Greater => Some(Cow::Owned(crop_map(map, self.tokens, s))),
             std::cmp::Ordering::Less => None,
         }
     }

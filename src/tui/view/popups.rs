@@ -1,5 +1,7 @@
 //! Popups: help, thresholds, database (with the rebuild form).
 
+use std::sync::Arc;
+
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Modifier;
@@ -10,6 +12,7 @@ use super::super::app::{App, objective_name};
 use super::super::keys::HELP;
 use super::super::theme::Theme;
 use super::shorten;
+use crate::cache::Database;
 
 /// A centred rectangle of at most `width × height` inside `area`.
 pub fn centred(area: Rect, width: u16, height: u16) -> Rect {
@@ -95,10 +98,7 @@ pub fn neighbours(frame: &mut Frame, area: Rect, app: &App) {
         (None, _) | (_, None) => lines.push(Line::raw("finding the nearest entries…")),
         (Some(list), Some(db)) => {
             for (i, n) in list.entries.iter().enumerate() {
-                let text = db
-                    .entries()
-                    .get(n.entry as usize)
-                    .map_or("", |e| crate::eval::task_input(&e.text));
+                let text = entry_text(Some(db), n.entry);
                 let style = if i == app.neighbour_row {
                     app.theme.selected()
                 } else {
@@ -158,9 +158,7 @@ pub fn search(frame: &mut Frame, area: Rect, app: &App) {
     let first = search.row.saturating_sub(rows - 1);
     let db = app.db.as_ref();
     for (i, &entry) in search.matches.iter().enumerate().skip(first).take(rows) {
-        let text = db
-            .and_then(|db| db.entries().get(entry as usize))
-            .map_or("", |e| crate::eval::task_input(&e.text));
+        let text = entry_text(db, entry);
         let style = if i == search.row {
             app.theme.selected()
         } else {
@@ -177,6 +175,13 @@ pub fn search(frame: &mut Frame, area: Rect, app: &App) {
     }
     let rect = centred(area, width, rows as u16 + 4);
     popup(frame, app, rect, "Search the database · Enter pins", lines);
+}
+
+/// The text of database entry `entry` as its user wrote it (a decoder's
+/// prompt unwrapped), or nothing.
+fn entry_text(db: Option<&Arc<Database>>, entry: u32) -> &str {
+    db.and_then(|db| db.entries().get(entry as usize))
+        .map_or("", |e| crate::eval::task_input(&e.text))
 }
 
 /// `text` cut at spaces into lines of at most `width` characters (a word
@@ -237,17 +242,13 @@ pub fn thresholds(frame: &mut Frame, area: Rect, app: &App) {
         )),
     ];
     if let Some(kind) = app.type_filter {
-        let t = crate::cache::HeadType::ALL
-            .iter()
-            .position(|&k| k == kind)
-            .unwrap_or(0);
         lines.insert(
             1,
             Line::from(Span::styled(
                 format!(
                     "{} heads only (f cycles), their scale ×{:.2}: +/- scale them",
                     kind.name(),
-                    app.type_scale[t]
+                    app.type_scale[kind.index()]
                 ),
                 app.theme.cached(),
             )),
