@@ -101,9 +101,13 @@ impl Interactive for App {
     }
 
     fn busy(&self) -> Option<String> {
-        let finding = self.capturing
-            || self.popup() == Some(app::Popup::Neighbours) && self.neighbours.is_none();
-        (self.in_flight > 0 || self.job.is_some() || self.exporting() || finding).then(|| {
+        if self.capturing {
+            return Some("the pinned input's maps".into());
+        }
+        if self.popup() == Some(app::Popup::Neighbours) && self.neighbours.is_none() {
+            return Some("the nearest entries".into());
+        }
+        (self.in_flight > 0 || self.job.is_some() || self.exporting()).then(|| {
             format!(
                 "the engine ({} queries, job {:?})",
                 self.in_flight,
