@@ -231,3 +231,35 @@ fn a_padded_batch_reuses_its_own_batched_maps_exactly() {
         );
     }
 }
+
+#[test]
+fn heads_planted_in_the_weights_are_typed_as_planted() {
+    use attncache::cache::HeadType;
+    let (_model_dir, model) = planted::planted_model();
+    // Inputs of 5…14 tokens, several of each length, each a different word mix.
+    let words = [
+        "the", "movie", "was", "great", "bad", "plot", "film", "and", "a", "is", "not", "fun",
+    ];
+    let texts: Vec<String> = (0..80)
+        .map(|i| {
+            let n = 3 + i % 10;
+            (0..n)
+                .map(|j| words[(i * 7 + j * (i % 5 + 1) + j * j) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db = tiny_database(&model, &refs, dir.path());
+    let types = db.head_types().expect("built with head types");
+    let previous = types.get(0, 0).unwrap();
+    let sink = types.get(0, 1).unwrap();
+    eprintln!("previous-token head: {previous:?}\nfirst-token sink: {sink:?}");
+    assert_eq!(previous.kind, HeadType::PreviousToken, "{previous:?}");
+    assert_eq!(sink.kind, HeadType::FirstSink, "{sink:?}");
+    // Each also follows the words: its maps differ between same-length inputs.
+    for p in [previous, sink] {
+        assert!(p.positional.unwrap() < 0.95, "{p:?}");
+    }
+}

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod planted;
 pub mod tiny_llama;
 
 use std::collections::HashMap;
