@@ -57,7 +57,12 @@ fn timings(scale: f64) -> StageTimings {
 
 /// A shadow-mode trace with fixed similarities, decisions and timings.
 fn trace(text: &str, n: usize) -> Trace {
-    let layers = (0..SHAPE.layers)
+    trace_of(&SHAPE, text, n)
+}
+
+/// [`trace`] for a model of another shape.
+fn trace_of(shape: &ModelShape, text: &str, n: usize) -> Trace {
+    let layers = (0..shape.layers)
         .map(|l| LayerTrace {
             neighbour: (l != 5).then(|| NeighbourTrace {
                 entry: 100 + l as u32,
@@ -66,7 +71,7 @@ fn trace(text: &str, n: usize) -> Trace {
                 distance: 0.05 + 0.01 * l as f32,
                 shared_prefix: None,
             }),
-            heads: (0..SHAPE.heads)
+            heads: (0..shape.heads)
                 .map(|h| HeadTrace {
                     hit: l != 5 && (l + h) % 3 == 0,
                     predicted: (l != 5).then(|| 0.5 + wave(l, h) / 2.0),
@@ -1153,4 +1158,85 @@ fn every_theme_at_80x24_and_120x40() {
             );
         }
     }
+}
+
+/// The research views drawn from a deterministic database (the planted
+/// model's: its weights, maps and head types are fixed) and synthetic
+/// traces: type tags, the neighbour list, the maps panel comparing with a
+/// chosen entry, the pinned grid and the search popup.
+#[test]
+fn research_view_frames() {
+    use attncache::cache::Neighbour;
+    use attncache::tui::worker::NeighbourList;
+    let (_model_dir, model) = common::planted::planted_model();
+    let dir = tempfile::tempdir().unwrap();
+    // Five words make seven tokens, the synthetic query's length.
+    let texts = [
+        "a gripping and moving film",
+        "the plot is not fun",
+        "the movie was great fun",
+        "a bad film and plot",
+        "great",
+        "the film is a movie and fun",
+    ];
+    let db = Arc::new(common::tiny_database(&model, &texts, dir.path()));
+    let shape = *model.shape();
+    let (tx, _rx) = channel();
+    let mut app = App::new(
+        config(MONO, Some(db.clone()), shape, Policy::global(&shape, 0.1)),
+        tx,
+    );
+    app.mode = Mode::Shadow;
+    for (n, text) in ["a triumph", "a gripping, moving film"].iter().enumerate() {
+        let mut trace = trace_of(&shape, text, n);
+        let neighbour = trace.layers[0].neighbour.as_mut().unwrap();
+        (neighbour.entry, neighbour.text) = (0, texts[0].into());
+        app.on_event(Event::Ran(Box::new(QueryResult {
+            query: text.to_string(),
+            trace,
+            exact_maps: vec![vec![map(0); shape.heads]; shape.layers],
+            db: Some(db.clone()),
+        })));
+    }
+    app.select(0, 1);
+    app.info("ready".into());
+    let sizes = [(80, 24), (120, 40)];
+    let frames = |app: &mut App, name: &str| {
+        for (w, h) in sizes {
+            insta::assert_snapshot!(format!("{name}_{w}x{h}"), render(app, w, h));
+        }
+    };
+    app.on_key(parse_key("y").unwrap());
+    frames(&mut app, "type_tags");
+    app.on_key(parse_key("y").unwrap());
+    app.on_key(parse_key("y").unwrap());
+
+    let neighbours = NeighbourList {
+        query: "a gripping, moving film".into(),
+        layer: 0,
+        entries: [(0, 0.0), (2, 0.031), (3, 0.047), (1, 0.052)]
+            .map(|(entry, distance)| Neighbour { entry, distance })
+            .to_vec(),
+    };
+    app.on_key(parse_key("n").unwrap());
+    app.on_event(Event::Neighbours(Ok(neighbours.clone())));
+    frames(&mut app, "neighbours");
+    app.on_key(parse_key("Down").unwrap());
+    app.on_key(parse_key("Enter").unwrap());
+    assert_eq!(app.compare, Some(2));
+    frames(&mut app, "compare");
+
+    app.on_key(parse_key("n").unwrap());
+    app.on_event(Event::Neighbours(Ok(neighbours)));
+    app.on_key(parse_key("Down").unwrap());
+    app.on_key(parse_key("Down").unwrap());
+    app.on_key(parse_key("p").unwrap());
+    assert_eq!(app.grid_view, GridView::Pinned);
+    frames(&mut app, "pinned");
+
+    app.on_key(parse_key("/").unwrap());
+    for c in "plot".chars() {
+        app.on_key(parse_key(&c.to_string()).unwrap());
+    }
+    frames(&mut app, "search");
 }
