@@ -357,3 +357,62 @@ fn a_projector_database_is_trained_stored_and_used_for_look_ups() {
     let err = Database::open(&out, &ModelIdentity::of(model).unwrap()).unwrap_err();
     assert!(err.to_string().contains("projector.safetensors"), "{err}");
 }
+
+/// The served look-up (sketch scan, exact re-rank) finds what the exact
+/// scan of the full features finds on identical and near-identical queries
+/// (a database text, and the same text with one word changed), in every
+/// layer, wherever a bucket is large enough for the sketch path to run.
+#[test]
+fn the_sketch_look_up_finds_the_exact_scans_entry_on_near_queries() {
+    use attncache::cache::{LengthPolicy, RERANK, SearchMethod};
+    let model = common::real_model();
+    let corpus = corpus(400);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db");
+    build_db(model, &corpus, &out);
+    let db = Database::open(&out, &ModelIdentity::of(model).unwrap()).unwrap();
+    let histogram = db.index().length_histogram();
+    let mut checked = 0;
+    for entry in db.entries() {
+        if histogram[&entry.tokens] <= RERANK || !entry.text.contains(" the ") || checked >= 12 {
+            continue;
+        }
+        let near = entry.text.replacen(" the ", " a ", 1);
+        for (text, identical) in [(entry.text.as_str(), true), (near.as_str(), false)] {
+            let tokenized = model.tokenize(&[text]).unwrap();
+            let s = tokenized[0].ids.len();
+            if histogram.get(&s).is_none_or(|&n| n <= RERANK) {
+                continue;
+            }
+            for layer in 0..model.shape().layers {
+                let input = model.layer_input(&tokenized[0], layer).unwrap();
+                let feature = db.query_feature(layer, &input).unwrap();
+                let search = |method| {
+                    db.index()
+                        .search(
+                            layer,
+                            &feature,
+                            s,
+                            LengthPolicy::Exact,
+                            db.features(),
+                            method,
+                        )
+                        .unwrap()
+                };
+                let (served, exact) = (
+                    search(SearchMethod::Indexed),
+                    search(SearchMethod::ExactScan),
+                );
+                assert_eq!(served, exact, "{text:?} layer {layer}");
+                if identical {
+                    assert_eq!(served.entry, entry.id, "{text:?} layer {layer}");
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 12,
+        "only {checked} entries lie in buckets the sketch serves"
+    );
+}

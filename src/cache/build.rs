@@ -19,7 +19,8 @@ use super::index::{Features, Index};
 use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
 use super::projector::{Projector, ProjectorFit};
-use super::store::{DATA_FILES, Entry, HEAD_TYPES_FILE, PROJECTOR_FILE};
+use super::sketch::Sketches;
+use super::store::{DATA_FILES, Entry, HEAD_TYPES_FILE, PROJECTOR_FILE, SKETCH_FILE};
 use crate::data::Corpus;
 use crate::eval::similarity;
 use crate::model::{LayerPlan, Model, ModelShape, Planner};
@@ -162,6 +163,11 @@ pub fn build(
     let dim = options.feature.dim(shape.hidden);
     let features = Features::new(layer_features.concat(), shape.layers, entries.len(), dim)?;
     write_f32(&tmp.join("features.bin"), features.as_slice())?;
+    let sketches = Sketches::build(features.as_slice(), shape.layers, entries.len(), dim)?;
+    write_f32(
+        &tmp.join(SKETCH_FILE),
+        &sketches.values().collect::<Vec<_>>(),
+    )?;
     write_f32(&tmp.join("embeddings.bin"), &embeddings)?;
     std::fs::write(tmp.join("entries.json"), serde_json::to_vec(&entries)?)?;
     let buckets = Index::build_hnsw(&lengths, &features, shape.layers, options.hnsw_min_bucket);

@@ -50,12 +50,12 @@ pub fn pooled_feature(hidden: &Tensor) -> Result<Vec<f32>> {
         hidden.clone()
     };
     let (s, d) = hidden.dims2()?;
-    let rows = hidden.to_vec2::<f32>()?;
+    let values = hidden.flatten_all()?.to_vec1::<f32>()?;
     let mut feature = vec![0f32; SEGMENTS * d];
     let scale = 1.0 / (SEGMENTS as f32).sqrt();
     for (k, chunk) in feature.chunks_mut(d).enumerate() {
         let (start, end) = segment(s, k);
-        for row in &rows[start..end] {
+        for row in values[start * d..end * d].chunks_exact(d) {
             for (f, x) in chunk.iter_mut().zip(row) {
                 *f += x;
             }
@@ -82,7 +82,7 @@ pub fn distance(a: &[f32], b: &[f32]) -> f32 {
 
 /// Dot product with eight independent accumulators, so the compiler can
 /// vectorise it (a plain iterator sum must keep its sequential order).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca

@@ -1,8 +1,10 @@
 //! Nearest-entry search per layer, bucketed by token length.
 //!
-//! Every (layer, length) bucket is searched either by an exact scan or, when
-//! it holds at least `hnsw_min` entries, by an `instant-distance` HNSW index
-//! (which has no incremental insert: a rebuild rebuilds it). Oracle
+//! Every (layer, length) bucket is searched by an `instant-distance` HNSW
+//! index when it holds at least `hnsw_min` entries (HNSW has no incremental
+//! insert: a rebuild rebuilds it), else by a scan of the entries' sketches
+//! followed by an exact re-rank of the best few (see `sketch`), else (tiny
+//! buckets, databases without sketches) by an exact scan. Oracle
 //! measurements always use the exact scan.
 
 use std::collections::BTreeMap;
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::feature::distance;
 use super::policy::LengthPolicy;
+use super::sketch::{RERANK, SketchBuckets, Sketches};
 
 /// Feature vectors of every entry for every layer, `[L][N][F]` flat.
 #[derive(Debug, Clone)]
@@ -66,7 +69,8 @@ pub struct Neighbour {
 /// How a search is carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchMethod {
-    /// HNSW where a bucket has one, exact scan elsewhere.
+    /// HNSW where a bucket has one, else the sketch scan and exact re-rank
+    /// (an exact scan of buckets of at most `RERANK` entries).
     Indexed,
     /// Exact scan everywhere (oracle measurements, comparisons).
     ExactScan,
@@ -86,6 +90,8 @@ pub struct Index {
     by_length: BTreeMap<usize, Vec<u32>>,
     /// HNSW maps by (layer, length), for large buckets.
     hnsw: BTreeMap<(usize, usize), HnswMap<FeaturePoint, u32>>,
+    /// The sketches by (layer, length), for the others.
+    sketches: Option<SketchBuckets>,
 }
 
 impl Index {
@@ -113,9 +119,15 @@ impl Index {
     }
 
     /// Assembles the index from entry lengths and prebuilt HNSW buckets.
-    pub fn new(lengths: &[usize], buckets: Vec<HnswBucket>) -> Self {
+    pub fn new(
+        lengths: &[usize],
+        buckets: Vec<HnswBucket>,
+        sketches: Option<(Sketches, usize)>,
+    ) -> Self {
+        let by_length = group_by_length(lengths);
         Self {
-            by_length: group_by_length(lengths),
+            sketches: sketches.map(|(s, layers)| s.arrange(layers, &by_length)),
+            by_length,
             hnsw: buckets
                 .into_iter()
                 .map(|b| ((b.layer, b.length), b.map))
@@ -149,6 +161,14 @@ impl Index {
         method: SearchMethod,
     ) -> Option<Neighbour> {
         let mut best: Option<Neighbour> = None;
+        // The query's sketch, for the sketch scan of buckets without HNSW.
+        let sketched = match (method, &self.sketches) {
+            (SearchMethod::Indexed, Some(sketches)) => {
+                Some((sketches, sketches.project(layer, query)))
+            }
+            _ => None,
+        };
+        let exact = |e: u32| distance(query, features.get(layer, e as usize));
         for (&len, ids) in self.buckets(length, lengths) {
             let found = match (method, self.hnsw.get(&(layer, len))) {
                 (SearchMethod::Indexed, Some(map)) => {
@@ -160,7 +180,17 @@ impl Index {
                             distance: item.distance,
                         })
                 }
-                _ => scan(ids, |e| distance(query, features.get(layer, e as usize))),
+                _ => match &sketched {
+                    Some((sketches, q)) if ids.len() > RERANK => {
+                        let best: Vec<u32> = sketches
+                            .nearest(layer, len, q)
+                            .into_iter()
+                            .map(|i| ids[i])
+                            .collect();
+                        scan(&best, exact)
+                    }
+                    _ => scan(ids, exact),
+                },
             };
             if let Some(n) = found
                 && best.is_none_or(|b| n.distance < b.distance)
@@ -254,7 +284,7 @@ mod tests {
     #[test]
     fn exact_length_search_stays_in_its_bucket_and_finds_itself() {
         let (lengths, features) = sample(40);
-        let index = Index::new(&lengths, Vec::new());
+        let index = Index::new(&lengths, Vec::new(), None);
         for (e, &len) in lengths.iter().enumerate() {
             let q = features.get(0, e).to_vec();
             let n = index
@@ -299,7 +329,7 @@ mod tests {
     #[test]
     fn the_k_nearest_start_with_the_nearest_and_are_sorted() {
         let (lengths, features) = sample(40);
-        let index = Index::new(&lengths, Vec::new());
+        let index = Index::new(&lengths, Vec::new(), None);
         let q = features.get(0, 6).to_vec();
         let near = index.search_k(0, &q, 5, LengthPolicy::Exact, &features, 4);
         assert_eq!(near.len(), 4);
@@ -331,7 +361,7 @@ mod tests {
         assert_eq!(buckets.len(), 2);
         let bytes = postcard::to_stdvec(&buckets).unwrap();
         let buckets: Vec<HnswBucket> = postcard::from_bytes(&bytes).unwrap();
-        let index = Index::new(&lengths, buckets);
+        let index = Index::new(&lengths, buckets, None);
         assert_eq!(index.hnsw_buckets(), 2);
         let mut agree = 0;
         for i in 0..50 {
@@ -364,5 +394,54 @@ mod tests {
             agree >= 45,
             "HNSW found the exact neighbour in only {agree} of 50 queries"
         );
+    }
+
+    /// Unit features of dimension `dim` spread over a sphere (a seeded
+    /// draw; positive values, as pooled hidden states share a direction).
+    fn spread(n: usize, dim: usize) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut data = Vec::with_capacity(n * dim);
+        for _ in 0..n {
+            let v: Vec<f32> = (0..dim).map(|_| rng.random_range(0.0..1.0)).collect();
+            data.extend(unit(&v));
+        }
+        data
+    }
+
+    #[test]
+    fn the_sketch_scan_finds_the_exact_scans_entry_for_identical_and_near_queries() {
+        let (n, dim, layers) = (300, 192, 2);
+        let data: Vec<f32> = (0..layers).flat_map(|_| spread(n, dim)).collect();
+        let sketches = Sketches::build(&data, layers, n, dim).unwrap();
+        let features = Features::new(data, layers, n, dim).unwrap();
+        let lengths = vec![9; n];
+        let index = Index::new(&lengths, Vec::new(), Some((sketches, layers)));
+        let search = |layer: usize, q: &[f32], method| {
+            index
+                .search(layer, q, 9, LengthPolicy::Exact, &features, method)
+                .unwrap()
+        };
+        let mut near_agree = 0;
+        for e in 0..n {
+            let layer = e % layers;
+            // Identical: itself, at distance 0.
+            let q = features.get(layer, e).to_vec();
+            let found = search(layer, &q, SearchMethod::Indexed);
+            assert_eq!(found.entry as usize, e);
+            assert!(found.distance < 1e-5);
+            // Near-identical: a small perturbation finds what the exact scan finds.
+            let noisy: Vec<f32> = q
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x + 0.01 * (((i * 31 + e * 17) % 13) as f32 / 13.0 - 0.5))
+                .collect();
+            let noisy = unit(&noisy);
+            let exact = search(layer, &noisy, SearchMethod::ExactScan);
+            let sketched = search(layer, &noisy, SearchMethod::Indexed);
+            assert!(sketched.distance >= exact.distance - 1e-6);
+            near_agree += usize::from(sketched.entry == exact.entry);
+        }
+        assert_eq!(near_agree, n, "the sketch scan missed the exact entry");
     }
 }

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::feature::FeatureKind;
 pub use crate::storage::{FileRecord, ModelIdentity};
 
-/// Version of the on-disk format; a database of another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk format; a database of another version is refused
+/// (2: `sketch.bin`).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ mod manifest;
 mod maps;
 pub mod policy;
 mod projector;
+mod sketch;
 mod store;
 
 pub use crate::storage::write_atomically;
@@ -22,4 +23,5 @@ pub use head_types::{HeadProfile, HeadType, HeadTypes};
 pub use index::{FeaturePoint, Features, Index, Neighbour, SearchMethod};
 pub use manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 pub use policy::{LengthPolicy, Lookup, Policy};
+pub use sketch::{RERANK, SKETCH_DIM, Sketches};
 pub use store::{Database, Entry};

@@ -2,7 +2,8 @@
 //! memory-mapped f16 maps.
 //!
 //! Files: `manifest.json`; `entries.json` (id, text, label, token count, map
-//! offset); `features.bin` (f32 LE, `[L][N][F]`); `embeddings.bin` (f32 LE,
+//! offset); `features.bin` (f32 LE, `[L][N][F]`); `sketch.bin` (f32 LE, the
+//! look-up's projections and every entry's sketch, see `sketch`); `embeddings.bin` (f32 LE,
 //! the exact sentence embedding of each entry, `[N][D]`); `index.bin` (postcard HNSW
 //! buckets); `maps.bin` (f16 LE; entry `e` of `S` tokens holds `[L][H][S][S]`
 //! from its offset). Opening checks the version, the model, every file's size,
@@ -24,6 +25,7 @@ use super::index::{Features, HnswBucket, Index};
 use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
 use super::projector::Projector;
+use super::sketch::Sketches;
 use crate::storage::{check_files, read_json, verify_files};
 
 /// The trained feature network of projector databases.
@@ -32,10 +34,14 @@ pub const PROJECTOR_FILE: &str = "projector.safetensors";
 /// Every head's type and scores (databases built before head types lack it).
 pub const HEAD_TYPES_FILE: &str = "head_types.json";
 
+/// The look-up's first pass: projections and every entry's sketch.
+pub const SKETCH_FILE: &str = "sketch.bin";
+
 /// The data files every database holds (besides `manifest.json`).
-pub const DATA_FILES: [&str; 5] = [
+pub const DATA_FILES: [&str; 6] = [
     "entries.json",
     "features.bin",
+    SKETCH_FILE,
     "embeddings.bin",
     "index.bin",
     "maps.bin",
@@ -138,6 +144,13 @@ impl Database {
         if features.iter().any(|x| !x.is_finite()) {
             return Err(corrupt("features.bin holds NaN or infinite values".into()));
         }
+        let sketches = Sketches::from_values(
+            read_f32(&dir.join(SKETCH_FILE)).map_err(|e| corrupt(format!("{SKETCH_FILE}: {e}")))?,
+            shape.layers,
+            entries.len(),
+            manifest.feature_dim,
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
         let features = Features::new(features, shape.layers, entries.len(), manifest.feature_dim)
             .map_err(|e| corrupt(e.to_string()))?;
         let embeddings = read_f32(&dir.join("embeddings.bin"))
@@ -155,7 +168,7 @@ impl Database {
         )
         .map_err(|e| corrupt(format!("index.bin is malformed ({e})")))?;
         let lengths: Vec<usize> = entries.iter().map(|e| e.tokens).collect();
-        let index = Index::new(&lengths, buckets);
+        let index = Index::new(&lengths, buckets, Some((sketches, shape.layers)));
         let maps = MapFile::open(dir, shape.heads)
             .map_err(|e| corrupt(format!("cannot map maps.bin ({e})")))?;
         let projector = match manifest.feature {
