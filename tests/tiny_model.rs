@@ -263,3 +263,31 @@ fn heads_planted_in_the_weights_are_typed_as_planted() {
         assert!(p.positional.unwrap() < 0.95, "{p:?}");
     }
 }
+
+#[test]
+fn a_query_no_entry_can_serve_computes_no_feature_and_searches_nothing() {
+    use attncache::cache::Policy;
+    use attncache::engine::{Engine, Mode};
+    use std::sync::Arc;
+    let (_model_dir, model) = tiny_model();
+    let dir = tempfile::tempdir().unwrap();
+    let db = tiny_database(
+        &model,
+        &["the movie was great", "the plot was bad"],
+        dir.path(),
+    );
+    let shape = *model.shape();
+    let engine = Engine::new(Arc::new(model), Arc::new(db), Policy::global(&shape, 2.0)).unwrap();
+    // Four words: entries of its length exist, so every layer looks up.
+    let served = engine.run("the film was fun", Mode::Cached).unwrap().trace;
+    assert!(served.layers.iter().all(|l| l.neighbour.is_some()));
+    assert!(served.timings.feature > 0.0 && served.timings.search > 0.0);
+    // Two words: no entry of that length, so the look-up costs nothing.
+    let unserved = engine.run("great fun", Mode::Cached).unwrap().trace;
+    assert!(unserved.layers.iter().all(|l| l.neighbour.is_none()));
+    assert_eq!(
+        (unserved.timings.feature, unserved.timings.search),
+        (0.0, 0.0)
+    );
+    assert_eq!(unserved.hit_rate, 0.0);
+}

@@ -135,6 +135,12 @@ impl Index {
         }
     }
 
+    /// Whether any entry may serve a query of `length` tokens under `lengths`.
+    pub fn has_candidates(&self, length: usize, lengths: LengthPolicy) -> bool {
+        self.buckets(length, lengths)
+            .any(|(_, ids)| !ids.is_empty())
+    }
+
     /// Number of entries of each token length.
     pub fn length_histogram(&self) -> BTreeMap<usize, usize> {
         self.by_length

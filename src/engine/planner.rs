@@ -29,6 +29,9 @@ pub struct CachePlanner<'a> {
     single: Option<Option<Neighbour>>,
     /// An entry with exactly the query's text: every layer uses it, no search.
     identical: Option<Neighbour>,
+    /// Whether any entry may serve a query of this length: without one,
+    /// no feature is computed and nothing searched.
+    candidates: bool,
     /// Inputs of the layers whose look-up was skipped (no head may hit).
     skipped: Vec<(usize, Tensor)>,
     /// Decisions so far, by layer.
@@ -55,6 +58,7 @@ impl<'a> CachePlanner<'a> {
             reuse: true,
             single: None,
             identical: None,
+            candidates: db.index().has_candidates(query_len, policy.lengths),
             skipped: Vec::new(),
             decisions: Vec::new(),
             feature_time: Duration::ZERO,
@@ -112,6 +116,9 @@ impl<'a> CachePlanner<'a> {
     }
 
     fn search(&mut self, layer: usize, input: &Tensor) -> candle_core::Result<Option<Neighbour>> {
+        if !self.candidates {
+            return Ok(None);
+        }
         self.searches += 1;
         let start = Instant::now();
         let feature = self.db.query_feature(layer, input)?;
