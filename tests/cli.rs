@@ -297,3 +297,93 @@ fn the_dashboard_without_a_terminal_says_how_to_script_it() {
     let out = attncache(&["--model", dir.path().to_str().unwrap()]);
     assert_one_line_error(&out, "the dashboard needs a terminal");
 }
+
+/// `bench` with several policies, the oracle and the plot, on a tiny model
+/// and local text files (no fetch): one table per policy, the oracle and
+/// the ceiling timed once, the plot written.
+#[test]
+fn bench_compares_policies_with_the_oracle_and_plots_where_reuse_pays() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    common::write_tiny_model(&model_dir);
+    let model = model_dir.to_str().unwrap();
+    let texts = [
+        "the movie was great",
+        "the plot was bad",
+        "a film is not fun",
+        "the movie is fun",
+        "a plot and a film",
+        "great fun",
+    ];
+    std::fs::write(dir.path().join("db.txt"), texts.join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("queries.txt"),
+        "the film was great\na movie is not fun\nfun fun\n",
+    )
+    .unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_attncache"))
+            .args(["--model", model])
+            .args(args)
+            .env("ATTNCACHE_HOME", dir.path().join("home"))
+            .output()
+            .unwrap()
+    };
+    let built = run(&["build", "--corpus", &path("db.txt"), "--out", &path("db")]);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let v = json_of(&run(&[
+        "bench",
+        "--db",
+        &path("db"),
+        "--policy",
+        "global:2",
+        "--policy",
+        "strict",
+        "--oracle",
+        "0.5",
+        "--plot",
+        &path("plots"),
+        "--splits",
+        &path("queries.txt"),
+        "--repeats",
+        "1",
+        "--json",
+    ]));
+    let policies = v["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 2);
+    assert_eq!(policies[0]["policy"], "global:2");
+    assert_eq!(policies[1]["policy"], "strict");
+    assert_eq!(v["rows"], policies[0]["rows"]);
+    let first = policies[0]["rows"].as_array().unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|r| r["queries"].as_u64().unwrap())
+            .sum::<u64>(),
+        3
+    );
+    for r in first {
+        let oracle = r["oracle_hit_rate"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&oracle), "{r}");
+        assert!(r["oracle_e2e"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // The strict policy reuses nothing and its rows carry no oracle.
+    for r in policies[1]["rows"].as_array().unwrap() {
+        assert_eq!(r["hit_rate"], 0.0);
+        assert!(r.get("oracle_e2e").is_none(), "{r}");
+    }
+    let plots = v["plots"].as_array().unwrap();
+    assert!(!plots.is_empty());
+    for p in plots {
+        let p = std::path::Path::new(p.as_str().unwrap());
+        assert!(
+            p.starts_with(dir.path().join("plots")) && p.metadata().unwrap().len() > 1000,
+            "{p:?}"
+        );
+    }
+}

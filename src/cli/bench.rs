@@ -2,27 +2,49 @@
 
 use std::path::Path;
 
+use serde::Serialize;
+
 use super::progress;
 use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
 use crate::cache::{RERANK, SKETCH_DIM};
 use crate::data::CorpusOptions;
 use crate::engine::Engine;
-use crate::eval::bench;
+use crate::eval::{BenchRow, bench};
+use crate::plot::{LengthFigure, LengthSeries};
 
 /// Options of `attncache bench`.
 pub struct BenchArgs<'a> {
     pub db: &'a Path,
-    pub policy: Option<&'a str>,
+    /// Policies benchmarked one after the other (none: the database's).
+    pub policies: &'a [String],
+    /// The oracle's least similarity, when timed.
+    pub oracle: Option<f32>,
+    /// Where to write the "where reuse pays" plot.
+    pub plot: Option<&'a Path>,
     pub splits: &'a [String],
     pub limit: usize,
     pub repeats: usize,
     pub json: bool,
 }
 
+/// One policy's benchmark.
+#[derive(Serialize)]
+struct PolicyBench {
+    policy: String,
+    rows: Vec<BenchRow>,
+}
+
 pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
     let model = load_model(target, "bench")?;
     let db = open_database(args.db, &model)?;
-    let policy = load_policy(args.policy, Some(&db), &model)?;
+    let specs: Vec<Option<&str>> = match args.policies {
+        [] => vec![None],
+        specs => specs.iter().map(|s| Some(s.as_str())).collect(),
+    };
+    let policies = specs
+        .iter()
+        .map(|spec| load_policy(*spec, Some(&db), &model))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut texts = Vec::new();
     for split in args.splits {
         let corpus = load_corpus(
@@ -34,28 +56,70 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
         )?;
         texts.extend(corpus.items.into_iter().map(|i| i.text));
     }
-    let engine = Engine::new(model, db, policy)?;
-    let bar = progress::bar(texts.len(), "benchmarking");
-    let rows = bench(&engine, &texts, args.repeats, &mut |d, _| {
-        bar.set_position(d as u64)
-    });
-    bar.finish_and_clear();
-    let rows = rows?;
+    let mut benches = Vec::with_capacity(policies.len());
+    for (i, policy) in policies.into_iter().enumerate() {
+        let engine = Engine::new(model.clone(), db.clone(), policy)?;
+        let bar = progress::bar(
+            texts.len(),
+            &format!("benchmarking {}", engine.policy().name),
+        );
+        // The oracle and the ceiling do not depend on the policy: timed once.
+        let oracle = args.oracle.filter(|_| i == 0);
+        let rows = bench(&engine, &texts, args.repeats, oracle, &mut |d, _| {
+            bar.set_position(d as u64)
+        });
+        bar.finish_and_clear();
+        benches.push(PolicyBench {
+            policy: engine.policy().name.clone(),
+            rows: rows?,
+        });
+    }
+    let plotted = match args.plot {
+        Some(dir) => save_lengths_plot(&benches, args.oracle, dir)?,
+        None => Vec::new(),
+    };
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "policy": engine.policy().name, "splits": args.splits, "repeats": args.repeats, "rows": rows })
+            serde_json::json!({
+                "policy": benches[0].policy,
+                "splits": args.splits,
+                "repeats": args.repeats,
+                "rows": benches[0].rows,
+                "policies": benches,
+                "oracle_min_similarity": args.oracle,
+                "plots": plotted,
+            })
         );
         return Ok(());
     }
+    for b in &benches {
+        print_table(b, args.splits, args.repeats);
+    }
+    println!(
+        "ideal: FLOP model of the work the reused heads skip, look-up free; share: look-up ÷ exact forward; ceiling: every map reused, no look-up"
+    );
+    if let Some(min) = args.oracle {
+        println!(
+            "oracle ≥ {min}: each head reuses the entry whose map is truly most similar when at least {min} (no look-up)"
+        );
+    }
+    for path in &plotted {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_table(b: &PolicyBench, splits: &[String], repeats: usize) {
+    let oracle = b.rows.iter().any(|r| r.oracle_e2e.is_some());
     println!(
         "policy {} · {} · medians of {} interleaved repeats per query · speedup = Σ exact / Σ cached per bucket",
-        engine.policy().name,
-        args.splits.join(" + "),
-        args.repeats
+        b.policy,
+        splits.join(" + "),
+        repeats
     );
     println!(
-        "{:>9} {:>7} {:>6} {:>6} | {:>9} {:>7} | {:>9} {:>7} | {:>9} {:>9} {:>6} | {:>8} {:>8}",
+        "{:>9} {:>7} {:>6} {:>6} | {:>9} {:>7} | {:>9} {:>7} | {:>9} {:>9} {:>6} | {:>8} {:>8}{}",
         "tokens",
         "queries",
         "mean",
@@ -68,11 +132,20 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
         "exact",
         "share",
         "ceiling",
-        "(e2e)"
+        "(e2e)",
+        if oracle {
+            format!(" | {:>6} {:>8}", "oracle", "(e2e)")
+        } else {
+            String::new()
+        }
     );
-    for r in &rows {
+    for r in &b.rows {
+        let oracle = match (r.oracle_hit_rate, r.oracle_e2e) {
+            (Some(h), Some(e)) => format!(" | {:>5.1}% {:>7.3}×", h * 100.0, e),
+            _ => String::new(),
+        };
         println!(
-            "{:>9} {:>7} {:>6.1} {:>5.1}% | {:>8.3}× {:>6.3}× | {:>8.3}× {:>6.3}× | {:>6.2} ms {:>6.2} ms {:>5.1}% | {:>7.3}× {:>7.3}×",
+            "{:>9} {:>7} {:>6.1} {:>5.1}% | {:>8.3}× {:>6.3}× | {:>8.3}× {:>6.3}× | {:>6.2} ms {:>6.2} ms {:>5.1}% | {:>7.3}× {:>7.3}×{oracle}",
             r.lengths,
             r.queries,
             r.mean_tokens,
@@ -88,10 +161,49 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
             r.ceiling_e2e
         );
     }
-    println!(
-        "ideal: FLOP model of the work the reused heads skip, look-up free; share: look-up ÷ exact forward; ceiling: every map reused, no look-up"
-    );
-    Ok(())
+}
+
+/// Draws every policy's, the oracle's and the ceiling's end-to-end speedup
+/// against length into `dir/where-reuse-pays.*`.
+fn save_lengths_plot(
+    benches: &[PolicyBench],
+    oracle: Option<f32>,
+    dir: &Path,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use crate::plot::palette::{GREY, ORACLE, OURS, PAPER, STAGES};
+    let line = |rows: &[BenchRow], y: fn(&BenchRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| Some((r.mean_tokens, y(r)?)))
+            .collect()
+    };
+    let colours = [OURS, PAPER, STAGES[3], STAGES[5]];
+    let mut series: Vec<LengthSeries> = benches
+        .iter()
+        .enumerate()
+        .map(|(i, b)| LengthSeries {
+            label: format!("{} (look-up counted)", b.policy),
+            color: colours[i % colours.len()],
+            points: line(&b.rows, |r| Some(r.e2e_speedup)),
+        })
+        .collect();
+    let first = &benches[0].rows;
+    if let Some(min) = oracle {
+        series.push(LengthSeries {
+            label: format!("oracle ≥ {min} (no look-up)"),
+            color: ORACLE,
+            points: line(first, |r| r.oracle_e2e),
+        });
+    }
+    series.push(LengthSeries {
+        label: "ceiling: every map of the input itself".into(),
+        color: GREY,
+        points: line(first, |r| Some(r.ceiling_e2e)),
+    });
+    let figure = LengthFigure {
+        title: "Where does map reuse pay? End-to-end speedup by input length".into(),
+        series,
+    };
+    crate::plot::save(&figure, dir, "where-reuse-pays", true)
 }
 
 /// `attncache bench-index`: exact scan vs sketch scan vs HNSW by bucket size.

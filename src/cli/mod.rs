@@ -310,9 +310,20 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         db: PathBuf,
         /// strict, global:D, paper:D or a policy file (default: the
-        /// database's policy.json, else strict).
+        /// database's policy.json, else strict); repeat to benchmark several
+        /// policies on the same queries, one table each.
         #[arg(long, value_name = "P")]
-        policy: Option<String>,
+        policy: Vec<String>,
+        /// Also time the oracle: each head reuses the entry whose map is
+        /// truly most similar to its exact map when that similarity is at
+        /// least SIM (no look-up; the limit of any map cache at that
+        /// similarity).
+        #[arg(long, value_name = "SIM")]
+        oracle: Option<f32>,
+        /// Write "where reuse pays" (end-to-end speedup against length for
+        /// every policy, the oracle and the ceiling) into DIR.
+        #[arg(long, value_name = "DIR")]
+        plot: Option<PathBuf>,
         /// Query sets (comma-separated): short reviews and long plot texts.
         #[arg(
             long,
@@ -536,6 +547,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             db,
             policy,
+            oracle,
+            plot,
             splits,
             limit,
             repeats,
@@ -544,7 +557,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             bench::BenchArgs {
                 db: &db,
-                policy: policy.as_deref(),
+                policies: &policy,
+                oracle,
+                plot: plot.as_deref(),
                 splits: &splits,
                 limit,
                 repeats,

@@ -1,11 +1,13 @@
 //! The latency benchmark: exact vs cached attention and end-to-end time by
 //! sequence length, from one run, beside the ideal speedup implied by the
-//! work actually skipped and the ceiling of reusing every map.
+//! work actually skipped, the oracle's (optional) and the ceiling of reusing
+//! every map.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::oracle::{oracle_choices, oracle_plan};
 use super::stats::median;
 use crate::engine::{Engine, Mode};
 use crate::model::{StaticPlan, ms};
@@ -44,6 +46,14 @@ pub struct BenchRow {
     pub ceiling_attention: f64,
     /// End-to-end speedup of the same.
     pub ceiling_e2e: f64,
+    /// With `--oracle`: share of head slots the oracle reuses (each head
+    /// the entry whose map is truly most similar, when at least the
+    /// asked similarity; no look-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oracle_hit_rate: Option<f64>,
+    /// With `--oracle`: its end-to-end speedup (forward pass, as the ceiling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oracle_e2e: Option<f64>,
 }
 
 /// Per-query medians.
@@ -60,21 +70,25 @@ struct QueryTimes {
     full_reuse_total: f64,
     exact_forward_attention: f64,
     exact_forward_total: f64,
+    /// The oracle's reused heads and forward time, when asked for.
+    oracle: Option<(usize, f64)>,
 }
 
 /// Benchmarks `engine` on `texts` with `repeats` interleaved repetitions per
-/// query; `progress(done, total)` after each query.
+/// query, with the oracle reusing maps of true similarity at least `oracle`
+/// when given; `progress(done, total)` after each query.
 pub fn bench(
     engine: &Engine,
     texts: &[String],
     repeats: usize,
+    oracle: Option<f32>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Vec<BenchRow>> {
     let model = engine.model();
     let shape = *model.shape();
     let mut by_bucket: BTreeMap<usize, Vec<QueryTimes>> = BTreeMap::new();
     for (i, text) in texts.iter().enumerate() {
-        let t = time_query(engine, text, repeats.max(1))?;
+        let t = time_query(engine, text, repeats.max(1), oracle)?;
         let bucket = BUCKETS
             .iter()
             .position(|&b| t.tokens <= b)
@@ -110,13 +124,25 @@ pub fn bench(
                 ceiling_attention: sum(|q| q.exact_forward_attention)
                     / sum(|q| q.full_reuse_attention),
                 ceiling_e2e: sum(|q| q.exact_forward_total) / sum(|q| q.full_reuse_total),
+                oracle_hit_rate: oracle.map(|_| {
+                    sum(|q| q.oracle.map_or(0.0, |o| o.0 as f64))
+                        / (n * (shape.layers * shape.heads) as f64)
+                }),
+                oracle_e2e: oracle.map(|_| {
+                    sum(|q| q.exact_forward_total) / sum(|q| q.oracle.map_or(f64::NAN, |o| o.1))
+                }),
             }
         })
         .collect())
 }
 
 /// Median times of one query over `repeats` interleaved repetitions.
-fn time_query(engine: &Engine, text: &str, repeats: usize) -> anyhow::Result<QueryTimes> {
+fn time_query(
+    engine: &Engine,
+    text: &str,
+    repeats: usize,
+    oracle: Option<f32>,
+) -> anyhow::Result<QueryTimes> {
     let model = engine.model();
     let shape = *model.shape();
     let cached = engine.run(text, Mode::Cached)?;
@@ -133,7 +159,16 @@ fn time_query(engine: &Engine, text: &str, repeats: usize) -> anyhow::Result<Que
         &mut StaticPlan::capture_all(shape.layers, shape.heads),
     )?;
     let reuse_all = StaticPlan::reuse_captured(&captured.maps)?;
+    let s = tokenized[0].ids.len();
+    let oracle = match (oracle, engine.database()) {
+        (Some(min), Some(db)) => {
+            let choices = oracle_choices(model, db, &tokenized[0])?;
+            Some(oracle_plan(model, db, s, &choices, min)?)
+        }
+        _ => None,
+    };
     let mut samples: [Vec<f64>; 9] = Default::default();
+    let mut oracle_samples = Vec::new();
     for r in 0..repeats {
         let pair = engine.timed_pair(text, r % 2 == 1)?;
         let (e, c) = (pair.exact, pair.cached);
@@ -142,6 +177,10 @@ fn time_query(engine: &Engine, text: &str, repeats: usize) -> anyhow::Result<Que
             &mut StaticPlan::exact(shape.layers, shape.heads),
         )?;
         let (_, reuse_fwd) = model.forward(&tokenized, &mut reuse_all.clone())?;
+        if let Some((plan, _)) = &oracle {
+            let (_, oracle_fwd) = model.forward(&tokenized, &mut plan.clone())?;
+            oracle_samples.push(ms(oracle_fwd.timings.total()));
+        }
         let values = [
             e.attention_with_lookup(),
             e.total,
@@ -170,5 +209,6 @@ fn time_query(engine: &Engine, text: &str, repeats: usize) -> anyhow::Result<Que
         full_reuse_total: m(6),
         exact_forward_attention: m(7),
         exact_forward_total: m(8),
+        oracle: oracle.map(|(_, hits)| (hits, median(&oracle_samples).unwrap_or(f64::NAN))),
     })
 }

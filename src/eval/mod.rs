@@ -38,6 +38,7 @@ pub use modular_calibrate::{
 };
 pub use oracle::{
     ORACLE_NOISE, ORACLE_SCALE, OracleChoice, oracle_choices, oracle_frontier, oracle_gain_share,
+    oracle_plan,
 };
 pub use prefix::{PrefixComparison, RunFigures, compare_with_prefix_cache};
 pub use probe::Probe;

@@ -86,18 +86,18 @@ struct Prepared<'a> {
     choices: Vec<Vec<Option<OracleChoice>>>,
 }
 
-/// The oracle's plan for a query at `min_similarity` (maps loaded here,
-/// outside any timed region) and the number of heads it reuses.
-fn plan(
+/// The oracle's plan for a query of `tokens` tokens from its `choices` at
+/// `min_similarity` (maps loaded here, outside any timed region) and the
+/// number of heads it reuses.
+pub fn oracle_plan(
     model: &Model,
     db: &Database,
-    query: &Prepared,
+    tokens: usize,
+    choices: &[Vec<Option<OracleChoice>>],
     min_similarity: f32,
 ) -> anyhow::Result<(StaticPlan, usize)> {
-    let s = query.tokenized.ids.len();
     let mut hits = 0;
-    let layers = query
-        .choices
+    let layers = choices
         .iter()
         .enumerate()
         .map(|(l, heads)| {
@@ -107,7 +107,7 @@ fn plan(
                 .map(|(h, choice)| match choice {
                     Some(c) if c.similarity >= min_similarity => {
                         hits += 1;
-                        let map = db.maps_for(c.entry as usize, l, &[h], s, model.device())?;
+                        let map = db.maps_for(c.entry as usize, l, &[h], tokens, model.device())?;
                         Ok(HeadPlan::Reuse(map.into_iter().next().expect("one head")))
                     }
                     _ => Ok(HeadPlan::Exact),
@@ -167,7 +167,7 @@ pub fn oracle_frontier(
     for &min_similarity in scale {
         let plans = queries
             .iter()
-            .map(|q| plan(model, db, q, min_similarity))
+            .map(|q| oracle_plan(model, db, q.tokenized.ids.len(), &q.choices, min_similarity))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let (mut e2e_ratios, mut attention_ratios) = (Vec::new(), Vec::new());
         let mut readouts: Vec<(Vec<f32>, Vec<f32>)> = Vec::with_capacity(n);

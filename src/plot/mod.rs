@@ -5,6 +5,7 @@
 mod charts;
 mod font;
 mod heatmap;
+mod lengths;
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use plotters::prelude::*;
 pub use charts::{LatencyFigure, SweepFigure, SweepPoint};
 pub use font::{FontSource, ensure_font};
 pub use heatmap::{MapRow, MapsFigure, MatrixFigure, MatrixPanel, resample};
+pub use lengths::{LengthFigure, LengthSeries};
 
 /// A figure that can draw itself on any plotters backend.
 pub trait Figure {
