@@ -416,3 +416,58 @@ fn the_sketch_look_up_finds_the_exact_scans_entry_on_near_queries() {
         "only {checked} entries lie in buckets the sketch serves"
     );
 }
+
+/// A length-only head (layer 0 head 2) served from the per-length table
+/// reproduces the query's exact map: similarity (1 − mean row total
+/// variation) at least 0.99 on every query with an entry of its length,
+/// with no look-up at all when it is the only head reused.
+#[test]
+fn the_per_length_table_reproduces_a_positional_heads_exact_maps() {
+    let model = common::real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db");
+    build_db(model, &corpus(120), &out);
+    let db = Database::open(&out, &ModelIdentity::of(model).unwrap()).unwrap();
+    let shape = *model.shape();
+    let mut policy = Policy::strict(&shape);
+    policy.static_heads = vec![vec![false; shape.heads]; shape.layers];
+    policy.static_heads[0][2] = true;
+    let engine = Engine::new(Arc::new(model.clone()), Arc::new(db), policy).unwrap();
+    let queries = CorpusSpec::parse("rt:test")
+        .unwrap()
+        .load(&CorpusOptions::default())
+        .unwrap()
+        .limited(Some(40));
+    let mut served = 0;
+    for item in &queries.items {
+        let run = engine.run(&item.text, Mode::Shadow).unwrap();
+        let l0h2 = &run.trace.layers[0].heads[2];
+        let others = run
+            .trace
+            .layers
+            .iter()
+            .flat_map(|l| &l.heads)
+            .filter(|h| h.hit)
+            .count();
+        if l0h2.hit {
+            served += 1;
+            assert_eq!(others, 1, "only the static head is reused");
+            let similarity = l0h2.similarity.unwrap();
+            assert!(
+                similarity >= 0.99,
+                "{:?}: similarity {similarity}",
+                item.text
+            );
+            assert_eq!(
+                (run.trace.timings.feature, run.trace.timings.search),
+                (0.0, 0.0)
+            );
+        } else {
+            assert_eq!(others, 0);
+        }
+    }
+    assert!(
+        served >= 10,
+        "only {served} of 40 queries had an entry of their length"
+    );
+}

@@ -135,6 +135,12 @@ impl Index {
         }
     }
 
+    /// The per-length table of static heads: the first entry of `length`
+    /// tokens, if any.
+    pub fn first_of_length(&self, length: usize) -> Option<u32> {
+        self.by_length.get(&length)?.first().copied()
+    }
+
     /// Whether any entry may serve a query of `length` tokens under `lengths`.
     pub fn has_candidates(&self, length: usize, lengths: LengthPolicy) -> bool {
         self.buckets(length, lengths)

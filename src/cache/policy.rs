@@ -82,6 +82,12 @@ pub struct Policy {
     /// Predicted similarity `clamp(a − b·distance, 0, 1)` per head, `[L][H]`
     /// of `[a, b]`.
     pub predictor: Vec<Vec<[f32; 2]>>,
+    /// Heads served from the database's per-length table with no look-up,
+    /// `[L][H]` (empty: none): heads whose map depends on the length only
+    /// reuse the map of the first entry of the query's length (see
+    /// [`Policy::is_static`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_heads: Vec<Vec<bool>>,
     /// How the thresholds were chosen, when calibrated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
@@ -100,6 +106,7 @@ impl Policy {
             all_or_nothing: false,
             max_distance: vec![vec![max_distance; shape.heads]; shape.layers],
             predictor: vec![vec![[1.0, 1.0]; shape.heads]; shape.layers],
+            static_heads: Vec::new(),
             calibration: None,
         }
     }
@@ -187,6 +194,14 @@ impl Policy {
             self.max_distance.iter().flatten().all(|d| d.is_finite()),
             "it has a threshold that is not a number"
         );
+        let static_rows: Vec<usize> = self.static_heads.iter().map(Vec::len).collect();
+        ensure!(
+            static_rows.is_empty() || fits(&static_rows),
+            "its static heads cover {} layers, the model has {} layers × {} heads",
+            self.static_heads.len(),
+            shape.layers,
+            shape.heads
+        );
         Ok(())
     }
 
@@ -199,14 +214,38 @@ impl Policy {
         }
     }
 
-    /// Whether any head of `layer` may reuse a map of a non-identical entry
-    /// (when none can, the look-up for that layer can be skipped).
+    /// Whether any head of `layer` may reuse a map the look-up finds in a
+    /// non-identical entry (when none can, the look-up for that layer can be
+    /// skipped; static heads need no look-up).
     pub fn may_hit(&self, layer: usize) -> bool {
         if self.all_or_nothing {
             self.max_distance[0][0] > IDENTICAL
         } else {
-            self.max_distance[layer].iter().any(|&d| d > IDENTICAL)
+            self.max_distance[layer]
+                .iter()
+                .enumerate()
+                .any(|(h, &d)| d > IDENTICAL && !self.is_static(layer, h))
         }
+    }
+
+    /// Whether head `(layer, head)` is served from the per-length table.
+    pub fn is_static(&self, layer: usize, head: usize) -> bool {
+        !self.all_or_nothing
+            && self
+                .static_heads
+                .get(layer)
+                .and_then(|row| row.get(head))
+                .copied()
+                .unwrap_or(false)
+    }
+
+    /// Whether any head of `layer` is served from the per-length table.
+    pub fn has_static(&self, layer: usize) -> bool {
+        !self.all_or_nothing
+            && self
+                .static_heads
+                .get(layer)
+                .is_some_and(|r| r.contains(&true))
     }
 
     /// The predicted similarity of the neighbour's map at `distance`.
@@ -274,5 +313,28 @@ mod tests {
             ..shape()
         };
         assert!(Policy::parse(path.to_str().unwrap(), &other).is_err());
+    }
+
+    #[test]
+    fn static_heads_need_no_look_up_and_must_fit_the_model() {
+        let s = shape();
+        let mut p = Policy::strict(&s);
+        assert!(!p.is_static(0, 0) && !p.has_static(0));
+        p.static_heads = vec![vec![false; s.heads]; s.layers];
+        p.static_heads[0][1] = true;
+        assert!(p.is_static(0, 1) && p.has_static(0) && !p.has_static(1));
+        // A loose threshold on a static head alone needs no look-up.
+        p.max_distance[0][1] = 0.5;
+        assert!(!p.may_hit(0));
+        p.max_distance[0][0] = 0.5;
+        assert!(p.may_hit(0));
+        p.check_shape(&s).unwrap();
+        p.static_heads.pop();
+        let err = p.check_shape(&s).unwrap_err();
+        assert!(err.to_string().contains("static heads"), "{err}");
+        // The paper's all-or-nothing rule has none.
+        let mut paper = Policy::paper(&s, 0.1);
+        paper.static_heads = vec![vec![true; s.heads]; s.layers];
+        assert!(!paper.is_static(0, 0));
     }
 }

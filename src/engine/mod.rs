@@ -308,6 +308,7 @@ impl Engine {
         let decisions = vec![
             LayerDecision {
                 neighbour: None,
+                table: None,
                 hits: vec![false; shape.heads],
             };
             shape.layers
@@ -424,10 +425,19 @@ impl Engine {
                     .iter()
                     .enumerate()
                     .map(|(h, &hit)| {
-                        let predicted = found.map(|(n, _)| self.policy.predicted(l, h, n.distance));
+                        let is_static = self.policy.is_static(l, h);
+                        let predicted = found
+                            .filter(|_| !is_static)
+                            .map(|(n, _)| self.policy.predicted(l, h, n.distance));
+                        // The map this head reuses (or would): a static
+                        // head's comes from the per-length table.
+                        let source = match is_static {
+                            true => decision.table.zip(db),
+                            false => found.map(|(n, db)| (n.entry, db)),
+                        };
                         let (mut similar, mut js, mut new_rows) = (None, None, None);
-                        if let (Some((n, db)), Some(exact)) = (found, exact) {
-                            let ours = db.map_values_for(n.entry as usize, l, h, s)?;
+                        if let (Some((entry, db)), Some(exact)) = (source, exact) {
+                            let ours = db.map_values_for(entry as usize, l, h, s)?;
                             let truth = exact.out.maps[l][h]
                                 .as_ref()
                                 .expect("shadow captures every map");

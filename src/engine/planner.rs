@@ -12,6 +12,9 @@ use crate::model::{HeadPlan, LayerPlan, Planner};
 pub struct LayerDecision {
     /// The neighbour found, if any.
     pub neighbour: Option<Neighbour>,
+    /// The entry serving the layer's static heads (the per-length table's,
+    /// or the identical entry), if it has any.
+    pub table: Option<u32>,
     /// Per head: reused or not.
     pub hits: Vec<bool>,
 }
@@ -32,6 +35,8 @@ pub struct CachePlanner<'a> {
     /// Whether any entry may serve a query of this length: without one,
     /// no feature is computed and nothing searched.
     candidates: bool,
+    /// The per-length table's entry for static heads.
+    table: Option<u32>,
     /// Inputs of the layers whose look-up was skipped (no head may hit).
     skipped: Vec<(usize, Tensor)>,
     /// Decisions so far, by layer.
@@ -59,6 +64,7 @@ impl<'a> CachePlanner<'a> {
             single: None,
             identical: None,
             candidates: db.index().has_candidates(query_len, policy.lengths),
+            table: db.index().first_of_length(query_len),
             skipped: Vec::new(),
             decisions: Vec::new(),
             feature_time: Duration::ZERO,
@@ -137,6 +143,30 @@ impl<'a> CachePlanner<'a> {
     }
 }
 
+impl CachePlanner<'_> {
+    /// Each head's plan: the map of its source entry, or exact; the maps of
+    /// one entry are loaded in one call.
+    fn load(&self, layer: usize, sources: &[Option<u32>]) -> candle_core::Result<Vec<HeadPlan>> {
+        let mut plans = vec![HeadPlan::Exact; sources.len()];
+        let mut entries: Vec<u32> = sources.iter().flatten().copied().collect();
+        entries.sort_unstable();
+        entries.dedup();
+        for entry in entries {
+            let heads: Vec<usize> = (0..sources.len())
+                .filter(|&h| sources[h] == Some(entry))
+                .collect();
+            let maps = self
+                .db
+                .maps_for(entry as usize, layer, &heads, self.query_len, &self.device)
+                .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+            for (h, map) in heads.into_iter().zip(maps) {
+                plans[h] = HeadPlan::Reuse(map);
+            }
+        }
+        Ok(plans)
+    }
+}
+
 impl Planner for CachePlanner<'_> {
     fn plan_layer(&mut self, layer: usize, input: &Tensor) -> candle_core::Result<LayerPlan> {
         let can_skip = self.reuse && !self.policy.may_hit(layer);
@@ -162,38 +192,32 @@ impl Planner for CachePlanner<'_> {
             },
         };
         let heads = self.policy.max_distance[layer].len();
-        let hits: Vec<bool> = (0..heads)
-            .map(|h| neighbour.is_some_and(|n| self.policy.hits(layer, h, n.distance)))
+        // The entry each head reuses: static heads the table's, the others
+        // the neighbour's when it lies within their threshold.
+        let table = self
+            .policy
+            .has_static(layer)
+            .then(|| self.identical.map(|n| n.entry).or(self.table))
+            .flatten();
+        let sources: Vec<Option<u32>> = (0..heads)
+            .map(|h| match self.policy.is_static(layer, h) {
+                true => table,
+                false => neighbour
+                    .filter(|n| self.policy.hits(layer, h, n.distance))
+                    .map(|n| n.entry),
+            })
             .collect();
+        let hits: Vec<bool> = sources.iter().map(Option::is_some).collect();
         let start = Instant::now();
-        let plans = match neighbour {
-            _ if !self.reuse => vec![HeadPlan::Capture; heads],
-            Some(n) if hits.contains(&true) => {
-                let hit_heads: Vec<usize> = (0..heads).filter(|&h| hits[h]).collect();
-                let mut maps = self
-                    .db
-                    .maps_for(
-                        n.entry as usize,
-                        layer,
-                        &hit_heads,
-                        self.query_len,
-                        &self.device,
-                    )
-                    .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?
-                    .into_iter();
-                hits.iter()
-                    .map(|&hit| match hit {
-                        true => HeadPlan::Reuse(maps.next().expect("one map per hit")),
-                        false => HeadPlan::Exact,
-                    })
-                    .collect()
-            }
-            _ => vec![HeadPlan::Exact; heads],
+        let plans = match self.reuse {
+            false => vec![HeadPlan::Capture; heads],
+            true => self.load(layer, &sources)?,
         };
         self.device.synchronize()?;
         self.load_time += start.elapsed();
         self.decisions.push(LayerDecision {
             neighbour,
+            table,
             hits: if self.reuse { hits } else { vec![false; heads] },
         });
         Ok(LayerPlan::new(plans))

@@ -9,6 +9,12 @@
 //! bisection as the largest value whose *measured* output error — from real
 //! cached runs over the whole split — stays within the budget.
 //!
+//! Ours also serves heads whose map depends on the length only (classed
+//! positional when the database was built, same-length similarity at least
+//! [`STATIC_MIN_SIMILARITY`]) from the database's per-length table, with no
+//! look-up; every measured error includes them, and the strict fallback
+//! drops them.
+//!
 //! Paper (one look-up, all or nothing): the global distance threshold is
 //! chosen by bisection in the same way.
 //!
@@ -23,14 +29,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use super::classifier::Classifier;
-use crate::cache::Policy;
 use crate::cache::policy::{Calibration, IDENTICAL};
+use crate::cache::{HeadType, Policy};
 use crate::data::Corpus;
 use crate::engine::{Engine, Mode, Observation};
-use crate::model::cosine;
+use crate::model::{ModelShape, cosine};
 
 /// Bisection steps.
 const STEPS: usize = 10;
+
+/// Least same-length similarity of a positional head served from the
+/// per-length table (MiniLM's layer 0 head 2: 0.9993).
+pub const STATIC_MIN_SIMILARITY: f32 = 0.99;
 
 /// What the error budget bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -96,9 +106,9 @@ pub struct CalibrateOptions {
 struct Trial {
     error: f64,
     hit_rate: f64,
-    /// Per layer: attention time its hits save, summed over queries (ms,
-    /// estimated from each query's exact layer time and the FLOP share a
-    /// reused head skips).
+    /// Per layer: attention time its looked-up hits save, summed over
+    /// queries (ms, estimated from each query's exact layer time and the
+    /// FLOP share a reused head skips; static heads excluded).
     saved_ms: Vec<f64>,
     /// The cost of one search, summed over queries (ms).
     search_ms: f64,
@@ -136,6 +146,9 @@ pub fn calibrate(
     };
     base.lengths = lengths;
     observer.set_policy(base.clone())?;
+    if options.kind == PolicyKind::Ours {
+        base.static_heads = static_heads(engine, &shape);
+    }
     let steps = corpus.items.len() + STEPS;
     let observations = corpus
         .items
@@ -186,6 +199,7 @@ pub fn calibrate(
         // identical inputs only.
         let strict = Policy {
             max_distance: vec![vec![IDENTICAL; shape.heads]; shape.layers],
+            static_heads: Vec::new(),
             ..base.clone()
         };
         let trial = measure(&strict)?;
@@ -255,6 +269,32 @@ pub fn calibrate(
         unprofitable_layers: unprofitable,
     });
     Ok(policy)
+}
+
+/// The heads the database classes positional with a same-length similarity
+/// of at least [`STATIC_MIN_SIMILARITY`]: served from the per-length table
+/// with no look-up (kept only if the budget allows: the bisection's every
+/// step, its strictest included, measures the error with them).
+fn static_heads(engine: &Engine, shape: &ModelShape) -> Vec<Vec<bool>> {
+    let Some(types) = engine.database().and_then(|db| db.head_types()) else {
+        return Vec::new();
+    };
+    let rows: Vec<Vec<bool>> = (0..shape.layers)
+        .map(|l| {
+            (0..shape.heads)
+                .map(|h| {
+                    types.get(l, h).is_some_and(|p| {
+                        p.kind == HeadType::Positional
+                            && p.positional.is_some_and(|s| s >= STATIC_MIN_SIMILARITY)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    match rows.iter().flatten().any(|&s| s) {
+        true => rows,
+        false => Vec::new(),
+    }
 }
 
 /// Per layer × head, the (distance, similarity) samples, sorted by distance.
@@ -353,7 +393,10 @@ fn measure_trial(
         let cost = model.layer_cost(obs.tokens);
         let share = cost.skippable_per_head / cost.attention;
         for (l, layer) in run.trace.layers.iter().enumerate() {
-            let hits = layer.heads.iter().filter(|h| h.hit).count() as f64;
+            // Static heads need no look-up: their savings do not pay for it.
+            let hits = (layer.heads.iter().enumerate())
+                .filter(|&(h, head)| head.hit && !engine.policy().is_static(l, h))
+                .count() as f64;
             saved_ms[l] += hits * share * obs.attention_ms[l];
         }
         search_ms += obs.search_ms;
