@@ -5,7 +5,9 @@
 # cache) and the prefix cache, on MiniLM (reviews) and SmolLM2 (2-shot
 # sentiment prompts: the same two labelled reviews open every prompt, the
 # database built from prompts of the same template). Results go to OUT
-# (default ./results-accounting); ~35 minutes on 2 cores. Finished steps
+# (default ./results-accounting); ~45 minutes on 2 cores. MiniLM also gets
+# "where reuse pays" (bench by length with the oracle and the ceiling,
+# where-reuse-pays.png) and the look-up's retrieval and index benchmarks. Finished steps
 # (non-empty result files) are skipped when it is run again.
 # Run on a quiet machine: the speedups are timing ratios.
 set -euo pipefail
@@ -32,6 +34,14 @@ have "$m/eval-paper-keep.json" || $bin eval --db "$m/db" --split rt:test --limit
   --compare oracle --accounting both --json > "$m/eval-paper-keep.json"
 have "$m/eval-ours-keep.json" || $bin eval --db "$m/db" --split rt:test --limit 500 --repeats 3 \
   --policy "$m/policy-ours-keep.json" --accounting both --json > "$m/eval-ours-keep.json"
+# Where reuse pays: the same policies (and every map of the nearest entry)
+# by input length, up to 512 tokens (rt-plot), beside the oracle at >= 0.99
+# similarity and the ceiling; the look-up's share of the exact forward.
+have "$m/bench.json" || $bin bench --db "$m/db" --policy "$m/policy-ours.json" \
+  --policy "$m/policy-ours-keep.json" --policy "$m/policy-paper-keep.json" --policy global:2 \
+  --oracle 0.99 --plot "$m" --limit 40 --repeats 5 --json > "$m/bench.json"
+have "$m/retrieval.txt" || $bin retrieval --db "$m/db" --split rt:calib --limit 300 > "$m/retrieval.txt"
+have "$m/bench-index.txt" || $bin bench-index --db "$m/db" > "$m/bench-index.txt"
 
 # SmolLM2, 2-shot sentiment prompts; the prefix cache holds the template and
 # the two examples.

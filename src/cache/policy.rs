@@ -62,6 +62,10 @@ pub struct Calibration {
     /// hits save was measured to be less than the look-up costs.
     #[serde(default)]
     pub unprofitable_layers: Vec<usize>,
+    /// Layers whose static heads were dropped because, timed, the layer's
+    /// attention was not faster with them than exact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unprofitable_static_layers: Vec<usize>,
 }
 
 /// A complete decision policy.

@@ -33,7 +33,7 @@ use crate::cache::policy::{Calibration, IDENTICAL};
 use crate::cache::{HeadType, Policy};
 use crate::data::Corpus;
 use crate::engine::{Engine, Mode, Observation};
-use crate::model::{ModelShape, cosine};
+use crate::model::{ModelShape, cosine, ms};
 
 /// Bisection steps.
 const STEPS: usize = 10;
@@ -239,7 +239,25 @@ pub fn calibrate(
             }
         }
     }
-    if !unprofitable.is_empty() {
+    // Static heads need no look-up, but a layer that reuses any head loses
+    // the fused path's single Q·K·V product: keep them only where that
+    // layer's attention, timed, is faster with them than exact.
+    let mut unprofitable_static = Vec::new();
+    if options.drop_unprofitable && (0..shape.layers).any(|l| policy.has_static(l)) {
+        let mut timed = engine.clone();
+        timed.set_policy(policy.clone())?;
+        let (with, without) = static_attention_ms(&timed, corpus, cancel)?;
+        for l in 0..shape.layers {
+            if policy.has_static(l) && with[l] >= without[l] {
+                policy.static_heads[l] = vec![false; shape.heads];
+                unprofitable_static.push(l);
+            }
+        }
+        if !policy.static_heads.iter().flatten().any(|&s| s) {
+            policy.static_heads.clear();
+        }
+    }
+    if !unprofitable.is_empty() || !unprofitable_static.is_empty() {
         let pruned = measure(&policy)?;
         if pruned.error <= options.budget {
             trial = pruned;
@@ -248,6 +266,7 @@ pub fn calibrate(
             // monotone): keep the policy as bisection found it.
             policy = best_policy;
             unprofitable.clear();
+            unprofitable_static.clear();
         }
     }
     policy.name = match options.kind {
@@ -267,6 +286,7 @@ pub fn calibrate(
         measured_error: trial.error,
         expected_hit_rate: trial.hit_rate,
         unprofitable_layers: unprofitable,
+        unprofitable_static_layers: unprofitable_static,
     });
     Ok(policy)
 }
@@ -295,6 +315,34 @@ fn static_heads(engine: &Engine, shape: &ModelShape) -> Vec<Vec<bool>> {
         true => rows,
         false => Vec::new(),
     }
+}
+
+/// Per layer, the attention time (map loading included) of `engine`'s
+/// cached runs and of exact runs over `corpus`, interleaved (the order
+/// alternating), summed (ms).
+fn static_attention_ms(
+    engine: &Engine,
+    corpus: &Corpus,
+    cancel: &AtomicBool,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let layers = engine.model().shape().layers;
+    let (mut with, mut without) = (vec![0f64; layers], vec![0f64; layers]);
+    for (i, item) in corpus.items.iter().enumerate() {
+        anyhow::ensure!(!cancel.load(Ordering::Relaxed), "calibration cancelled");
+        let (cached, exact) = if i % 2 == 0 {
+            let cached = engine.run(&item.text, Mode::Cached)?;
+            (cached, engine.run(&item.text, Mode::Exact)?)
+        } else {
+            let exact = engine.run(&item.text, Mode::Exact)?;
+            (engine.run(&item.text, Mode::Cached)?, exact)
+        };
+        for l in 0..layers {
+            let c = cached.trace.layers[l].timing;
+            with[l] += ms(c.attention + c.plan);
+            without[l] += ms(exact.trace.layers[l].timing.attention);
+        }
+    }
+    Ok((with, without))
 }
 
 /// Per layer × head, the (distance, similarity) samples, sorted by distance.
