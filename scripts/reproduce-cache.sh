@@ -8,8 +8,8 @@
 set -euo pipefail
 out=${1:-results}
 mkdir -p "$out"
-cargo build --release
-bin=target/release/attncache
+[ -n "${ATTNCACHE_BIN:-}" ] || cargo build --release
+bin=${ATTNCACHE_BIN:-target/release/attncache}
 calib_limit=${CALIB_LIMIT:-600}
 test_limit=${TEST_LIMIT:-1000}
 
