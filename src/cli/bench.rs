@@ -57,7 +57,7 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
         texts.extend(corpus.items.into_iter().map(|i| i.text));
     }
     let mut benches = Vec::with_capacity(policies.len());
-    for (i, policy) in policies.into_iter().enumerate() {
+    for (i, (policy, spec)) in policies.into_iter().zip(&specs).enumerate() {
         let engine = Engine::new(model.clone(), db.clone(), policy)?;
         let bar = progress::bar(
             texts.len(),
@@ -70,7 +70,7 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
         });
         bar.finish_and_clear();
         benches.push(PolicyBench {
-            policy: engine.policy().name.clone(),
+            policy: label(&engine.policy().name, *spec),
             rows: rows?,
         });
     }
@@ -108,6 +108,18 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// A policy's name, and the file it came from when it was read from one
+/// (calibrated policies of one budget share their name).
+fn label(name: &str, spec: Option<&str>) -> String {
+    match spec.map(Path::new).filter(|p| p.is_file()) {
+        Some(path) => format!(
+            "{name} ({})",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        None => name.to_string(),
+    }
 }
 
 fn print_table(b: &PolicyBench, splits: &[String], repeats: usize) {
