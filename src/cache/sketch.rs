@@ -156,13 +156,13 @@ impl Sketches {
     }
 }
 
-/// The `SKETCH_DIM / BLOCKS` leading principal directions of `samples`
-/// vectors of `dim` values, as a `[dim][K/B]` matrix with orthonormal
-/// columns: subspace iteration `V ← orth(Xcᵀ Xc V)` on the centred samples.
-/// Data of lower rank leave the extra columns zero.
-fn principal_directions(layer: &[f32], entries: usize, dim: usize) -> anyhow::Result<Vec<f32>> {
+/// The `SKETCH_DIM / BLOCKS` leading principal directions of `count`
+/// vectors of `dim` values (`samples`, row-major), as a `[dim][K/B]` matrix
+/// with orthonormal columns: subspace iteration `V ← orth(Xcᵀ Xc V)` on the
+/// centred samples. Data of lower rank leave the extra columns zero.
+fn principal_directions(samples: &[f32], count: usize, dim: usize) -> anyhow::Result<Vec<f32>> {
     let dev = Device::Cpu;
-    let x = Tensor::from_slice(layer, (entries, dim), &dev)?;
+    let x = Tensor::from_slice(samples, (count, dim), &dev)?;
     let centred = x.broadcast_sub(&x.mean_keepdim(0)?)?;
     let mut rng = StdRng::seed_from_u64(SEED);
     let start: Vec<f32> = (0..dim * OUT)
