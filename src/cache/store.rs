@@ -21,9 +21,10 @@ use super::crop::crop_map;
 use super::error::DbError;
 use super::feature::{FeatureKind, pooled_feature};
 use super::head_types::HeadTypes;
-use super::index::{Features, HnswBucket, Index};
+use super::index::{Features, HnswBucket, Index, Neighbour, SearchMethod};
 use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
+use super::policy::LengthPolicy;
 use super::projector::Projector;
 use super::sketch::Sketches;
 use crate::storage::{check_files, read_json, verify_files};
@@ -279,6 +280,35 @@ impl Database {
     /// The search structure.
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// The entry nearest to `feature` at `layer` among those that may serve
+    /// a query of `length` tokens ([`Index::search`] over this database's
+    /// features).
+    pub fn search(
+        &self,
+        layer: usize,
+        feature: &[f32],
+        length: usize,
+        lengths: LengthPolicy,
+        method: SearchMethod,
+    ) -> Option<Neighbour> {
+        self.index
+            .search(layer, feature, length, lengths, &self.features, method)
+    }
+
+    /// The `k` nearest, nearest first ([`Index::search_k`] over this
+    /// database's features).
+    pub fn search_k(
+        &self,
+        layer: usize,
+        feature: &[f32],
+        length: usize,
+        lengths: LengthPolicy,
+        k: usize,
+    ) -> Vec<Neighbour> {
+        self.index
+            .search_k(layer, feature, length, lengths, &self.features, k)
     }
 
     /// Total size of the database files in bytes.

@@ -130,12 +130,11 @@ impl<'a> CachePlanner<'a> {
         let feature = self.db.query_feature(layer, input)?;
         self.feature_time += start.elapsed();
         let start = Instant::now();
-        let found = self.db.index().search(
+        let found = self.db.search(
             layer,
             &feature,
             self.query_len,
             self.policy.lengths,
-            self.db.features(),
             self.method,
         );
         self.search_time += start.elapsed();

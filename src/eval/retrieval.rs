@@ -78,22 +78,16 @@ pub fn retrieval_quality(
             inputs: Vec::new(),
         };
         let (_, exact) = model.forward(&tokenized, &mut recorder)?;
-        let search = |layer: usize, method: SearchMethod| -> anyhow::Result<usize> {
-            let feature = db.query_feature(layer, &recorder.inputs[layer])?;
-            let n = db
-                .index()
-                .search(
-                    layer,
-                    &feature,
-                    s,
-                    LengthPolicy::Exact,
-                    db.features(),
-                    method,
-                )
-                .expect("candidates exist");
-            Ok(n.entry as usize)
+        // Each layer's feature, computed once for every way of searching.
+        let features = (0..shape.layers)
+            .map(|l| db.query_feature(l, &recorder.inputs[l]))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let search = |layer: usize, method: SearchMethod| -> usize {
+            db.search(layer, &features[layer], s, LengthPolicy::Exact, method)
+                .expect("candidates exist")
+                .entry as usize
         };
-        let single = search(0, SearchMethod::ExactScan)?;
+        let single = search(0, SearchMethod::ExactScan);
         for (l, stats) in out.iter_mut().enumerate() {
             let truth: Vec<Vec<f32>> = exact.maps[l]
                 .iter()
@@ -123,8 +117,8 @@ pub fn retrieval_quality(
                     .position(|&c| c == entry)
                     .expect("a candidate")]
             };
-            let per_layer = search(l, SearchMethod::ExactScan)?;
-            let served = search(l, SearchMethod::Indexed)?;
+            let per_layer = search(l, SearchMethod::ExactScan);
+            let served = search(l, SearchMethod::Indexed);
             let is_best = |entry: usize| f64::from(u8::from(entry == candidates[best_pos]));
             stats.queries += 1;
             stats.oracle_similarity += best;

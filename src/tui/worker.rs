@@ -351,12 +351,11 @@ fn nearest(engine: &Engine, query: &str, layer: usize, k: usize) -> anyhow::Resu
     let tokenized = model.tokenizer.encode(&text)?;
     let input = model.layer_input(&tokenized, layer)?;
     let feature = db.query_feature(layer, &input)?;
-    let entries = db.index().search_k(
+    let entries = db.search_k(
         layer,
         &feature,
         tokenized.ids.len(),
         engine.policy().lengths,
-        db.features(),
         k,
     );
     Ok(NeighbourList {
