@@ -186,6 +186,15 @@ impl Theme {
         Style::new().add_modifier(Modifier::REVERSED)
     }
 
+    /// [`Theme::selected`] for a row that is selected, else no style.
+    pub fn selected_if(&self, selected: bool) -> Style {
+        if selected {
+            self.selected()
+        } else {
+            Style::default()
+        }
+    }
+
     /// The exact side of a comparison (latency charts).
     pub fn exact(&self) -> Style {
         if self.color {

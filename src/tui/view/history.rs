@@ -28,11 +28,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         );
         let text_width = width.saturating_sub(stats.chars().count());
         let text = format!("{:<text_width$}", shorten(&item.text, text_width));
-        let style = if i == app.history_selected && app.focus == Panel::History {
-            app.theme.selected()
-        } else {
-            Default::default()
-        };
+        let style = app
+            .theme
+            .selected_if(i == app.history_selected && app.focus == Panel::History);
         lines.push(Line::from(vec![
             Span::styled(text, style),
             Span::styled(stats, app.theme.dim()),

@@ -99,11 +99,7 @@ pub fn neighbours(frame: &mut Frame, area: Rect, app: &App) {
         (Some(list), Some(db)) => {
             for (i, n) in list.entries.iter().enumerate() {
                 let text = entry_text(Some(db), n.entry);
-                let style = if i == app.neighbour_row {
-                    app.theme.selected()
-                } else {
-                    Default::default()
-                };
+                let style = app.theme.selected_if(i == app.neighbour_row);
                 lines.push(Line::from(Span::styled(
                     format!(
                         "{:<3}{:>7} {:>9.4} {:>10}  {}",
@@ -159,11 +155,7 @@ pub fn search(frame: &mut Frame, area: Rect, app: &App) {
     let db = app.db.as_ref();
     for (i, &entry) in search.matches.iter().enumerate().skip(first).take(rows) {
         let text = entry_text(db, entry);
-        let style = if i == search.row {
-            app.theme.selected()
-        } else {
-            Default::default()
-        };
+        let style = app.theme.selected_if(i == search.row);
         lines.push(Line::from(Span::styled(
             format!(
                 "{:>7}  {}",
@@ -212,13 +204,7 @@ pub fn thresholds(frame: &mut Frame, area: Rect, app: &App) {
         .flatten()
         .fold(0.05f32, |a, &b| a.max(b));
     let bar_width = 24usize;
-    let row_style = |row: usize| {
-        if row == app.threshold_row {
-            app.theme.selected()
-        } else {
-            Default::default()
-        }
-    };
+    let row_style = |row: usize| app.theme.selected_if(row == app.threshold_row);
     let mut lines = vec![
         Line::from(Span::styled(
             format!(
