@@ -388,15 +388,7 @@ fn the_sketch_look_up_finds_the_exact_scans_entry_on_near_queries() {
                 let input = model.layer_input(&tokenized[0], layer).unwrap();
                 let feature = db.query_feature(layer, &input).unwrap();
                 let search = |method| {
-                    db.index()
-                        .search(
-                            layer,
-                            &feature,
-                            s,
-                            LengthPolicy::Exact,
-                            db.features(),
-                            method,
-                        )
+                    db.search(layer, &feature, s, LengthPolicy::Exact, method)
                         .unwrap()
                 };
                 let (served, exact) = (
@@ -442,13 +434,7 @@ fn the_per_length_table_reproduces_a_positional_heads_exact_maps() {
     for item in &queries.items {
         let run = engine.run(&item.text, Mode::Shadow).unwrap();
         let l0h2 = &run.trace.layers[0].heads[2];
-        let others = run
-            .trace
-            .layers
-            .iter()
-            .flat_map(|l| &l.heads)
-            .filter(|h| h.hit)
-            .count();
+        let others = run.trace.hits();
         if l0h2.hit {
             served += 1;
             assert_eq!(others, 1, "only the static head is reused");

@@ -63,7 +63,8 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
             texts.len(),
             &format!("benchmarking {}", engine.policy().name),
         );
-        // The oracle and the ceiling do not depend on the policy: timed once.
+        // The oracle does not depend on the policy: timed with the first
+        // only (each policy's rows keep their own ceiling, timed beside them).
         let oracle = args.oracle.filter(|_| i == 0);
         let rows = bench(&engine, &texts, args.repeats, oracle, &mut |d, _| {
             bar.set_position(d as u64)

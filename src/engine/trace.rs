@@ -173,3 +173,14 @@ pub struct Trace {
     /// Shadow mode: the same stages for the exact run.
     pub exact_timings: Option<StageTimings>,
 }
+
+impl Trace {
+    /// Number of heads served from the cache, over all layers.
+    pub fn hits(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| &l.heads)
+            .filter(|h| h.hit)
+            .count()
+    }
+}

@@ -145,14 +145,7 @@ fn time_query(
 ) -> anyhow::Result<QueryTimes> {
     let model = engine.model();
     let shape = *model.shape();
-    let cached = engine.run(text, Mode::Cached)?;
-    let hits = cached
-        .trace
-        .layers
-        .iter()
-        .flat_map(|l| &l.heads)
-        .filter(|h| h.hit)
-        .count();
+    let hits = engine.run(text, Mode::Cached)?.trace.hits();
     let tokenized = model.tokenize(&[text])?;
     let (_, captured) = model.forward(
         &tokenized,
