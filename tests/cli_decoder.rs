@@ -131,7 +131,7 @@ fn workload_commands_run_on_a_decoder_and_databases_stay_with_their_model() {
     assert!(e.get("oracle_gain_share").is_some(), "{e}");
 
     // prefix: the prefix cache changes nothing but time.
-    let mut args = vec![
+    let mut prefix_args = vec![
         "prefix",
         "--db",
         db,
@@ -141,8 +141,8 @@ fn workload_commands_run_on_a_decoder_and_databases_stay_with_their_model() {
         "1",
         "--json",
     ];
-    args.extend_from_slice(&split);
-    let p = json_of(&sm(&args));
+    prefix_args.extend_from_slice(&split);
+    let p = json_of(&sm(&prefix_args));
     let runs = p["runs"].as_array().unwrap();
     let names: Vec<&str> = runs.iter().map(|r| r["run"].as_str().unwrap()).collect();
     assert_eq!(names, ["exact", "prefix", "reuse", "both"]);
@@ -151,20 +151,7 @@ fn workload_commands_run_on_a_decoder_and_databases_stay_with_their_model() {
     assert!(p["mean_prefix_tokens"].as_f64().unwrap() > 30.0, "{p}");
     // Two shots: the same examples open every prompt, so the prefix cache
     // serves them too.
-    let mut args = vec![
-        "prefix",
-        "--db",
-        db,
-        "--policy",
-        "global:2",
-        "--repeats",
-        "1",
-        "--json",
-        "--shots",
-        "2",
-    ];
-    args.extend_from_slice(&split);
-    let shots = json_of(&sm(&args));
+    let shots = json_of(&sm(&[prefix_args.as_slice(), &["--shots", "2"]].concat()));
     assert!(
         shots["mean_prefix_tokens"].as_f64().unwrap()
             > p["mean_prefix_tokens"].as_f64().unwrap() + 20.0,

@@ -173,6 +173,24 @@ fn render_panel(app: &mut App, panel: Panel, width: u16, height: u16) -> String 
     screen_text(terminal.backend()).join("\n")
 }
 
+/// A monochrome dashboard over a database of `texts` built for `model` in
+/// `dir` (policy `global:0.1`), that database, and the receiving end of the
+/// dashboard's requests (keep it: a dashboard whose engine is gone says so).
+fn app_with_database(
+    model: &Model,
+    texts: &[&str],
+    dir: &Path,
+) -> (App, Arc<Database>, Receiver<Request>) {
+    let db = Arc::new(common::tiny_database(model, texts, dir));
+    let shape = *model.shape();
+    let (tx, rx) = channel();
+    let app = App::new(
+        config(MONO, Some(db.clone()), shape, Policy::global(&shape, 0.1)),
+        tx,
+    );
+    (app, db, rx)
+}
+
 const MONO: Theme = Theme::MONO;
 const COLOR: Theme = Theme::DARK;
 
@@ -841,13 +859,8 @@ fn the_type_overlay_shows_the_databases_head_types() {
         "a movie and a plot",
         "great fun",
     ];
-    let db = Arc::new(common::tiny_database(&model, &texts, dir.path()));
+    let (mut app, db, _requests) = app_with_database(&model, &texts, dir.path());
     let shape = *model.shape();
-    let (tx, _rx) = channel();
-    let mut app = App::new(
-        config(MONO, Some(db.clone()), shape, Policy::global(&shape, 0.1)),
-        tx,
-    );
     let types = db.head_types().unwrap();
     let tags = ['P', '←', 'F', 'L', 'B', 'C'];
     let row_tags = |screen: &str, l: usize| -> Vec<char> {
@@ -1179,13 +1192,8 @@ fn research_view_frames() {
         "great",
         "the film is a movie and fun",
     ];
-    let db = Arc::new(common::tiny_database(&model, &texts, dir.path()));
+    let (mut app, db, _requests) = app_with_database(&model, &texts, dir.path());
     let shape = *model.shape();
-    let (tx, _rx) = channel();
-    let mut app = App::new(
-        config(MONO, Some(db.clone()), shape, Policy::global(&shape, 0.1)),
-        tx,
-    );
     app.mode = Mode::Shadow;
     for (n, text) in ["a triumph", "a gripping, moving film"].iter().enumerate() {
         let mut trace = trace_of(&shape, text, n);
