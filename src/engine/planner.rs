@@ -140,9 +140,7 @@ impl<'a> CachePlanner<'a> {
         self.search_time += start.elapsed();
         Ok(found)
     }
-}
 
-impl CachePlanner<'_> {
     /// Each head's plan: the map of its source entry, or exact; the maps of
     /// one entry are loaded in one call.
     fn load(&self, layer: usize, sources: &[Option<u32>]) -> candle_core::Result<Vec<HeadPlan>> {
