@@ -75,8 +75,8 @@ fn workload_commands_run_on_a_decoder_and_databases_stay_with_their_model() {
 
     // eval: prompted accuracy, agreement and next-token KL.
     let split = ["--split", "rt:calib", "--limit", "3"];
-    let mut args = vec![
-        "eval",
+    // Every run: the database, reuse everything, one repeat, JSON.
+    let run = [
         "--db",
         db,
         "--policy",
@@ -85,8 +85,7 @@ fn workload_commands_run_on_a_decoder_and_databases_stay_with_their_model() {
         "1",
         "--json",
     ];
-    args.extend_from_slice(&split);
-    let e = json_of(&sm(&args));
+    let e = json_of(&sm(&[&["eval"][..], &run, &split].concat()));
     assert_eq!(e["queries"], 3);
     assert!(e["accuracy_exact"].as_f64().is_some(), "{e}");
     assert!(e["kl_mean"].as_f64().unwrap() >= 0.0);
@@ -96,23 +95,20 @@ fn workload_commands_run_on_a_decoder_and_databases_stay_with_their_model() {
     // every query hits (identical entry), and the oracle finds each text's
     // own entry for every head.
     let e = json_of(&sm(&[
-        "eval",
-        "--db",
-        db,
-        "--policy",
-        "global:2",
-        "--repeats",
-        "1",
-        "--json",
-        "--split",
-        "rt:db",
-        "--limit",
-        "3",
-        "--accounting",
-        "both",
-        "--compare",
-        "oracle",
-    ]));
+        &["eval"][..],
+        &run,
+        &[
+            "--split",
+            "rt:db",
+            "--limit",
+            "3",
+            "--accounting",
+            "both",
+            "--compare",
+            "oracle",
+        ][..],
+    ]
+    .concat()));
     let steps = e["accounting"].as_array().unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
     assert_eq!(
@@ -131,17 +127,7 @@ fn workload_commands_run_on_a_decoder_and_databases_stay_with_their_model() {
     assert!(e.get("oracle_gain_share").is_some(), "{e}");
 
     // prefix: the prefix cache changes nothing but time.
-    let mut prefix_args = vec![
-        "prefix",
-        "--db",
-        db,
-        "--policy",
-        "global:2",
-        "--repeats",
-        "1",
-        "--json",
-    ];
-    prefix_args.extend_from_slice(&split);
+    let prefix_args = [&["prefix"][..], &run, &split].concat();
     let p = json_of(&sm(&prefix_args));
     let runs = p["runs"].as_array().unwrap();
     let names: Vec<&str> = runs.iter().map(|r| r["run"].as_str().unwrap()).collect();
