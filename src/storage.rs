@@ -27,6 +27,10 @@ pub struct ModelIdentity {
     pub weights_sha256: String,
     /// Layers, heads and sizes.
     pub shape: ModelShape,
+    /// The length every input was padded to (the AttnCache paper's setting,
+    /// `build --pad-to`); absent when inputs run at their own length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padded_to: Option<usize>,
 }
 
 impl ModelIdentity {
@@ -44,6 +48,7 @@ impl ModelIdentity {
             config_sha256,
             weights_sha256,
             shape: *model.shape(),
+            padded_to: model.padded_to(),
         })
     }
 

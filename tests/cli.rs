@@ -387,3 +387,137 @@ fn bench_compares_policies_with_the_oracle_and_plots_where_reuse_pays() {
         );
     }
 }
+
+/// The accounting ladder's padded-inputs step, on a tiny model and local
+/// text files: a database built with `--pad-to` holds one length, so every
+/// query finds a same-length entry there; the step sits between the
+/// look-up-untimed and the unfused steps; misuse gets one-line errors.
+#[test]
+fn eval_adds_the_padded_inputs_step_from_a_padded_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    common::write_tiny_model(&model_dir);
+    let model = model_dir.to_str().unwrap();
+    let texts = ["the movie was great", "the plot was bad", "a film", "fun"];
+    std::fs::write(dir.path().join("db.txt"), texts.join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("queries.txt"),
+        "the film was not great at all\na movie is fun fun\ngreat great fun fun fun\n",
+    )
+    .unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_attncache"))
+            .args(["--model", model])
+            .args(args)
+            .env("ATTNCACHE_HOME", dir.path().join("home"))
+            .output()
+            .unwrap()
+    };
+    for (out, pad) in [("db", None), ("padded", Some("12"))] {
+        let mut args = vec!["build", "--corpus", &*path("db.txt").leak(), "--out"];
+        args.push(path(out).leak());
+        if let Some(pad) = pad {
+            args.extend(["--pad-to", pad]);
+        }
+        let built = run(&args);
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    }
+    let eval = |db: &str, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--db",
+            db,
+            "--policy",
+            "global:2",
+            "--split",
+            &*path("queries.txt").leak(),
+            "--repeats",
+            "1",
+        ];
+        args.extend(extra);
+        run(&args)
+    };
+    // Queried directly, the padded database pads its queries: all hit.
+    let direct = json_of(&eval(&path("padded"), &["--json"]));
+    assert_eq!(direct["hit_rate"], 1.0, "{direct}");
+    let v = json_of(&eval(
+        &path("db"),
+        &[
+            "--accounting",
+            "both",
+            "--padded-db",
+            &path("padded"),
+            "--padded-policy",
+            "global:2",
+            "--json",
+        ],
+    ));
+    let steps = v["accounting"].as_array().unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "honest",
+            "hits only",
+            "look-up untimed",
+            "padded inputs",
+            "unfused baseline"
+        ]
+    );
+    // Unpadded, no query has a same-length entry; padded, every one hits.
+    assert_eq!(steps[0]["hit_rate"], 0.0, "{v}");
+    assert_eq!(
+        (steps[3]["queries"].as_u64(), steps[3]["hit_rate"].as_f64()),
+        (Some(3), Some(1.0))
+    );
+    assert!(steps[3]["e2e_speedup"].as_f64().unwrap() > 0.0);
+    assert_eq!(steps[4]["queries"], 3);
+    // Misuse: the padded database as --db, an unpadded one as --padded-db,
+    // no policy for the padded step, a padded step without the ladder.
+    for (db, extra, needle) in [
+        (
+            path("padded"),
+            vec![
+                "--accounting",
+                "both",
+                "--padded-db",
+                &*path("padded").leak(),
+            ],
+            "holds padded inputs",
+        ),
+        (
+            path("db"),
+            vec![
+                "--accounting",
+                "both",
+                "--padded-db",
+                &*path("db").leak(),
+                "--padded-policy",
+                "global:2",
+            ],
+            "built without --pad-to",
+        ),
+        (
+            path("db"),
+            vec![
+                "--accounting",
+                "both",
+                "--padded-db",
+                &*path("padded").leak(),
+            ],
+            "has no policy.json",
+        ),
+        (
+            path("db"),
+            vec!["--padded-db", &*path("padded").leak()],
+            "pass --accounting paper or both",
+        ),
+    ] {
+        assert_one_line_error(&eval(&db, &extra), needle);
+    }
+}

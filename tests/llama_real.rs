@@ -63,6 +63,7 @@ fn greedy_decoding_answers_the_capital_of_france() {
             tokens: Vec::new(),
             ids: ids.clone(),
             truncated: false,
+            padding: 0,
         };
         let logits = last_logits(model, &text, exact_plan(model));
         let next = logits

@@ -245,3 +245,28 @@ fn a_cached_prefix_reproduces_the_full_forward() {
         prefix_text.ids.len() - 1
     );
 }
+
+/// A decoder input padded on the right reads out as the unpadded one, on
+/// both kernels: the causal mask already hides the padding from real tokens.
+#[test]
+fn right_padding_leaves_the_decoders_readout_unchanged() {
+    let (_dir, model) = tiny_llama();
+    for kernels in [Kernels::Fused, Kernels::Reference] {
+        let plain = with_kernels(&model, kernels);
+        let mut padded = plain.clone();
+        padded.pad_inputs(16).unwrap();
+        let short = tokens(&plain, "the movie was great");
+        let long = tokens(&padded, "the movie was great");
+        assert_eq!(long.ids.len(), 16);
+        assert!(long.padding > 0);
+        let exact = || StaticPlan::exact(LAYERS, HEADS);
+        let diff = max_abs_diff(
+            &logits(&plain, &short, exact()),
+            &logits(&padded, &long, exact()),
+        );
+        assert!(
+            diff < 1e-4,
+            "{kernels:?}: padding moved the logits by {diff}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use attncache::model::{HeadPlan, LayerPlan, Model, StaticPlan};
+use attncache::model::{HeadPlan, Kernels, LayerPlan, Model, StaticPlan, TokenizedText};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::BertModel;
@@ -290,4 +290,99 @@ fn a_query_no_entry_can_serve_computes_no_feature_and_searches_nothing() {
         (0.0, 0.0)
     );
     assert_eq!(unserved.hit_rate, 0.0);
+}
+
+/// Padding every input to one length (the AttnCache paper's setting) changes
+/// nothing a real token sees, on both kernels: the embedding, and each map's
+/// real rows over the real keys; the pad keys get no weight. A text longer
+/// than the padded length is cut to it.
+#[test]
+fn padding_to_one_length_changes_no_real_output() {
+    let (_dir, model) = tiny_model();
+    let mut padded = model.clone();
+    padded.pad_inputs(12).unwrap();
+    assert_eq!(padded.padded_to(), Some(12));
+    for kernels in [Kernels::Fused, Kernels::Reference] {
+        let (mut plain, mut pad) = (model.clone(), padded.clone());
+        plain.set_kernels(kernels);
+        pad.set_kernels(kernels);
+        let text = "the movie was great";
+        let short = plain.tokenizer.encode(text).unwrap();
+        let long = pad.tokenizer.encode(text).unwrap();
+        let len = short.ids.len();
+        assert_eq!(
+            (long.ids.len(), long.padding, long.real_len()),
+            (12, 12 - len, len)
+        );
+        assert_eq!(long.ids[..len], short.ids[..]);
+        let embed = |m: &Model, t: &TokenizedText| {
+            let (batch, out) = m
+                .forward(
+                    std::slice::from_ref(t),
+                    &mut StaticPlan::capture_all(LAYERS, HEADS),
+                )
+                .unwrap();
+            (m.readout(&out.hidden, &batch).unwrap(), out.maps)
+        };
+        let (e_short, maps_short) = embed(&plain, &short);
+        let (e_long, maps_long) = embed(&pad, &long);
+        let diff = max_abs_diff(&e_short, &e_long);
+        assert!(
+            diff < 1e-5,
+            "{kernels:?}: padding moved the embedding by {diff}"
+        );
+        for (l, (a, b)) in maps_short.iter().zip(&maps_long).enumerate() {
+            for (h, (a, b)) in a.iter().zip(b).enumerate() {
+                let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap().squeeze(0).unwrap());
+                let real = b.narrow(0, 0, len).unwrap();
+                let diff = max_abs_diff(&a.squeeze(0).unwrap(), &real.narrow(1, 0, len).unwrap());
+                assert!(
+                    diff < 1e-5,
+                    "{kernels:?} L{l}H{h}: real rows moved by {diff}"
+                );
+                let pad_mass = b.narrow(1, len, 12 - len).unwrap().sum_all().unwrap();
+                assert_eq!(
+                    pad_mass.to_scalar::<f32>().unwrap(),
+                    0.0,
+                    "{kernels:?} L{l}H{h}"
+                );
+            }
+        }
+    }
+    let cut = padded
+        .tokenizer
+        .encode("the movie was great and the plot was fun and the film was not bad at all")
+        .unwrap();
+    assert_eq!((cut.ids.len(), cut.padding, cut.truncated), (12, 0, true));
+    assert!(padded.clone().pad_inputs(1).is_err());
+}
+
+/// A database built from padded inputs holds one length, and refuses a model
+/// that does not pad alike (a one-line error naming both), and the reverse.
+#[test]
+fn a_padded_database_holds_one_length_and_refuses_an_unpadded_model() {
+    use attncache::cache::{Database, ModelIdentity};
+    let (dir, model) = tiny_model();
+    let mut padded = model.clone();
+    padded.pad_inputs(10).unwrap();
+    let db = tiny_database(
+        &padded,
+        &["the movie was great", "a plot", "the film was fun"],
+        dir.path(),
+    );
+    assert!(db.entries().iter().all(|e| e.tokens == 10));
+    assert_eq!(Database::padding_of(db.dir()).unwrap(), Some(10));
+    let err = Database::open(db.dir(), &ModelIdentity::of(&model).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("padded to 10 tokens")
+            && err.contains("at their own length")
+            && !err.contains('\n'),
+        "{err}"
+    );
+    let mut other = model.clone();
+    other.pad_inputs(11).unwrap();
+    assert!(Database::open(db.dir(), &ModelIdentity::of(&other).unwrap()).is_err());
 }

@@ -34,6 +34,20 @@ pub enum DbError {
         /// The model in use.
         model: String,
     },
+    /// Built from padded inputs for an unpadded model, or the reverse.
+    #[error(
+        "database {dir} was built from inputs {}, but this model runs inputs {}: pad the model alike (eval, calibrate, bench and run do it themselves) or rebuild the database",
+        padding_note(*built),
+        padding_note(*model)
+    )]
+    WrongPadding {
+        /// The database.
+        dir: PathBuf,
+        /// The length its inputs were padded to.
+        built: Option<usize>,
+        /// The length the model pads to.
+        model: Option<usize>,
+    },
     /// A file is missing, truncated or fails its checksum, or holds bad values.
     #[error("database {dir} is corrupt: {detail}; rebuild it with `attncache build`")]
     Corrupt {
@@ -42,4 +56,11 @@ pub enum DbError {
         /// What is wrong.
         detail: String,
     },
+}
+
+/// "padded to N tokens" or "at their own length".
+fn padding_note(padded_to: Option<usize>) -> String {
+    padded_to.map_or("at their own length".into(), |n| {
+        format!("padded to {n} tokens")
+    })
 }

@@ -102,7 +102,29 @@ impl Database {
                 model: model.describe(),
             });
         }
+        if db.manifest.model.padded_to != model.padded_to {
+            return Err(DbError::WrongPadding {
+                dir: dir.to_path_buf(),
+                built: db.manifest.model.padded_to,
+                model: model.padded_to,
+            });
+        }
         Ok(db)
+    }
+
+    /// The length the database's inputs were padded to (`build --pad-to`),
+    /// read from its manifest alone, so a caller can pad its model to match
+    /// before opening it.
+    pub fn padding_of(dir: &Path) -> Result<Option<usize>, DbError> {
+        if !dir.join("manifest.json").is_file() {
+            return Err(DbError::NotADatabase(dir.to_path_buf()));
+        }
+        let manifest: Manifest =
+            read_json(dir, "manifest.json").map_err(|detail| DbError::Corrupt {
+                dir: dir.to_path_buf(),
+                detail,
+            })?;
+        Ok(manifest.model.padded_to)
     }
 
     /// Opens and checks the database without comparing models (`db-info`).

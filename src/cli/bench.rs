@@ -35,8 +35,8 @@ struct PolicyBench {
 }
 
 pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
-    let model = load_model(target, "bench")?;
-    let db = open_database(args.db, &model)?;
+    let mut model = load_model(target, "bench")?;
+    let db = open_database(args.db, &mut model)?;
     let specs: Vec<Option<&str>> = match args.policies {
         [] => vec![None],
         specs => specs.iter().map(|s| Some(s.as_str())).collect(),

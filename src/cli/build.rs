@@ -18,6 +18,8 @@ pub struct BuildArgs<'a> {
     pub hnsw_min_bucket: usize,
     pub columns: CorpusOptions,
     pub shots: usize,
+    /// Cut and pad every input to this many tokens (the paper's setting).
+    pub pad_to: Option<usize>,
     pub json: bool,
 }
 
@@ -26,7 +28,12 @@ pub fn run(target: &Target, args: BuildArgs) -> anyhow::Result<()> {
         feature: FeatureKind::parse(args.feature)?,
         hnsw_min_bucket: args.hnsw_min_bucket,
     };
-    let model = load_model(target, "build")?;
+    let mut model = load_model(target, "build")?;
+    if let Some(length) = args.pad_to {
+        let mut padded = (*model).clone();
+        padded.pad_inputs(length)?;
+        model = Arc::new(padded);
+    }
     let corpus = load_corpus(args.corpus, &args.columns, args.limit, args.shots, &model)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();

@@ -16,7 +16,7 @@ use crate::eval::{
     PolicyKind, accounting_ladder, calibrate, evaluate, oracle_frontier, oracle_gain_share,
     sweep_point, timed_pairs,
 };
-use crate::model::Kernels;
+use crate::model::{Kernels, Model};
 use crate::plot::SweepPoint;
 
 /// Where a command reads its database and queries.
@@ -35,7 +35,15 @@ pub struct EvalArgs<'a> {
     pub compare: &'a [String],
     pub repeats: usize,
     pub accounting: &'a str,
+    /// The accounting ladder's padded-inputs step, if asked for.
+    pub padded: Option<PaddedRun<'a>>,
     pub json: bool,
+}
+
+/// The padded database (and its policy) of the ladder's padded-inputs step.
+pub struct PaddedRun<'a> {
+    pub db: &'a Path,
+    pub policy: Option<&'a str>,
 }
 
 /// `attncache eval`.
@@ -48,8 +56,22 @@ pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Resu
         ..
     } = args;
     let accounting = Accounting::parse(args.accounting)?;
-    let model = load_model(target, "eval")?;
-    let db = open_database(work.db, &model)?;
+    anyhow::ensure!(
+        args.padded.is_none() || accounting != Accounting::Ours,
+        "--padded-db adds a step to the accounting ladder: pass --accounting paper or both"
+    );
+    let mut model = load_model(target, "eval")?;
+    let db = open_database(work.db, &mut model)?;
+    anyhow::ensure!(
+        model.padded_to().is_none() || accounting == Accounting::Ours,
+        "{} holds padded inputs: for the accounting ladder pass a database built without --pad-to as --db and this one as --padded-db",
+        work.db.display()
+    );
+    let padded = args
+        .padded
+        .as_ref()
+        .map(|run| padded_engine(&model, run))
+        .transpose()?;
     let with_oracle = compare.iter().any(|c| c == "oracle");
     let mut policies = vec![load_policy(policy, Some(&db), &model)?];
     for spec in compare.iter().filter(|c| *c != "oracle") {
@@ -64,7 +86,7 @@ pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Resu
     };
     let eager_steps = match accounting {
         Accounting::Ours => 0,
-        _ => corpus.items.len() * repeats.max(1),
+        _ => corpus.items.len() * repeats.max(1) * (1 + usize::from(padded.is_some())),
     };
     let bar = progress::bar(
         per_policy * policies.len() + oracle_steps + eager_steps,
@@ -82,19 +104,29 @@ pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Resu
     let ladder = match accounting {
         Accounting::Ours => None,
         _ => {
-            // The same policy and queries re-timed on the eager candle ops.
-            let mut eager = (*model).clone();
+            let mut timed = |engine: &Engine| {
+                let done = bar.position();
+                timed_pairs(engine, &corpus, repeats, &mut |d| {
+                    bar.set_position(done + d as u64);
+                    Ok(())
+                })
+                .inspect_err(|_| bar.finish_and_clear())
+            };
+            // The same queries padded (from the padded database), then
+            // re-timed on the eager candle ops, as the paper's eager attention.
+            let padded_pairs = padded.as_ref().map(&mut timed).transpose()?;
+            let last = match &padded {
+                Some(engine) => engine.clone(),
+                None => Engine::new(model.clone(), db.clone(), first_policy)?,
+            };
+            let mut eager = (**last.model()).clone();
             eager.set_kernels(Kernels::Reference);
-            let engine = Engine::new(Arc::new(eager), db.clone(), first_policy)?;
-            let done = bar.position();
-            let pairs = timed_pairs(&engine, &corpus, repeats, &mut |d| {
-                bar.set_position(done + d as u64);
-                Ok(())
-            })
-            .inspect_err(|_| bar.finish_and_clear())?;
+            let db = last.database().expect("a cached engine").clone();
+            let eager_pairs = timed(&Engine::new(Arc::new(eager), db, last.policy().clone())?)?;
             Some(accounting_ladder(
                 &evals[0].samples,
-                &pairs,
+                padded_pairs.as_deref(),
+                &eager_pairs,
                 corpus.items.len(),
             ))
         }
@@ -170,6 +202,30 @@ pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Resu
     Ok(())
 }
 
+/// The engine of the ladder's padded-inputs step: `model` padded as the
+/// padded database's inputs were, serving from it under its policy.
+fn padded_engine(model: &Arc<Model>, run: &PaddedRun) -> anyhow::Result<Engine> {
+    let mut padded = model.clone();
+    let db = open_database(run.db, &mut padded)?;
+    anyhow::ensure!(
+        padded.padded_to().is_some(),
+        "--padded-db {} was built without --pad-to: build it with `attncache build --pad-to N`",
+        run.db.display()
+    );
+    let policy = match run.policy {
+        Some(spec) => load_policy(Some(spec), Some(&db), &padded)?,
+        None => {
+            anyhow::ensure!(
+                db.dir().join("policy.json").is_file(),
+                "--padded-db {0} has no policy.json: calibrate one on it (`attncache calibrate --db {0}`) or pass --padded-policy",
+                run.db.display()
+            );
+            load_policy(None, Some(&db), &padded)?
+        }
+    };
+    Engine::new(padded, db, policy)
+}
+
 /// The accounting ladder as a table (`paper`: its last step only).
 fn print_accounting(ladder: &[AccountingStep], accounting: Accounting) {
     let speedup = |x: Option<f64>| x.map_or("–".into(), |v| format!("{v:.3}×"));
@@ -178,8 +234,16 @@ fn print_accounting(ladder: &[AccountingStep], accounting: Accounting) {
         _ => ladder,
     };
     println!(
-        "accounting (cumulative; the paper's input padding is not reproduced)\n  {:<18} {:>7} {:>9} {:>11} {:>11}",
-        "step", "queries", "hit rate", "attention", "end to end"
+        "accounting (cumulative{})\n  {:<18} {:>7} {:>9} {:>11} {:>11}",
+        match ladder.iter().any(|s| s.step == "padded inputs") {
+            true => "",
+            false => "; padded inputs left out: pass --padded-db",
+        },
+        "step",
+        "queries",
+        "hit rate",
+        "attention",
+        "end to end"
     );
     for s in rows {
         println!(
@@ -303,8 +367,8 @@ pub fn run_calibrate(target: &Target, work: Workload, args: CalibrateArgs) -> an
         drop_unprofitable: !args.keep_unprofitable,
     };
     anyhow::ensure!(args.budget >= 0.0, "--budget must be at least 0");
-    let model = load_model(target, "calibrate")?;
-    let db = open_database(work.db, &model)?;
+    let mut model = load_model(target, "calibrate")?;
+    let db = open_database(work.db, &mut model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;
     let mut start = Policy::strict(model.shape());
@@ -365,8 +429,8 @@ pub struct SweepArgs<'a> {
 /// `attncache sweep`: evaluations over a list of global thresholds (and the
 /// oracle frontier when asked).
 pub fn run_sweep(target: &Target, work: Workload, args: SweepArgs) -> anyhow::Result<()> {
-    let model = load_model(target, "sweep")?;
-    let db = open_database(work.db, &model)?;
+    let mut model = load_model(target, "sweep")?;
+    let db = open_database(work.db, &mut model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;
     let mut rows = Vec::new();
@@ -461,8 +525,8 @@ pub fn run_sweep(target: &Target, work: Workload, args: SweepArgs) -> anyhow::Re
 
 /// `attncache retrieval`: look-up quality against the oracle-best entry.
 pub fn run_retrieval(target: &Target, work: Workload, json: bool) -> anyhow::Result<()> {
-    let model = load_model(target, "retrieval")?;
-    let db = open_database(work.db, &model)?;
+    let mut model = load_model(target, "retrieval")?;
+    let db = open_database(work.db, &mut model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let bar = progress::bar(corpus.items.len(), &format!("retrieval on {}", corpus.name));
     let layers = crate::eval::retrieval_quality(&model, &db, &corpus, &mut |d, _| {

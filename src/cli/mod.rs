@@ -151,6 +151,12 @@ pub enum Command {
         /// Decoders: K labelled reviews before each text (see `eval --shots`).
         #[arg(long, default_value_t = 0, value_name = "K")]
         shots: usize,
+        /// Cut and pad every text to N tokens, as the AttnCache paper does
+        /// (one length bucket; the padding masked out). Every command on the
+        /// database then pads its queries alike: the `padded inputs` step of
+        /// `eval --accounting` (`--padded-db`).
+        #[arg(long, value_name = "N")]
+        pad_to: Option<usize>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -216,6 +222,15 @@ pub enum Command {
         /// both, as a ladder of what each choice adds (JSON `accounting`).
         #[arg(long, default_value = "ours", value_name = "A")]
         accounting: String,
+        /// The accounting ladder's `padded inputs` step: a database built
+        /// from the same corpus with `build --pad-to N` (the paper pads every
+        /// input to one length); without it the step is left out.
+        #[arg(long, value_name = "DIR")]
+        padded_db: Option<PathBuf>,
+        /// The policy the padded step runs (default: the padded database's
+        /// policy.json, written by `calibrate` on it).
+        #[arg(long, value_name = "P", requires = "padded_db")]
+        padded_policy: Option<String>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -443,6 +458,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             text_column,
             label_column,
             shots,
+            pad_to,
             json,
         } => build::run(
             target,
@@ -457,6 +473,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     label_column,
                 },
                 shots,
+                pad_to,
                 json,
             },
         ),
@@ -485,6 +502,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             compare,
             repeats,
             accounting,
+            padded_db,
+            padded_policy,
             json,
         } => eval::run_eval(
             target,
@@ -494,6 +513,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 compare: &compare,
                 repeats,
                 accounting: &accounting,
+                padded: padded_db.as_deref().map(|db| eval::PaddedRun {
+                    db,
+                    policy: padded_policy.as_deref(),
+                }),
                 json,
             },
         ),

@@ -16,11 +16,16 @@ pub fn run(
     repeats: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let model = load_model(target, "prefix")?;
+    let mut model = load_model(target, "prefix")?;
+    let db = open_database(work.db, &mut model)?;
+    anyhow::ensure!(
+        model.padded_to().is_none(),
+        "{} holds padded inputs (`build --pad-to`); prefix caching runs on inputs at their own length: pass a database built without --pad-to",
+        work.db.display()
+    );
     let decoder = model
         .decoder()
         .ok_or_else(|| anyhow::anyhow!("prefix caching compares decoders: pass --model smollm2"))?;
-    let db = open_database(work.db, &model)?;
     let policy = load_policy(policy, Some(&db), &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let classifier = Classifier::for_task(&model, &db, &corpus)?;

@@ -33,7 +33,7 @@ pub fn run(target: &Target, options: RunOptions, texts: &[String]) -> anyhow::Re
         (None, Some(_)) => Mode::Shadow,
         (None, None) => Mode::Exact,
     };
-    let model = load_model(target, "run")?;
+    let mut model = load_model(target, "run")?;
     let texts = if options.chat {
         texts
             .iter()
@@ -45,7 +45,7 @@ pub fn run(target: &Target, options: RunOptions, texts: &[String]) -> anyhow::Re
     let decoder = model.decoder().is_some();
     let engine = match options.db {
         Some(dir) => {
-            let db = open_database(dir, &model)?;
+            let db = open_database(dir, &mut model)?;
             let policy = load_policy(options.policy, Some(&db), &model)?;
             Engine::new(model.clone(), db, policy)?
         }

@@ -72,8 +72,17 @@ fn examples(shots: usize, model: &Model) -> anyhow::Result<Vec<(String, String)>
     pick_shots(&pool, shots)
 }
 
-/// Opens the database at `dir` for `model`.
-pub fn open_database(dir: &Path, model: &Model) -> anyhow::Result<Arc<Database>> {
+/// Opens the database at `dir` for `model`, first padding the model's
+/// inputs as the database's were (`build --pad-to`), so every later run
+/// sees inputs of the database's one length.
+pub fn open_database(dir: &Path, model: &mut Arc<Model>) -> anyhow::Result<Arc<Database>> {
+    if let Some(length) = Database::padding_of(dir)?
+        && model.padded_to() != Some(length)
+    {
+        let mut padded = (**model).clone();
+        padded.pad_inputs(length)?;
+        *model = Arc::new(padded);
+    }
     let identity = ModelIdentity::of(model)?;
     Ok(Arc::new(Database::open(dir, &identity)?))
 }

@@ -133,8 +133,14 @@ impl SelfAttention {
     ) -> Result<AttentionOutput> {
         let (b, s, d) = x.dims3()?;
         plan.check_heads(self.heads)?;
-        if self.kernels == Kernels::Fused && b == 1 && mask.is_none() && x.device().is_cpu() {
-            return self.forward_fused(x, plan);
+        if self.kernels == Kernels::Fused && b == 1 && x.device().is_cpu() {
+            let padding = match mask {
+                None => Some(0),
+                Some(mask) => trailing_padding(mask)?,
+            };
+            if let Some(padding) = padding {
+                return self.forward_fused(x, plan, padding);
+            }
         }
         let rows = x.reshape((b * s, d))?;
         let v = self.split_heads(
@@ -181,7 +187,12 @@ impl SelfAttention {
     /// The fused path for one unpadded input on the CPU: one Q·K·V
     /// projection when every head is computed, else Q and K for the
     /// computed heads only; then [`fused::attention`].
-    fn forward_fused(&self, x: &Tensor, plan: &LayerPlan) -> Result<AttentionOutput> {
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        plan: &LayerPlan,
+        padding: usize,
+    ) -> Result<AttentionOutput> {
         let (_, s, d) = x.dims3()?;
         let hd = self.head_dim;
         let rows = x.reshape((s, d))?;
@@ -198,7 +209,7 @@ impl SelfAttention {
             })
             .collect::<Result<Vec<_>>>()?;
         let v_cols: Vec<usize> = (0..self.heads).map(|h| h * hd).collect();
-        let core = Core::square(s, hd, false);
+        let core = Core::square(s, hd, false).padded(padding);
         let (context, maps) = fused::with_maps(&reused, |reused| {
             // Computed heads read Q and K at `q_of(i)`, `k_of(i)` (i counts
             // computed heads); reused heads read their map.
@@ -382,4 +393,14 @@ pub(super) fn reused_map(map: &Tensor, h: usize, b: usize, s: usize) -> Result<T
         ),
     };
     map.to_dtype(DType::F32)
+}
+
+/// The number of trailing keys a single input's additive mask (`[1, 1, 1, S]`)
+/// masks out, when it masks exactly a suffix (right padding); `None` for any
+/// other mask, which the fused path leaves to the reference one.
+fn trailing_padding(mask: &Tensor) -> Result<Option<usize>> {
+    let values = mask.flatten_all()?.to_vec1::<f32>()?;
+    let real = values.iter().take_while(|&&v| v == 0.0).count();
+    let suffix_masked = values[real..].iter().all(|&v| v == f32::NEG_INFINITY);
+    Ok((suffix_masked && real > 0).then_some(values.len() - real))
 }

@@ -16,18 +16,19 @@ pub struct Batch {
     pub mask: Option<Tensor>,
     /// 1/0 token mask `[B, S]` (f32) for pooling; `None` when nothing is padded.
     pub token_mask: Option<Tensor>,
-    /// Real length of each input.
+    /// Real length of each input (padding excluded).
     pub lengths: Vec<usize>,
 }
 
 impl Batch {
-    /// Builds a batch from tokenized texts; `pad_id` fills the padding.
+    /// Builds a batch from tokenized texts; `pad_id` fills the padding (an
+    /// input the tokenizer already padded keeps its pads, masked alike).
     pub fn new(texts: &[TokenizedText], pad_id: u32, device: &Device) -> Result<Self> {
         if texts.is_empty() {
             candle_core::bail!("a batch needs at least one text");
         }
-        let lengths: Vec<usize> = texts.iter().map(|t| t.ids.len()).collect();
-        let s = *lengths.iter().max().expect("non-empty");
+        let lengths: Vec<usize> = texts.iter().map(TokenizedText::real_len).collect();
+        let s = texts.iter().map(|t| t.ids.len()).max().expect("non-empty");
         let b = texts.len();
         let padded = |pick: fn(&TokenizedText) -> &Vec<u32>, fill: u32| -> Vec<u32> {
             texts

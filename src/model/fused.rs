@@ -152,6 +152,8 @@ pub struct Core {
     pub d: usize,
     /// Causal (decoder) attention: query `i` sees keys `0..=i + keys − queries`.
     pub causal: bool,
+    /// Trailing keys that are padding: no query sees them.
+    pub padding: usize,
 }
 
 impl Core {
@@ -162,7 +164,13 @@ impl Core {
             keys: s,
             d,
             causal,
+            padding: 0,
         }
+    }
+
+    /// The same call with the last `padding` keys masked for every query.
+    pub fn padded(self, padding: usize) -> Self {
+        Self { padding, ..self }
     }
 }
 
@@ -183,10 +191,16 @@ pub fn attention(
         keys: n,
         d,
         causal,
+        padding,
     } = core;
     let mask = |scores: &mut [f32]| {
         if causal {
             mask_future(scores, n, n - m);
+        }
+        if padding > 0 {
+            for row in scores.chunks_mut(n) {
+                row[n - padding..].fill(f32::NEG_INFINITY);
+            }
         }
     };
     attention_masked((q, k, v), heads, v_cols, (m, n, d), &mask)

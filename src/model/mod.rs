@@ -324,11 +324,28 @@ impl Model {
 
     /// Tokenizes `texts` and builds one padded batch.
     pub fn batch(&self, texts: &[TokenizedText]) -> anyhow::Result<Batch> {
-        let pad = match &self.network {
+        Ok(Batch::new(texts, self.pad_token_id(), self.device())?)
+    }
+
+    /// The token id padding is made of.
+    fn pad_token_id(&self) -> u32 {
+        match &self.network {
             Network::Bert { encoder, .. } => encoder.pad_token_id(),
             Network::Llama(_) => 0,
-        };
-        Ok(Batch::new(texts, pad, self.device())?)
+        }
+    }
+
+    /// From now on pads (and cuts) every input to `length` tokens, the
+    /// AttnCache paper's setting: one length for every input, the padding
+    /// masked out of attention and of the readout.
+    pub fn pad_inputs(&mut self, length: usize) -> anyhow::Result<()> {
+        let id = self.pad_token_id();
+        self.tokenizer.pad_to(length, id)
+    }
+
+    /// The length every input is padded to, if [`Self::pad_inputs`] was called.
+    pub fn padded_to(&self) -> Option<usize> {
+        self.tokenizer.padded_to()
     }
 
     /// Tokenizes each text.

@@ -16,8 +16,19 @@ pub struct TokenizedText {
     pub type_ids: Vec<u32>,
     /// Token strings, for display.
     pub tokens: Vec<String>,
-    /// True when the text was cut to the model's maximum length.
+    /// True when the text was cut to the model's maximum length (or to the
+    /// padded length).
     pub truncated: bool,
+    /// Pad tokens at the end of `ids` (0 unless the tokenizer pads every
+    /// input to one length, see [`TextTokenizer::pad_to`]).
+    pub padding: usize,
+}
+
+impl TokenizedText {
+    /// Number of real tokens (`ids` without the trailing padding).
+    pub fn real_len(&self) -> usize {
+        self.ids.len() - self.padding
+    }
 }
 
 /// The one-line note for a text cut to the model's maximum of `max`
@@ -36,6 +47,17 @@ pub struct TextTokenizer {
     /// Byte-level BPE: token strings are shown decoded (`Ġgood` → ` good`,
     /// a newline as `⏎`).
     byte_level: bool,
+    /// Every input cut and padded to this length with this pad id (the
+    /// AttnCache paper's setting); `None`: no padding.
+    pad: Option<Padding>,
+}
+
+/// Fixed-length padding of every input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Padding {
+    length: usize,
+    id: u32,
+    token: String,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -77,7 +99,11 @@ impl TextTokenizer {
                 ..Default::default()
             }))
             .map_err(|e| err(e.to_string()))?;
-        Ok(Self { inner, byte_level })
+        Ok(Self {
+            inner,
+            byte_level,
+            pad: None,
+        })
     }
 
     /// The text of token ids (special tokens kept).
@@ -97,13 +123,50 @@ impl TextTokenizer {
         self.inner.token_to_id(token)
     }
 
-    /// Tokenizes one text (special tokens added).
+    /// From now on cuts every input to `length` tokens (special tokens
+    /// kept) and pads shorter ones to it with `pad_id`, as the AttnCache
+    /// paper's reference code does, so every input has one length. The model
+    /// masks the padding out of attention and pooling.
+    pub fn pad_to(&mut self, length: usize, pad_id: u32) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            length >= 2,
+            "cannot pad inputs to {length} tokens: use at least 2"
+        );
+        let max = self
+            .inner
+            .get_truncation()
+            .map_or(usize::MAX, |t| t.max_length);
+        anyhow::ensure!(
+            length <= max,
+            "cannot pad inputs to {length} tokens: the model takes at most {max}"
+        );
+        self.inner
+            .with_truncation(Some(TruncationParams {
+                max_length: length,
+                ..Default::default()
+            }))
+            .map_err(|e| anyhow::anyhow!("cannot set the tokenizer's truncation: {e}"))?;
+        self.pad = Some(Padding {
+            length,
+            id: pad_id,
+            token: self.display_token(pad_id)?,
+        });
+        Ok(())
+    }
+
+    /// The length every input is padded to, if any.
+    pub fn padded_to(&self) -> Option<usize> {
+        self.pad.as_ref().map(|p| p.length)
+    }
+
+    /// Tokenizes one text (special tokens added; cut and padded when the
+    /// tokenizer pads).
     pub fn encode(&self, text: &str) -> anyhow::Result<TokenizedText> {
         let encoding = self
             .inner
             .encode(text, true)
             .map_err(|e| anyhow::anyhow!("cannot tokenize {text:?}: {e}"))?;
-        Ok(TokenizedText {
+        let mut tokenized = TokenizedText {
             ids: encoding.get_ids().to_vec(),
             type_ids: encoding.get_type_ids().to_vec(),
             tokens: if self.byte_level {
@@ -116,6 +179,17 @@ impl TextTokenizer {
                 encoding.get_tokens().to_vec()
             },
             truncated: !encoding.get_overflowing().is_empty(),
-        })
+            padding: 0,
+        };
+        if let Some(pad) = &self.pad {
+            let padding = pad.length.saturating_sub(tokenized.ids.len());
+            tokenized.ids.extend(std::iter::repeat_n(pad.id, padding));
+            tokenized.type_ids.extend(std::iter::repeat_n(0, padding));
+            tokenized
+                .tokens
+                .extend(std::iter::repeat_n(pad.token.clone(), padding));
+            tokenized.padding = padding;
+        }
+        Ok(tokenized)
     }
 }

@@ -100,6 +100,9 @@ impl LlamaAttention {
 
     /// Attention over the normed input `x` (`[B, S, D]`, contiguous) with an
     /// optional additive key mask (`[B, 1, 1, S]`, padded batches) under `plan`.
+    /// A single input takes the fused path even when padded: its padding
+    /// follows every real token, which the causal mask already hides from
+    /// them (the pad rows, never read, may see each other).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -108,7 +111,7 @@ impl LlamaAttention {
     ) -> Result<AttentionOutput> {
         let (b, _, _) = x.dims3()?;
         plan.check_heads(self.heads)?;
-        if self.kernels == Kernels::Fused && b == 1 && mask.is_none() && x.device().is_cpu() {
+        if self.kernels == Kernels::Fused && b == 1 && x.device().is_cpu() {
             Ok(self.forward_after_prefix(x, plan, None, false)?.0)
         } else {
             self.forward_reference(x, mask, plan)
@@ -258,6 +261,7 @@ impl LlamaAttention {
                     keys: total,
                     d: hd,
                     causal: true,
+                    padding: 0,
                 },
             )
         })?;
