@@ -8,6 +8,7 @@
 //! measurements always use the exact scan.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use instant_distance::{Builder, HnswMap, Search};
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,17 @@ use serde::{Deserialize, Serialize};
 use super::feature::distance;
 use super::policy::LengthPolicy;
 use super::sketch::{RERANK, SketchBuckets, Sketches};
+
+/// Where a search spends its time: finding candidates (the sketch scan, an
+/// HNSW search, or the exact scan of a bucket without sketches) and
+/// re-ranking the sketch scan's candidates by exact feature distance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SearchTimes {
+    /// Finding candidates.
+    pub candidates: Duration,
+    /// Re-ranking them.
+    pub rerank: Duration,
+}
 
 /// Feature vectors of every entry for every layer, `[L][N][F]` flat.
 #[derive(Debug, Clone)]
@@ -162,7 +174,9 @@ impl Index {
 
     /// The nearest entry for a query of `length` tokens with feature `query`
     /// at `layer`: among same-length entries, or (crop policy) entries at
-    /// least as long. `None` when no entry qualifies.
+    /// least as long. `None` when no entry qualifies. Each stage's time is
+    /// added to `times`.
+    #[allow(clippy::too_many_arguments)]
     pub fn search(
         &self,
         layer: usize,
@@ -171,7 +185,10 @@ impl Index {
         lengths: LengthPolicy,
         features: &Features,
         method: SearchMethod,
+        times: &mut SearchTimes,
     ) -> Option<Neighbour> {
+        let start = Instant::now();
+        let mut rerank = Duration::ZERO;
         let mut best: Option<Neighbour> = None;
         // The query's sketch, for the sketch scan of buckets without HNSW.
         let sketched = match (method, &self.sketches) {
@@ -199,7 +216,10 @@ impl Index {
                             .into_iter()
                             .map(|i| ids[i])
                             .collect();
-                        scan(&best, exact)
+                        let start = Instant::now();
+                        let found = scan(&best, exact);
+                        rerank += start.elapsed();
+                        found
                     }
                     _ => scan(ids, exact),
                 },
@@ -210,6 +230,8 @@ impl Index {
                 best = Some(n);
             }
         }
+        times.candidates += start.elapsed().saturating_sub(rerank);
+        times.rerank += rerank;
         best
     }
 
@@ -307,6 +329,7 @@ mod tests {
                     LengthPolicy::Exact,
                     &features,
                     SearchMethod::ExactScan,
+                    &mut SearchTimes::default(),
                 )
                 .unwrap();
             assert_eq!(n.entry as usize, e);
@@ -320,7 +343,8 @@ mod tests {
                     6,
                     LengthPolicy::Exact,
                     &features,
-                    SearchMethod::ExactScan
+                    SearchMethod::ExactScan,
+                    &mut SearchTimes::default(),
                 )
                 .is_none()
         );
@@ -333,6 +357,7 @@ mod tests {
                 LengthPolicy::Crop,
                 &features,
                 SearchMethod::ExactScan,
+                &mut SearchTimes::default(),
             )
             .unwrap();
         assert_eq!(lengths[n.entry as usize], 7);
@@ -356,6 +381,7 @@ mod tests {
                 LengthPolicy::Exact,
                 &features,
                 SearchMethod::ExactScan,
+                &mut SearchTimes::default(),
             )
             .unwrap();
         assert_eq!(one, near[0]);
@@ -387,6 +413,7 @@ mod tests {
                     LengthPolicy::Exact,
                     &features,
                     SearchMethod::ExactScan,
+                    &mut SearchTimes::default(),
                 )
                 .unwrap();
             let hnsw = index
@@ -397,6 +424,7 @@ mod tests {
                     LengthPolicy::Exact,
                     &features,
                     SearchMethod::Indexed,
+                    &mut SearchTimes::default(),
                 )
                 .unwrap();
             assert!(hnsw.distance >= exact.distance - 1e-6);
@@ -431,7 +459,15 @@ mod tests {
         let index = Index::new(&lengths, Vec::new(), Some((sketches, layers)));
         let search = |layer: usize, q: &[f32], method| {
             index
-                .search(layer, q, 9, LengthPolicy::Exact, &features, method)
+                .search(
+                    layer,
+                    q,
+                    9,
+                    LengthPolicy::Exact,
+                    &features,
+                    method,
+                    &mut SearchTimes::default(),
+                )
                 .unwrap()
         };
         let mut near_agree = 0;

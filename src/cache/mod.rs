@@ -20,7 +20,7 @@ pub use crop::{aligned_indices, crop_map};
 pub use error::DbError;
 pub use feature::FeatureKind;
 pub use head_types::{HeadProfile, HeadType, HeadTypes};
-pub use index::{FeaturePoint, Features, Index, Neighbour, SearchMethod};
+pub use index::{FeaturePoint, Features, Index, Neighbour, SearchMethod, SearchTimes};
 pub use manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 pub use policy::{LengthPolicy, Lookup, Policy};
 pub use sketch::{RERANK, SKETCH_DIM, Sketches};

@@ -21,7 +21,7 @@ use super::crop::crop_map;
 use super::error::DbError;
 use super::feature::{FeatureKind, pooled_feature};
 use super::head_types::HeadTypes;
-use super::index::{Features, HnswBucket, Index, Neighbour, SearchMethod};
+use super::index::{Features, HnswBucket, Index, Neighbour, SearchMethod, SearchTimes};
 use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
 use super::policy::LengthPolicy;
@@ -315,8 +315,29 @@ impl Database {
         lengths: LengthPolicy,
         method: SearchMethod,
     ) -> Option<Neighbour> {
-        self.index
-            .search(layer, feature, length, lengths, &self.features, method)
+        let mut times = SearchTimes::default();
+        self.search_timed(layer, feature, length, lengths, method, &mut times)
+    }
+
+    /// [`Database::search`], adding the time of each stage to `times`.
+    pub fn search_timed(
+        &self,
+        layer: usize,
+        feature: &[f32],
+        length: usize,
+        lengths: LengthPolicy,
+        method: SearchMethod,
+        times: &mut SearchTimes,
+    ) -> Option<Neighbour> {
+        self.index.search(
+            layer,
+            feature,
+            length,
+            lengths,
+            &self.features,
+            method,
+            times,
+        )
     }
 
     /// The `k` nearest, nearest first ([`Index::search_k`] over this

@@ -189,7 +189,7 @@ fn save_lengths_plot(
             .filter_map(|r| Some((r.mean_tokens, y(r)?)))
             .collect()
     };
-    let colours = [OURS, PAPER, STAGES[3], STAGES[5]];
+    let colours = [OURS, PAPER, STAGES[4], STAGES[6]];
     let mut series: Vec<LengthSeries> = benches
         .iter()
         .enumerate()

@@ -317,8 +317,8 @@ fn print_evaluation(e: &Evaluation) {
         x.attention, x.total
     );
     println!(
-        "                      cached: feature {:.2}, search {:.2}, map load {:.2}, attention {:.2}, rest {:.2}, total {:.2}",
-        c.feature, c.search, c.map_load, c.attention, c.rest, c.total
+        "                      cached: feature {:.2}, search {:.2}, re-rank {:.2}, map load {:.2}, attention {:.2}, rest {:.2}, total {:.2}",
+        c.feature, c.search, c.rerank, c.map_load, c.attention, c.rest, c.total
     );
     println!("  hit rate per layer × head (%):");
     for (l, row) in e.hit_rate_per_head.iter().enumerate() {

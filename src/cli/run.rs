@@ -152,10 +152,11 @@ fn print_trace(trace: &Trace) {
     }
     let t = &trace.timings;
     println!(
-        "  ms: tokenize {:.2} · feature {:.2} · search {:.2} · map load {:.2} · attention {:.2} · rest {:.2} · total {:.2}{}",
+        "  ms: tokenize {:.2} · feature {:.2} · search {:.2} · re-rank {:.2} · map load {:.2} · attention {:.2} · rest {:.2} · total {:.2}{}",
         t.tokenize,
         t.feature,
         t.search,
+        t.rerank,
         t.map_load,
         t.attention,
         t.rest,

@@ -292,7 +292,8 @@ impl Engine {
                 .iter()
                 .map(|t| ms(t.attention))
                 .collect(),
-            search_ms: ms(planner.feature_time + planner.search_time) / searches,
+            search_ms: ms(planner.feature_time + planner.search_time + planner.rerank_time)
+                / searches,
             embedding: pass.embedding,
         })
     }
@@ -338,6 +339,7 @@ impl Engine {
         pass.decisions = planner.decisions;
         pass.timings.feature = ms(planner.feature_time);
         pass.timings.search = ms(planner.search_time);
+        pass.timings.rerank = ms(planner.rerank_time);
         pass.timings.map_load = ms(planner.load_time);
         Ok(pass)
     }

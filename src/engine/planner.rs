@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 
-use crate::cache::{Database, Lookup, Neighbour, Policy, SearchMethod};
+use crate::cache::{Database, Lookup, Neighbour, Policy, SearchMethod, SearchTimes};
 use crate::model::{HeadPlan, LayerPlan, Planner};
 
 /// What the planner decided for one layer.
@@ -43,8 +43,10 @@ pub struct CachePlanner<'a> {
     pub decisions: Vec<LayerDecision>,
     /// Time spent computing features.
     pub feature_time: Duration,
-    /// Time spent searching.
+    /// Time spent searching for candidates (sketch scan, HNSW or scan).
     pub search_time: Duration,
+    /// Time spent re-ranking the sketch scan's candidates.
+    pub rerank_time: Duration,
     /// Time spent loading maps.
     pub load_time: Duration,
     /// Number of searches run.
@@ -69,6 +71,7 @@ impl<'a> CachePlanner<'a> {
             decisions: Vec::new(),
             feature_time: Duration::ZERO,
             search_time: Duration::ZERO,
+            rerank_time: Duration::ZERO,
             load_time: Duration::ZERO,
             searches: 0,
         }
@@ -93,7 +96,7 @@ impl<'a> CachePlanner<'a> {
     /// Searches, untimed, the layers whose look-up was skipped because no
     /// head could hit, so a shadow trace still shows their neighbours.
     pub fn search_skipped(&mut self) -> candle_core::Result<()> {
-        let (feature, search) = (self.feature_time, self.search_time);
+        let times = (self.feature_time, self.search_time, self.rerank_time);
         let skipped = std::mem::take(&mut self.skipped);
         for (layer, input) in &skipped {
             let found = match self.policy.lookup {
@@ -110,7 +113,7 @@ impl<'a> CachePlanner<'a> {
             };
             self.decisions[*layer].neighbour = found;
         }
-        (self.feature_time, self.search_time) = (feature, search);
+        (self.feature_time, self.search_time, self.rerank_time) = times;
         Ok(())
     }
 
@@ -129,15 +132,17 @@ impl<'a> CachePlanner<'a> {
         let start = Instant::now();
         let feature = self.db.query_feature(layer, input)?;
         self.feature_time += start.elapsed();
-        let start = Instant::now();
-        let found = self.db.search(
+        let mut times = SearchTimes::default();
+        let found = self.db.search_timed(
             layer,
             &feature,
             self.query_len,
             self.policy.lengths,
             self.method,
+            &mut times,
         );
-        self.search_time += start.elapsed();
+        self.search_time += times.candidates;
+        self.rerank_time += times.rerank;
         Ok(found)
     }
 

@@ -87,8 +87,11 @@ pub struct StageTimings {
     pub embeddings: f64,
     /// Computing look-up features.
     pub feature: f64,
-    /// Searching the index.
+    /// Searching the index for candidates: the sketch scan (or an HNSW
+    /// search, or the exact scan of a small bucket).
     pub search: f64,
+    /// Re-ranking the sketch scan's candidates by exact feature distance.
+    pub rerank: f64,
     /// Loading (and converting, cropping) reused maps.
     pub map_load: f64,
     /// Attention (projections + core) of all layers.
@@ -108,6 +111,7 @@ impl StageTimings {
         f(&mut self.embeddings, other.embeddings);
         f(&mut self.feature, other.feature);
         f(&mut self.search, other.search);
+        f(&mut self.rerank, other.rerank);
         f(&mut self.map_load, other.map_load);
         f(&mut self.attention, other.attention);
         f(&mut self.rest, other.rest);
@@ -127,10 +131,15 @@ impl StageTimings {
         self
     }
 
+    /// The look-up and map loading: feature, search, re-rank, map load.
+    pub fn lookup(&self) -> f64 {
+        self.feature + self.search + self.rerank + self.map_load
+    }
+
     /// Attention including the look-up and map loading that served it: the
     /// cached side of an honest attention speedup.
     pub fn attention_with_lookup(&self) -> f64 {
-        self.attention + self.feature + self.search + self.map_load
+        self.attention + self.lookup()
     }
 }
 
@@ -139,10 +148,11 @@ pub type StageReader = fn(&StageTimings) -> f64;
 
 /// The stages a latency breakdown shows, in order (`rest` includes the
 /// embeddings and pooling).
-pub const STAGES: [(&str, StageReader); 6] = [
+pub const STAGES: [(&str, StageReader); 7] = [
     ("tokenize", |t| t.tokenize),
     ("feature", |t| t.feature),
     ("search", |t| t.search),
+    ("re-rank", |t| t.rerank),
     ("map load", |t| t.map_load),
     ("attention", |t| t.attention),
     ("rest", |t| t.rest + t.embeddings + t.pooling),

@@ -76,7 +76,7 @@ pub fn accounting_ladder(
     let with_lookup = StageTimings::attention_with_lookup;
     let attention = |t: &StageTimings| t.attention;
     let total = |t: &StageTimings| t.total;
-    let untimed = |t: &StageTimings| t.total - t.feature - t.search - t.map_load;
+    let untimed = |t: &StageTimings| t.total - t.lookup();
     let step = |name: &'static str,
                 pairs: &[TimedPair],
                 keep: &dyn Fn(&TimedPair) -> bool,

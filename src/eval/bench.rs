@@ -179,7 +179,7 @@ fn time_query(
             e.total,
             c.attention_with_lookup(),
             c.total,
-            c.feature + c.search + c.map_load,
+            c.lookup(),
             ms(reuse_fwd.timings.attention()),
             ms(reuse_fwd.timings.total()),
             ms(exact_fwd.timings.attention()),

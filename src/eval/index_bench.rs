@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::stats::median;
 use crate::cache::feature::distance;
-use crate::cache::{Database, FeaturePoint, Features, Index, LengthPolicy, SearchMethod, Sketches};
+use crate::cache::{
+    Database, FeaturePoint, Features, Index, LengthPolicy, SearchMethod, SearchTimes, Sketches,
+};
 
 /// One bucket size.
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +80,7 @@ pub fn index_bench(db: &Database, sizes: &[usize], queries: usize) -> Vec<IndexB
                         LengthPolicy::Exact,
                         &pool,
                         SearchMethod::Indexed,
+                        &mut SearchTimes::default(),
                     )
                     .map(|n| n.entry);
                 sketch.push(start.elapsed().as_secs_f64() * 1e6);

@@ -97,7 +97,7 @@ pub mod palette {
     /// Neutral.
     pub const GREY: RGBColor = RGBColor(120, 120, 120);
     /// Stage colours, in [`crate::plot::LatencyFigure`]'s stage order.
-    pub const STAGES: [RGBColor; 6] = [GREY, PURPLE, PAPER, YELLOW, OURS, GREEN];
+    pub const STAGES: [RGBColor; 7] = [GREY, PURPLE, PAPER, CACHED, YELLOW, OURS, GREEN];
 
     /// Viridis (five stops, linearly interpolated) at `v` in `[0, 1]`: the
     /// ramp of every heatmap, here and in the dashboard.

@@ -20,13 +20,18 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let [chart, summary, stages] = Layout::vertical([
         Constraint::Min(2),
         Constraint::Length(1),
-        Constraint::Length(7),
+        // A header line and one line per stage.
+        Constraint::Length(STAGES.len() as u16 + 1),
     ])
     .areas(inner);
     draw_chart(frame, chart, app);
     frame.render_widget(Paragraph::new(summary_line(app)), summary);
     frame.render_widget(
-        Paragraph::new(stage_lines(app, stages.width as usize)),
+        Paragraph::new(stage_lines(
+            app,
+            stages.width as usize,
+            stages.height as usize,
+        )),
         stages,
     );
 }
@@ -106,8 +111,9 @@ fn summary_line(app: &App) -> Line<'static> {
     ])
 }
 
-/// The current query's stages: exact and cached ms and a bar.
-fn stage_lines(app: &App, width: usize) -> Vec<Line<'static>> {
+/// The current query's stages: exact and cached ms and a bar, under a
+/// header when `height` leaves room for it beside every stage.
+fn stage_lines(app: &App, width: usize, height: usize) -> Vec<Line<'static>> {
     let Some(item) = app.history.front() else {
         return Vec::new();
     };
@@ -120,13 +126,16 @@ fn stage_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let fmt = |t: Option<StageTimings>, f: StageReader| {
         t.map_or("     –".to_string(), |t| format!("{:>6.2}", f(&t)))
     };
-    let mut lines = vec![Line::from(Span::styled(
-        format!(
-            "{:<10}{:>7}{:>8}  share of exact",
-            "stage", "exact", "cached"
-        ),
-        app.theme.dim(),
-    ))];
+    let mut lines = Vec::new();
+    if height > STAGES.len() {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "{:<10}{:>7}{:>8}  share of exact",
+                "stage", "exact", "cached"
+            ),
+            app.theme.dim(),
+        )));
+    }
     for (name, f) in STAGES {
         let shown = cached.or(exact).map_or(0.0, |t| f(&t));
         let cells = ((shown / total) * bar_width as f64).round() as usize;
