@@ -48,6 +48,10 @@ for d, f, label in runs:
     for s in e.get("accounting", []):
         print(f"| {label} | {NAMES[(d, f)][0]} | {s['step']} | {s['queries']} "
               f"| {s['hit_rate'] * 100:.1f} % | {x(s['attention_speedup'])} | {x(s['e2e_speedup'])} |")
+        if s.get("against_unpadded_exact"):
+            att, e2e = s["against_unpadded_exact"]
+            print(f"| {label} | {NAMES[(d, f)][0]} | padded inputs, against the same queries unpadded "
+                  f"| {s['queries']} | {s['hit_rate'] * 100:.1f} % | {x(att)} | {x(e2e)} |")
 p = load(os.path.join(out, "smollm2-2shot", "prefix.json"))
 if p:
     prefix = next(r for r in p["runs"] if r["run"] == "prefix")

@@ -144,6 +144,36 @@ fn workload_commands_run_on_a_decoder_and_databases_stay_with_their_model() {
         "{shots}"
     );
 
+    // bench --shots: the same query as a 0-shot and a 3-shot prompt, the
+    // longer one in a longer bucket.
+    let b = json_of(&sm(&[
+        "bench",
+        "--db",
+        db,
+        "--policy",
+        "global:2",
+        "--splits",
+        "rt:calib",
+        "--limit",
+        "1",
+        "--shots",
+        "0,3",
+        "--repeats",
+        "1",
+        "--json",
+    ]));
+    let rows: Vec<&serde_json::Value> = b["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["queries"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(rows.len(), 2, "{b}");
+    assert!(
+        rows[1]["mean_tokens"].as_f64().unwrap() > rows[0]["mean_tokens"].as_f64().unwrap() + 60.0,
+        "{b}"
+    );
+
     // calibrate and sweep run too.
     let policy = dir.path().join("policy.json");
     let mut args = vec![

@@ -23,6 +23,9 @@ pub struct BenchArgs<'a> {
     pub plot: Option<&'a Path>,
     pub splits: &'a [String],
     pub limit: usize,
+    /// Decoders: each query as a prompt with each of these numbers of
+    /// labelled examples.
+    pub shots: &'a [usize],
     pub repeats: usize,
     pub json: bool,
 }
@@ -47,14 +50,16 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut texts = Vec::new();
     for split in args.splits {
-        let corpus = load_corpus(
-            split,
-            &CorpusOptions::default(),
-            Some(args.limit),
-            0,
-            &model,
-        )?;
-        texts.extend(corpus.items.into_iter().map(|i| i.text));
+        for &shots in args.shots {
+            let corpus = load_corpus(
+                split,
+                &CorpusOptions::default(),
+                Some(args.limit),
+                shots,
+                &model,
+            )?;
+            texts.extend(corpus.items.into_iter().map(|i| i.text));
+        }
     }
     let mut benches = Vec::with_capacity(policies.len());
     for (i, (policy, spec)) in policies.into_iter().zip(&specs).enumerate() {

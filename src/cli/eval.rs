@@ -255,6 +255,13 @@ fn print_accounting(ladder: &[AccountingStep], accounting: Accounting) {
             speedup(s.e2e_speedup)
         );
     }
+    if let Some((attention, e2e)) = rows.iter().find_map(|s| s.against_unpadded_exact) {
+        println!(
+            "  padded inputs against the same queries' unpadded exact runs: attention {}, end to end {}",
+            speedup(attention),
+            speedup(e2e)
+        );
+    }
 }
 
 /// The oracle frontier as a table.

@@ -350,6 +350,11 @@ pub enum Command {
         /// Queries taken from each set.
         #[arg(long, default_value_t = 40, value_name = "N")]
         limit: usize,
+        /// Decoders: few-shot prompt sizes (comma-separated): each query is
+        /// run as a prompt with each number of labelled examples before it
+        /// (see `eval --shots`), so prompt length grows with the examples.
+        #[arg(long, value_delimiter = ',', default_value = "0", value_name = "K,…")]
+        shots: Vec<usize>,
         /// Interleaved repeats per query (medians).
         #[arg(long, default_value_t = 5, value_name = "N")]
         repeats: usize,
@@ -574,6 +579,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             plot,
             splits,
             limit,
+            shots,
             repeats,
             json,
         } => bench::run(
@@ -585,6 +591,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 plot: plot.as_deref(),
                 splits: &splits,
                 limit,
+                shots: &shots,
                 repeats,
                 json,
             },

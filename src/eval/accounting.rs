@@ -59,6 +59,11 @@ pub struct AccountingStep {
     pub attention_speedup: Option<f64>,
     /// Exact ÷ cached time, tokenisation to output.
     pub e2e_speedup: Option<f64>,
+    /// The padded step only: the same queries' *unpadded* exact time ÷
+    /// their padded cached time (look-up untimed) — what padding buys over
+    /// running each input at its own length, (attention, end to end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against_unpadded_exact: Option<(Option<f64>, Option<f64>)>,
 }
 
 /// The ladder from `fused` (timed pairs on the fastest exact path),
@@ -90,6 +95,7 @@ pub fn accounting_ladder(
         let passes = pairs.len().div_ceil(per_pass.max(1)).max(1);
         AccountingStep {
             step: name,
+            against_unpadded_exact: None,
             queries: kept.len() / passes,
             hit_rate: mean(&kept),
             attention_speedup: pass_median_ratio(
@@ -108,7 +114,21 @@ pub fn accounting_ladder(
         step("look-up untimed", fused, &hits, &attention, &untimed),
     ];
     if let Some(padded) = padded {
-        steps.push(step("padded inputs", padded, &hits, &attention, &untimed));
+        let mut padded_step = step("padded inputs", padded, &hits, &attention, &untimed);
+        // Each padded cached run beside the same query's unpadded exact run.
+        let mixed: Vec<TimedPair> = fused
+            .iter()
+            .zip(padded)
+            .map(|(f, p)| TimedPair {
+                exact: f.exact,
+                ..*p
+            })
+            .collect();
+        padded_step.against_unpadded_exact = Some((
+            pass_median_ratio(&mixed, per_pass, hits, attention, attention),
+            pass_median_ratio(&mixed, per_pass, hits, total, untimed),
+        ));
+        steps.push(padded_step);
     }
     steps.push(step("unfused baseline", eager, &hits, &attention, &untimed));
     steps
@@ -185,6 +205,16 @@ mod tests {
         close(padded_step.attention_speedup, 60.0 / 16.0);
         close(padded_step.e2e_speedup, 80.0 / 36.0);
         close(steps[4].attention_speedup, 120.0 / 16.0);
+        // Against the unpadded exact runs (attention 10 each, total 20 each):
+        // attention 20 / 16, end to end 40 / 36.
+        let (attention, e2e) = padded_step.against_unpadded_exact.unwrap();
+        close(attention, 20.0 / 16.0);
+        close(e2e, 40.0 / 36.0);
+        assert!(
+            steps[..3]
+                .iter()
+                .all(|s| s.against_unpadded_exact.is_none())
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::engine::{Engine, Mode};
 use crate::model::{StaticPlan, ms};
 
 /// Upper bounds (inclusive) of the token-length buckets.
-const BUCKETS: [usize; 6] = [16, 32, 64, 128, 256, 512];
+const BUCKETS: [usize; 8] = [16, 32, 64, 128, 256, 512, 1024, 2048];
 
 /// One length bucket of the benchmark.
 #[derive(Debug, Clone, Serialize)]
