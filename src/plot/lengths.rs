@@ -58,7 +58,7 @@ impl Figure for LengthFigure {
             .x_desc("input length (tokens, mean of a length bucket)")
             .y_desc("end-to-end speedup over exact (×)")
             .x_labels(10)
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&|x| one_two_five(*x))
             .y_label_formatter(&|y| format!("{y:.2}"))
             .light_line_style(WHITE.mix(0.0))
             .label_style((FAMILY, 13))
@@ -100,5 +100,35 @@ impl Figure for LengthFigure {
             .draw()
             .map_err(err)?;
         Ok(())
+    }
+}
+
+/// A log axis's tick label: shown for 1, 2 and 5 times a power of ten
+/// only, so the crowded ticks near the top of a decade do not overlap.
+fn one_two_five(x: f64) -> String {
+    let scale = 10f64.powf(x.log10().floor());
+    let lead = (x / scale).round();
+    match lead as u32 {
+        1 | 2 | 5 => format!("{x:.0}"),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_two_five;
+
+    #[test]
+    fn only_one_two_and_five_times_a_power_of_ten_are_labelled() {
+        let labels: Vec<String> = [
+            10.0, 20.0, 30.0, 50.0, 90.0, 100.0, 200.0, 900.0, 1000.0, 2000.0,
+        ]
+        .into_iter()
+        .map(one_two_five)
+        .collect();
+        assert_eq!(
+            labels,
+            ["10", "20", "", "50", "", "100", "200", "", "1000", "2000"]
+        );
     }
 }
