@@ -11,10 +11,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+use attncache::cache::similarity;
 use attncache::cache::{BuildOptions, Database, FeatureKind, ModelIdentity, Policy, build};
 use attncache::data::CorpusSpec;
 use attncache::engine::{Engine, HeadTrace, LayerTrace, Mode, NeighbourTrace, StageTimings, Trace};
-use attncache::eval::similarity;
 use attncache::model::{LayerTiming, Model, ModelShape};
 use attncache::tui::app::{App, AppConfig, GridView, HeadMaps, ModelInfo, Panel, Popup};
 use attncache::tui::headless::{pump, screen_text, wait_idle};

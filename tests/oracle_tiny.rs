@@ -4,8 +4,9 @@
 
 mod common;
 
+use attncache::cache::similarity;
 use attncache::data::{Corpus, Item};
-use attncache::eval::{ORACLE_SCALE, oracle_choices, oracle_frontier, similarity};
+use attncache::eval::{ORACLE_SCALE, oracle_choices, oracle_frontier};
 use common::tiny_model;
 
 fn corpus(texts: &[&str]) -> Corpus {

@@ -19,10 +19,10 @@ use super::index::{Features, Index};
 use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
 use super::projector::{Projector, ProjectorFit};
+use super::similarity::similarity;
 use super::sketch::Sketches;
 use super::store::{DATA_FILES, Entry, HEAD_TYPES_FILE, PROJECTOR_FILE, SKETCH_FILE};
 use crate::data::Corpus;
-use crate::eval::similarity;
 use crate::model::{LayerPlan, Model, ModelShape, Planner};
 use crate::storage::{FileRecord, StagedDir};
 

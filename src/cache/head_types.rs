@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::DbError;
 use super::maps::MapFile;
+use super::similarity::similarity;
 use super::store::Entry;
-use crate::eval::similarity;
 
 /// Entries sampled for the scores (evenly over the database).
 pub const SAMPLE: usize = 300;

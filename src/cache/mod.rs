@@ -1,5 +1,6 @@
 //! The memorization database: entries, f16 maps in a memory-mapped file,
-//! per-layer features, the index, and the hit/miss policy.
+//! per-layer features, the index, the hit/miss policy, and how similar two
+//! maps are.
 
 mod build;
 mod crop;
@@ -11,6 +12,7 @@ mod manifest;
 mod maps;
 pub mod policy;
 mod projector;
+mod similarity;
 mod sketch;
 mod store;
 
@@ -23,5 +25,6 @@ pub use head_types::{HeadProfile, HeadType, HeadTypes};
 pub use index::{FeaturePoint, Features, Index, Neighbour, SearchMethod, SearchTimes};
 pub use manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 pub use policy::{LengthPolicy, Lookup, Policy};
+pub use similarity::{js_divergence, map_similarity, similarity};
 pub use sketch::{RERANK, SKETCH_DIM, Sketches};
 pub use store::{Database, Entry};

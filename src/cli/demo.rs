@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 
-use crate::eval::{map_similarity, median};
+use crate::cache::map_similarity;
+use crate::eval::median;
 use crate::model::{HeadPlan, LayerPlan, Model, StaticPlan, TokenizedText, cosine, ms};
 
 /// Our own demo prompts (see the file for the format).

@@ -18,7 +18,7 @@ pub use trace::{
 };
 
 use crate::cache::{Database, ModelIdentity, Policy};
-use crate::eval::{js_divergence, similarity};
+use crate::cache::{js_divergence, similarity};
 use crate::model::llama::PrefixCache;
 use crate::model::{ForwardOutput, Model, Planner, StaticPlan, TokenizedText, cosine, ms};
 

@@ -6,7 +6,6 @@ mod bench;
 mod blocks;
 mod calibrate;
 mod classifier;
-mod cost;
 mod evaluate;
 mod index_bench;
 mod modular;
@@ -17,7 +16,6 @@ mod probe;
 mod prompt;
 mod report;
 mod retrieval;
-mod similarity;
 mod stats;
 
 pub use accounting::{Accounting, AccountingStep, accounting_ladder};
@@ -25,7 +23,6 @@ pub use bench::{BenchRow, bench};
 pub use blocks::{BlockPlan, BlockTimes, timed_blocks};
 pub use calibrate::{CalibrateOptions, Objective, PolicyKind, calibrate};
 pub use classifier::Classifier;
-pub use cost::LayerCost;
 pub use evaluate::{
     Evaluation, MeanTimings, evaluate, evaluate_until, pass_median_ratio, timed_pairs,
 };
@@ -48,5 +45,4 @@ pub use prompt::{
 };
 pub use report::{Example, ReportData, ReportOptions, collect as collect_report, sweep_point};
 pub use retrieval::{LayerRetrieval, retrieval_quality};
-pub use similarity::{js_divergence, map_similarity, similarity};
 pub use stats::{mean, median, percentile};

@@ -9,8 +9,8 @@
 
 use serde::Serialize;
 
-use super::similarity::similarity;
 use super::stats::{mean, median, percentile};
+use crate::cache::similarity;
 use crate::model::TextTokenizer;
 use crate::model::llama::{ChatTemplate, LlamaDecoder, Prefilled, argmax};
 use crate::model::next_token::{kl_divergence, softmax};

@@ -17,9 +17,9 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use super::classifier::Classifier;
-use super::similarity::similarity;
 use super::stats::{mean, median};
 use crate::cache::Database;
+use crate::cache::similarity;
 use crate::data::Corpus;
 use crate::model::{HeadPlan, LayerPlan, Model, StaticPlan, TokenizedText, cosine, ms};
 use crate::plot::SweepPoint;

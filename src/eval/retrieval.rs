@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::similarity::similarity;
+use crate::cache::similarity;
 use crate::cache::{Database, LengthPolicy, SearchMethod};
 use crate::data::Corpus;
 use crate::model::{LayerPlan, Model, Planner};

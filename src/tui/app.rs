@@ -636,7 +636,7 @@ impl App {
     fn similarity_to_query(&self, map: &[f32], l: usize, h: usize) -> Option<f32> {
         let result = self.current.as_ref()?;
         let exact = result.exact_maps.get(l)?.get(h)?;
-        Some(crate::eval::similarity(
+        Some(crate::cache::similarity(
             map,
             exact,
             result.trace.tokens.len(),

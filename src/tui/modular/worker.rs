@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 
 use serde::Serialize;
 
-use crate::eval::similarity;
+use crate::cache::similarity;
 use crate::model::Model;
 use crate::model::llama::{Prefilled, argmax};
 use crate::model::next_token::{kl_divergence, softmax};

@@ -3,8 +3,8 @@
 //! softmax); map·V, V, the output projection and the feed-forward block
 //! always run.
 
-use crate::model::ModelShape;
-use crate::model::llama::LlamaConfig;
+use super::ModelShape;
+use super::llama::LlamaConfig;
 
 /// Floating-point operations of one input's forward pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
