@@ -298,44 +298,67 @@ fn the_dashboard_without_a_terminal_says_how_to_script_it() {
     assert_one_line_error(&out, "the dashboard needs a terminal");
 }
 
+/// A tiny model, a corpus and a query file in a temporary directory: the
+/// binary run on them with no fetch.
+struct TinyWorkspace {
+    dir: tempfile::TempDir,
+}
+
+impl TinyWorkspace {
+    /// Writes the tiny model, `db.txt` (one text a line) and `queries.txt`.
+    fn new(texts: &[&str], queries: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        common::write_tiny_model(&dir.path().join("model"));
+        std::fs::write(dir.path().join("db.txt"), texts.join("\n")).unwrap();
+        std::fs::write(dir.path().join("queries.txt"), queries.join("\n")).unwrap();
+        Self { dir }
+    }
+
+    /// The path of `name` in the workspace.
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    /// Runs the binary with the tiny model and the workspace's home.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_attncache"))
+            .args(["--model", &self.path("model")])
+            .args(args)
+            .env("ATTNCACHE_HOME", self.dir.path().join("home"))
+            .output()
+            .unwrap()
+    }
+
+    /// Builds `out` from `db.txt` with `extra` arguments, asserting success.
+    fn build(&self, out: &str, extra: &[&str]) {
+        let (corpus, out) = (self.path("db.txt"), self.path(out));
+        let built = self.run(&[&["build", "--corpus", &corpus, "--out", &out][..], extra].concat());
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    }
+}
+
 /// `bench` with several policies, the oracle and the plot, on a tiny model
 /// and local text files (no fetch): one table per policy, the oracle and
 /// the ceiling timed once, the plot written.
 #[test]
 fn bench_compares_policies_with_the_oracle_and_plots_where_reuse_pays() {
-    let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("model");
-    common::write_tiny_model(&model_dir);
-    let model = model_dir.to_str().unwrap();
-    let texts = [
-        "the movie was great",
-        "the plot was bad",
-        "a film is not fun",
-        "the movie is fun",
-        "a plot and a film",
-        "great fun",
-    ];
-    std::fs::write(dir.path().join("db.txt"), texts.join("\n")).unwrap();
-    std::fs::write(
-        dir.path().join("queries.txt"),
-        "the film was great\na movie is not fun\nfun fun\n",
-    )
-    .unwrap();
-    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_attncache"))
-            .args(["--model", model])
-            .args(args)
-            .env("ATTNCACHE_HOME", dir.path().join("home"))
-            .output()
-            .unwrap()
-    };
-    let built = run(&["build", "--corpus", &path("db.txt"), "--out", &path("db")]);
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
+    let ws = TinyWorkspace::new(
+        &[
+            "the movie was great",
+            "the plot was bad",
+            "a film is not fun",
+            "the movie is fun",
+            "a plot and a film",
+            "great fun",
+        ],
+        &["the film was great", "a movie is not fun", "fun fun"],
     );
+    let (run, path) = (|args: &[&str]| ws.run(args), |name: &str| ws.path(name));
+    ws.build("db", &[]);
     let v = json_of(&run(&[
         "bench",
         "--db",
@@ -382,7 +405,7 @@ fn bench_compares_policies_with_the_oracle_and_plots_where_reuse_pays() {
     for p in plots {
         let p = std::path::Path::new(p.as_str().unwrap());
         assert!(
-            p.starts_with(dir.path().join("plots")) && p.metadata().unwrap().len() > 1000,
+            p.starts_with(path("plots")) && p.metadata().unwrap().len() > 1000,
             "{p:?}"
         );
     }
@@ -394,53 +417,30 @@ fn bench_compares_policies_with_the_oracle_and_plots_where_reuse_pays() {
 /// look-up-untimed and the unfused steps; misuse gets one-line errors.
 #[test]
 fn eval_adds_the_padded_inputs_step_from_a_padded_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("model");
-    common::write_tiny_model(&model_dir);
-    let model = model_dir.to_str().unwrap();
-    let texts = ["the movie was great", "the plot was bad", "a film", "fun"];
-    std::fs::write(dir.path().join("db.txt"), texts.join("\n")).unwrap();
-    std::fs::write(
-        dir.path().join("queries.txt"),
-        "the film was not great at all\na movie is fun fun\ngreat great fun fun fun\n",
-    )
-    .unwrap();
-    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_attncache"))
-            .args(["--model", model])
-            .args(args)
-            .env("ATTNCACHE_HOME", dir.path().join("home"))
-            .output()
-            .unwrap()
-    };
-    for (out, pad) in [("db", None), ("padded", Some("12"))] {
-        let mut args = vec!["build", "--corpus", &*path("db.txt").leak(), "--out"];
-        args.push(path(out).leak());
-        if let Some(pad) = pad {
-            args.extend(["--pad-to", pad]);
-        }
-        let built = run(&args);
-        assert!(
-            built.status.success(),
-            "{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
-    }
+    let ws = TinyWorkspace::new(
+        &["the movie was great", "the plot was bad", "a film", "fun"],
+        &[
+            "the film was not great at all",
+            "a movie is fun fun",
+            "great great fun fun fun",
+        ],
+    );
+    ws.build("db", &[]);
+    ws.build("padded", &["--pad-to", "12"]);
+    let (path, queries) = (|name: &str| ws.path(name), ws.path("queries.txt"));
     let eval = |db: &str, extra: &[&str]| {
-        let mut args = vec![
+        let base = [
             "eval",
             "--db",
             db,
             "--policy",
             "global:2",
             "--split",
-            &*path("queries.txt").leak(),
+            &queries,
             "--repeats",
             "1",
         ];
-        args.extend(extra);
-        run(&args)
+        ws.run(&[&base[..], extra].concat())
     };
     // Queried directly, the padded database pads its queries: all hit.
     let direct = json_of(&eval(&path("padded"), &["--json"]));
@@ -479,45 +479,30 @@ fn eval_adds_the_padded_inputs_step_from_a_padded_database() {
     assert_eq!(steps[4]["queries"], 3);
     // Misuse: the padded database as --db, an unpadded one as --padded-db,
     // no policy for the padded step, a padded step without the ladder.
+    let (db, padded) = (path("db"), path("padded"));
+    let ladder = ["--accounting", "both", "--padded-db"];
     for (db, extra, needle) in [
         (
-            path("padded"),
-            vec![
-                "--accounting",
-                "both",
-                "--padded-db",
-                &*path("padded").leak(),
-            ],
+            &padded,
+            [&ladder[..], &[&padded]].concat(),
             "holds padded inputs",
         ),
         (
-            path("db"),
-            vec![
-                "--accounting",
-                "both",
-                "--padded-db",
-                &*path("db").leak(),
-                "--padded-policy",
-                "global:2",
-            ],
+            &db,
+            [&ladder[..], &[&db, "--padded-policy", "global:2"]].concat(),
             "built without --pad-to",
         ),
         (
-            path("db"),
-            vec![
-                "--accounting",
-                "both",
-                "--padded-db",
-                &*path("padded").leak(),
-            ],
+            &db,
+            [&ladder[..], &[&padded]].concat(),
             "has no policy.json",
         ),
         (
-            path("db"),
-            vec!["--padded-db", &*path("padded").leak()],
+            &db,
+            vec!["--padded-db", &padded],
             "pass --accounting paper or both",
         ),
     ] {
-        assert_one_line_error(&eval(&db, &extra), needle);
+        assert_one_line_error(&eval(db, &extra), needle);
     }
 }
