@@ -355,6 +355,11 @@ fn padding_to_one_length_changes_no_real_output() {
         .unwrap();
     assert_eq!((cut.ids.len(), cut.padding, cut.truncated), (12, 0, true));
     assert!(padded.clone().pad_inputs(1).is_err());
+    // Re-padding longer works up to the model's maximum, and not beyond.
+    let max = model.shape().max_positions;
+    assert!(padded.clone().pad_inputs(max).is_ok());
+    let err = padded.clone().pad_inputs(max + 1).unwrap_err().to_string();
+    assert!(err.contains("at most"), "{err}");
 }
 
 /// A database built from padded inputs holds one length, and refuses a model

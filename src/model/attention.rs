@@ -184,9 +184,9 @@ impl SelfAttention {
         Ok(AttentionOutput { context, captured })
     }
 
-    /// The fused path for one unpadded input on the CPU: one Q·K·V
-    /// projection when every head is computed, else Q and K for the
-    /// computed heads only; then [`fused::attention`].
+    /// The fused path for one input on the CPU (its last `padding` keys
+    /// masked): one Q·K·V projection when every head is computed, else Q and
+    /// K for the computed heads only; then [`fused::attention`].
     fn forward_fused(
         &self,
         x: &Tensor,

@@ -47,6 +47,8 @@ pub struct TextTokenizer {
     /// Byte-level BPE: token strings are shown decoded (`Ġgood` → ` good`,
     /// a newline as `⏎`).
     byte_level: bool,
+    /// The model's maximum input length.
+    max_len: usize,
     /// Every input cut and padded to this length with this pad id (the
     /// AttnCache paper's setting); `None`: no padding.
     pad: Option<Padding>,
@@ -102,6 +104,7 @@ impl TextTokenizer {
         Ok(Self {
             inner,
             byte_level,
+            max_len,
             pad: None,
         })
     }
@@ -132,13 +135,10 @@ impl TextTokenizer {
             length >= 2,
             "cannot pad inputs to {length} tokens: use at least 2"
         );
-        let max = self
-            .inner
-            .get_truncation()
-            .map_or(usize::MAX, |t| t.max_length);
         anyhow::ensure!(
-            length <= max,
-            "cannot pad inputs to {length} tokens: the model takes at most {max}"
+            length <= self.max_len,
+            "cannot pad inputs to {length} tokens: the model takes at most {}",
+            self.max_len
         );
         self.inner
             .with_truncation(Some(TruncationParams {
