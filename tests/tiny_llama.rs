@@ -146,7 +146,10 @@ fn partial_reuse_under_gqa_acts_only_through_its_heads() {
                     fused.captured[h].as_ref().unwrap(),
                     reference.captured[h].as_ref().unwrap(),
                 );
-                assert!(max_abs_diff(f, r) < 1e-6);
+                // f32 sums in another order: map values of random
+                // weights differ by up to a few 1e-6.
+                let diff = max_abs_diff(f, r);
+                assert!(diff < 1e-5, "{reused:?}: head {h}'s maps differ by {diff}");
             }
         }
     }
