@@ -141,3 +141,32 @@ fn fetch_is_idempotent_and_verifies_without_downloading() {
     assert!(csv.starts_with("category,text,movie_name,has_plot_and_reviews"));
     assert!(csv.lines().count() > 13_000);
 }
+
+/// Padded to 64 tokens (the AttnCache paper's setting), MiniLM embeds a
+/// review as it does unpadded, on the fused path.
+#[test]
+fn padding_leaves_the_sentence_embedding_unchanged() {
+    let model = real_model();
+    let mut padded = model.clone();
+    padded.pad_inputs(64).unwrap();
+    let text = "a gripping, funny and moving film";
+    let embed = |m: &attncache::model::Model| {
+        let tokenized = m.tokenizer.encode(text).unwrap();
+        let shape = m.shape();
+        let (batch, out) = m
+            .forward(
+                std::slice::from_ref(&tokenized),
+                &mut StaticPlan::exact(shape.layers, shape.heads),
+            )
+            .unwrap();
+        let e = m.readout(&out.hidden, &batch).unwrap();
+        (
+            tokenized.ids.len(),
+            e.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        )
+    };
+    let ((short, plain), (long, pad)) = (embed(model), embed(&padded));
+    assert!(short < 20 && long == 64, "{short} / {long} tokens");
+    let cos = cosine(&plain, &pad);
+    assert!(cos > 0.99999, "cosine {cos}");
+}
