@@ -442,6 +442,12 @@ fn eval_adds_the_padded_inputs_step_from_a_padded_database() {
         ];
         ws.run(&[&base[..], extra].concat())
     };
+    let info = ws.run(&["db-info", &path("padded")]);
+    assert!(
+        String::from_utf8_lossy(&info.stdout).contains("padded to 12 tokens"),
+        "{}",
+        String::from_utf8_lossy(&info.stdout)
+    );
     // Queried directly, the padded database pads its queries: all hit.
     let direct = json_of(&eval(&path("padded"), &["--json"]));
     assert_eq!(direct["hit_rate"], 1.0, "{direct}");

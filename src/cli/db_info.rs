@@ -138,6 +138,11 @@ pub fn run(dir: &Path, verify: bool, json: bool) -> anyhow::Result<()> {
         m.model.shape.layers,
         m.model.shape.heads
     );
+    if let Some(length) = m.model.padded_to {
+        println!(
+            "inputs     cut and padded to {length} tokens (build --pad-to): queries are padded alike"
+        );
+    }
     println!(
         "feature    {:?} ({} dims); {} HNSW buckets (≥ {} entries), exact scan elsewhere",
         m.feature,
