@@ -391,3 +391,43 @@ fn a_padded_database_holds_one_length_and_refuses_an_unpadded_model() {
     other.pad_inputs(11).unwrap();
     assert!(Database::open(db.dir(), &ModelIdentity::of(&other).unwrap()).is_err());
 }
+
+/// With `stop_after_miss`, a layer that reuses nothing ends the look-up:
+/// the next layer is not searched (and hits nothing) though its threshold
+/// would admit its neighbour; without it, that layer hits. A shadow run
+/// still shows the unsearched layer's neighbour (searched untimed).
+#[test]
+fn the_look_up_stops_at_the_first_layer_that_reuses_nothing() {
+    use attncache::cache::Policy;
+    use attncache::engine::{Engine, Mode};
+    use std::sync::Arc;
+    let (_model_dir, model) = tiny_model();
+    let dir = tempfile::tempdir().unwrap();
+    let db = tiny_database(
+        &model,
+        &["the movie was great", "the plot was bad"],
+        dir.path(),
+    );
+    let shape = *model.shape();
+    // Layer 0 searches but admits only near-identical inputs; layer 1 admits any.
+    let mut policy = Policy::global(&shape, 2.0);
+    policy.max_distance[0] = vec![1e-4; shape.heads];
+    let mut engine = Engine::new(Arc::new(model), Arc::new(db), policy.clone()).unwrap();
+    let text = "the film was fun";
+    let going_on = engine.run(text, Mode::Cached).unwrap().trace;
+    assert!(going_on.layers[0].heads.iter().all(|h| !h.hit));
+    assert!(going_on.layers[1].heads.iter().all(|h| h.hit));
+    engine
+        .set_policy(Policy {
+            stop_after_miss: true,
+            ..policy
+        })
+        .unwrap();
+    let stopped = engine.run(text, Mode::Cached).unwrap().trace;
+    assert!(stopped.layers[0].neighbour.is_some());
+    assert!(stopped.layers[1].neighbour.is_none());
+    assert_eq!(stopped.hit_rate, 0.0);
+    let shadow = engine.run(text, Mode::Shadow).unwrap().trace;
+    assert!(shadow.layers[1].neighbour.is_some());
+    assert!(shadow.layers[1].heads.iter().all(|h| !h.hit));
+}

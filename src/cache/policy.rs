@@ -92,6 +92,12 @@ pub struct Policy {
     /// [`Policy::is_static`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub static_heads: Vec<Vec<bool>>,
+    /// Per-layer look-up: once a searched layer reuses no head, deeper
+    /// layers are not searched (their heads are computed exactly).
+    /// Calibration turns it on where the searches it saves outweigh the
+    /// hits it loses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_after_miss: bool,
     /// How the thresholds were chosen, when calibrated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
@@ -111,6 +117,7 @@ impl Policy {
             max_distance: vec![vec![max_distance; shape.heads]; shape.layers],
             predictor: vec![vec![[1.0, 1.0]; shape.heads]; shape.layers],
             static_heads: Vec::new(),
+            stop_after_miss: false,
             calibration: None,
         }
     }
@@ -270,6 +277,24 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_after_miss_is_written_only_when_on_and_read_as_off_when_absent() {
+        let plain = Policy::global(&shape(), 0.5);
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("stop_after_miss"), "{json}");
+        assert!(
+            !serde_json::from_str::<Policy>(&json)
+                .unwrap()
+                .stop_after_miss
+        );
+        let stopping = Policy {
+            stop_after_miss: true,
+            ..plain
+        };
+        let json = serde_json::to_string(&stopping).unwrap();
+        assert_eq!(serde_json::from_str::<Policy>(&json).unwrap(), stopping);
+    }
 
     fn shape() -> ModelShape {
         ModelShape {

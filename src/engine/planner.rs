@@ -37,7 +37,11 @@ pub struct CachePlanner<'a> {
     candidates: bool,
     /// The per-length table's entry for static heads.
     table: Option<u32>,
-    /// Inputs of the layers whose look-up was skipped (no head may hit).
+    /// A searched layer reused no head and the policy stops there: deeper
+    /// layers search nothing.
+    stopped: bool,
+    /// Inputs of the layers whose look-up was skipped (no head may hit, or
+    /// the look-up stopped).
     skipped: Vec<(usize, Tensor)>,
     /// Decisions so far, by layer.
     pub decisions: Vec<LayerDecision>,
@@ -67,6 +71,7 @@ impl<'a> CachePlanner<'a> {
             identical: None,
             candidates: db.index().has_candidates(query_len, policy.lengths),
             table: db.index().first_of_length(query_len),
+            stopped: false,
             skipped: Vec::new(),
             decisions: Vec::new(),
             feature_time: Duration::ZERO,
@@ -171,7 +176,9 @@ impl<'a> CachePlanner<'a> {
 
 impl Planner for CachePlanner<'_> {
     fn plan_layer(&mut self, layer: usize, input: &Tensor) -> candle_core::Result<LayerPlan> {
-        let can_skip = self.reuse && !self.policy.may_hit(layer);
+        let can_skip = self.reuse && (self.stopped || !self.policy.may_hit(layer));
+        let searches =
+            self.identical.is_none() && !can_skip && self.policy.lookup == Lookup::PerLayer;
         let neighbour = match self.policy.lookup {
             _ if self.identical.is_some() => self.identical,
             _ if can_skip => {
@@ -210,6 +217,10 @@ impl Planner for CachePlanner<'_> {
             })
             .collect();
         let hits: Vec<bool> = sources.iter().map(Option::is_some).collect();
+        let looked_up_hit = (0..heads).any(|h| hits[h] && !self.policy.is_static(layer, h));
+        if self.reuse && self.policy.stop_after_miss && searches && !looked_up_hit {
+            self.stopped = true;
+        }
         let start = Instant::now();
         let plans = match self.reuse {
             false => vec![HeadPlan::Capture; heads],

@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use super::classifier::Classifier;
 use crate::cache::policy::{Calibration, IDENTICAL};
-use crate::cache::{HeadType, Policy};
+use crate::cache::{HeadType, Lookup, Policy};
 use crate::data::Corpus;
 use crate::engine::{Engine, Mode, Observation};
 use crate::model::{ModelShape, cosine, ms};
@@ -112,6 +112,16 @@ struct Trial {
     saved_ms: Vec<f64>,
     /// The cost of one search, summed over queries (ms).
     search_ms: f64,
+    /// The look-up time (features, searches, re-ranks) of the trial's own
+    /// cached runs, summed over queries (ms).
+    lookup_ms: f64,
+}
+
+impl Trial {
+    /// Attention time the looked-up hits save less what the look-up cost (ms).
+    fn net_saving(&self) -> f64 {
+        self.saved_ms.iter().sum::<f64>() - self.lookup_ms
+    }
 }
 
 /// Calibrates a policy for `engine`'s database (and its length policy) on
@@ -267,6 +277,19 @@ pub fn calibrate(
             policy = best_policy;
             unprofitable.clear();
             unprofitable_static.clear();
+        }
+    }
+    // Stop searching at the first layer that reuses nothing, where the
+    // searches that saves outweigh the hits it loses (within budget).
+    let searched_layers = (0..shape.layers).filter(|&l| policy.may_hit(l)).count();
+    if options.drop_unprofitable && policy.lookup == Lookup::PerLayer && searched_layers > 1 {
+        let stopping = Policy {
+            stop_after_miss: true,
+            ..policy.clone()
+        };
+        let stopped = measure(&stopping)?;
+        if stopped.error <= options.budget && stopped.net_saving() > trial.net_saving() {
+            (policy, trial) = (stopping, stopped);
         }
     }
     policy.name = match options.kind {
@@ -434,6 +457,7 @@ fn measure_trial(
     let model = engine.model();
     let mut saved_ms = vec![0f64; model.shape().layers];
     let mut search_ms = 0f64;
+    let mut lookup_ms = 0f64;
     for (item, obs) in corpus.items.iter().zip(observations) {
         let run = engine.run(&item.text, Mode::Cached)?;
         fidelity_loss += 1.0 - cosine(&run.embedding, &obs.embedding) as f64;
@@ -448,6 +472,8 @@ fn measure_trial(
             saved_ms[l] += hits * share * obs.attention_ms[l];
         }
         search_ms += obs.search_ms;
+        let t = &run.trace.timings;
+        lookup_ms += t.feature + t.search + t.rerank;
         if let (Some(probe), Some(label)) = (probe, item.label.as_deref()) {
             labelled += 1;
             let exact_right = probe.predict(&obs.embedding) == label;
@@ -466,6 +492,7 @@ fn measure_trial(
         hit_rate: hit_rate / n,
         saved_ms,
         search_ms,
+        lookup_ms,
     })
 }
 
