@@ -264,20 +264,35 @@ fn heads_planted_in_the_weights_are_typed_as_planted() {
     }
 }
 
-#[test]
-fn a_query_no_entry_can_serve_computes_no_feature_and_searches_nothing() {
-    use attncache::cache::Policy;
-    use attncache::engine::{Engine, Mode};
-    use std::sync::Arc;
-    let (_model_dir, model) = tiny_model();
+/// An engine over a tiny model and a database of two four-word reviews,
+/// under the policy `policy` makes for the model's shape (the temporary
+/// directories live as long as the engine is used).
+fn two_review_engine(
+    policy: impl FnOnce(&attncache::model::ModelShape) -> attncache::cache::Policy,
+) -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    attncache::engine::Engine,
+) {
+    let (model_dir, model) = tiny_model();
     let dir = tempfile::tempdir().unwrap();
     let db = tiny_database(
         &model,
         &["the movie was great", "the plot was bad"],
         dir.path(),
     );
-    let shape = *model.shape();
-    let engine = Engine::new(Arc::new(model), Arc::new(db), Policy::global(&shape, 2.0)).unwrap();
+    let policy = policy(model.shape());
+    let engine =
+        attncache::engine::Engine::new(std::sync::Arc::new(model), std::sync::Arc::new(db), policy)
+            .unwrap();
+    (model_dir, dir, engine)
+}
+
+#[test]
+fn a_query_no_entry_can_serve_computes_no_feature_and_searches_nothing() {
+    use attncache::cache::Policy;
+    use attncache::engine::Mode;
+    let (_model_dir, _dir, engine) = two_review_engine(|shape| Policy::global(shape, 2.0));
     // Four words: entries of its length exist, so every layer looks up.
     let served = engine.run("the film was fun", Mode::Cached).unwrap().trace;
     assert!(served.layers.iter().all(|l| l.neighbour.is_some()));
@@ -399,20 +414,15 @@ fn a_padded_database_holds_one_length_and_refuses_an_unpadded_model() {
 #[test]
 fn the_look_up_stops_at_the_first_layer_that_reuses_nothing() {
     use attncache::cache::Policy;
-    use attncache::engine::{Engine, Mode};
-    use std::sync::Arc;
-    let (_model_dir, model) = tiny_model();
-    let dir = tempfile::tempdir().unwrap();
-    let db = tiny_database(
-        &model,
-        &["the movie was great", "the plot was bad"],
-        dir.path(),
-    );
-    let shape = *model.shape();
+    use attncache::engine::Mode;
     // Layer 0 searches but admits only near-identical inputs; layer 1 admits any.
-    let mut policy = Policy::global(&shape, 2.0);
-    policy.max_distance[0] = vec![1e-4; shape.heads];
-    let mut engine = Engine::new(Arc::new(model), Arc::new(db), policy.clone()).unwrap();
+    let with_strict_first_layer = |shape: &attncache::model::ModelShape| {
+        let mut policy = Policy::global(shape, 2.0);
+        policy.max_distance[0] = vec![1e-4; shape.heads];
+        policy
+    };
+    let (_model_dir, _dir, mut engine) = two_review_engine(with_strict_first_layer);
+    let policy = engine.policy().clone();
     let text = "the film was fun";
     let going_on = engine.run(text, Mode::Cached).unwrap().trace;
     assert!(going_on.layers[0].heads.iter().all(|h| !h.hit));
