@@ -116,15 +116,7 @@ impl Database {
     /// read from its manifest alone, so a caller can pad its model to match
     /// before opening it.
     pub fn padding_of(dir: &Path) -> Result<Option<usize>, DbError> {
-        if !dir.join("manifest.json").is_file() {
-            return Err(DbError::NotADatabase(dir.to_path_buf()));
-        }
-        let manifest: Manifest =
-            read_json(dir, "manifest.json").map_err(|detail| DbError::Corrupt {
-                dir: dir.to_path_buf(),
-                detail,
-            })?;
-        Ok(manifest.model.padded_to)
+        Ok(read_manifest(dir)?.model.padded_to)
     }
 
     /// Opens and checks the database without comparing models (`db-info`).
@@ -133,11 +125,7 @@ impl Database {
             dir: dir.to_path_buf(),
             detail,
         };
-        let manifest_path = dir.join("manifest.json");
-        if !manifest_path.is_file() {
-            return Err(DbError::NotADatabase(dir.to_path_buf()));
-        }
-        let manifest: Manifest = read_json(dir, "manifest.json").map_err(corrupt)?;
+        let manifest = read_manifest(dir)?;
         if manifest.format_version != FORMAT_VERSION {
             return Err(DbError::WrongVersion {
                 dir: dir.to_path_buf(),
@@ -428,6 +416,17 @@ impl Database {
             detail,
         })
     }
+}
+
+/// The manifest of the database at `dir` (not a database without one).
+fn read_manifest(dir: &Path) -> Result<Manifest, DbError> {
+    if !dir.join("manifest.json").is_file() {
+        return Err(DbError::NotADatabase(dir.to_path_buf()));
+    }
+    read_json(dir, "manifest.json").map_err(|detail| DbError::Corrupt {
+        dir: dir.to_path_buf(),
+        detail,
+    })
 }
 
 /// Reads a little-endian f32 file.
