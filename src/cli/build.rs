@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::progress;
-use super::setup::{Target, load_corpus, load_model};
+use super::setup::{Target, load_corpus, load_model, pad_model};
 use crate::cache::{BuildOptions, FeatureKind, build};
 use crate::data::CorpusOptions;
 
@@ -30,9 +30,7 @@ pub fn run(target: &Target, args: BuildArgs) -> anyhow::Result<()> {
     };
     let mut model = load_model(target, "build")?;
     if let Some(length) = args.pad_to {
-        let mut padded = (*model).clone();
-        padded.pad_inputs(length)?;
-        model = Arc::new(padded);
+        pad_model(&mut model, length)?;
     }
     let corpus = load_corpus(args.corpus, &args.columns, args.limit, args.shots, &model)?;
     let cancel = Arc::new(AtomicBool::new(false));

@@ -76,15 +76,22 @@ fn examples(shots: usize, model: &Model) -> anyhow::Result<Vec<(String, String)>
 /// inputs as the database's were (`build --pad-to`), so every later run
 /// sees inputs of the database's one length.
 pub fn open_database(dir: &Path, model: &mut Arc<Model>) -> anyhow::Result<Arc<Database>> {
-    if let Some(length) = Database::padding_of(dir)?
-        && model.padded_to() != Some(length)
-    {
+    if let Some(length) = Database::padding_of(dir)? {
+        pad_model(model, length)?;
+    }
+    let identity = ModelIdentity::of(model)?;
+    Ok(Arc::new(Database::open(dir, &identity)?))
+}
+
+/// Makes `model` a copy that pads (and cuts) every input to `length`
+/// tokens, unless it already does.
+pub fn pad_model(model: &mut Arc<Model>, length: usize) -> anyhow::Result<()> {
+    if model.padded_to() != Some(length) {
         let mut padded = (**model).clone();
         padded.pad_inputs(length)?;
         *model = Arc::new(padded);
     }
-    let identity = ModelIdentity::of(model)?;
-    Ok(Arc::new(Database::open(dir, &identity)?))
+    Ok(())
 }
 
 /// The policy a command runs with: `--policy` if given, else the database's
