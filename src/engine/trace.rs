@@ -131,9 +131,14 @@ impl StageTimings {
         self
     }
 
-    /// The look-up and map loading: feature, search, re-rank, map load.
+    /// Finding the neighbour: feature, search, re-rank.
+    pub fn search_stages(&self) -> f64 {
+        self.feature + self.search + self.rerank
+    }
+
+    /// The look-up and map loading: [`Self::search_stages`] and map load.
     pub fn lookup(&self) -> f64 {
-        self.feature + self.search + self.rerank + self.map_load
+        self.search_stages() + self.map_load
     }
 
     /// Attention including the look-up and map loading that served it: the

@@ -472,8 +472,7 @@ fn measure_trial(
             saved_ms[l] += hits * share * obs.attention_ms[l];
         }
         search_ms += obs.search_ms;
-        let t = &run.trace.timings;
-        lookup_ms += t.feature + t.search + t.rerank;
+        lookup_ms += run.trace.timings.search_stages();
         if let (Some(probe), Some(label)) = (probe, item.label.as_deref()) {
             labelled += 1;
             let exact_right = probe.predict(&obs.embedding) == label;

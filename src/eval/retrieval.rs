@@ -127,7 +127,7 @@ pub fn retrieval_quality(
             stats.served_oracle_rate += is_best(served);
             stats.served_gap += best - sim_of(served);
             stats.served_agreement += f64::from(u8::from(served == per_layer));
-            stats.single_oracle_rate += f64::from(u8::from(single == candidates[best_pos]));
+            stats.single_oracle_rate += is_best(single);
             stats.single_gap += best - sim_of(single);
             stats.random_gap += best - sims.iter().sum::<f64>() / sims.len() as f64;
         }
