@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use half::f16;
 use serde::{Deserialize, Serialize};
 
 use super::crop::crop_map;
@@ -377,10 +376,9 @@ impl Database {
     }
 
     /// [`Database::map_values_for`] of several heads of one layer as `[S, S]`
-    /// tensors on `device`, moved there in one copy (a GPU pays per transfer,
-    /// not per byte, at these sizes). Maps of the query's length stay f16 as
-    /// stored (the fused kernels convert them inside map·V); cropped ones are
-    /// f32.
+    /// f32 tensors on `device`, converted and checked in one pass per head
+    /// into one buffer and moved there in one copy (a GPU pays per transfer,
+    /// not per byte, at these sizes).
     pub fn maps_for(
         &self,
         entry: usize,
@@ -390,19 +388,16 @@ impl Database {
         device: &Device,
     ) -> anyhow::Result<Vec<Tensor>> {
         let shape = (heads.len(), query_len, query_len);
-        let stacked = if self.entries[entry].tokens == query_len {
-            let mut values: Vec<f16> = Vec::with_capacity(heads.len() * query_len * query_len);
-            for &head in heads {
-                values.extend_from_slice(self.maps.stored(&self.entries[entry], layer, head)?);
-            }
-            Tensor::from_vec(values, shape, device)?
-        } else {
-            let mut values = Vec::with_capacity(heads.len() * query_len * query_len);
-            for &head in heads {
+        let mut values = Vec::with_capacity(heads.len() * query_len * query_len);
+        for &head in heads {
+            if self.entries[entry].tokens == query_len {
+                self.maps
+                    .append_values(&self.entries[entry], layer, head, &mut values)?;
+            } else {
                 values.extend(self.map_values_for(entry, layer, head, query_len)?);
             }
-            Tensor::from_vec(values, shape, device)?
-        };
+        }
+        let stacked = Tensor::from_vec(values, shape, device)?;
         Ok((0..heads.len())
             .map(|i| stacked.get(i))
             .collect::<candle_core::Result<Vec<_>>>()?)

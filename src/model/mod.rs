@@ -37,6 +37,7 @@ pub use error::ModelError;
 pub use fused::Kernels;
 pub use next_token::TokenProb;
 pub use plan::{HeadPlan, LayerPlan, Planner, StaticPlan};
+pub use simd::f16_to_f32;
 pub use timing::{ForwardTimings, LayerTiming, ms};
 pub use tokenizer::{TextTokenizer, TokenizedText, truncation_note};
 
