@@ -71,6 +71,7 @@ fn trace_of(shape: &ModelShape, text: &str, n: usize) -> Trace {
                 tokens: TOKENS.len(),
                 distance: 0.05 + 0.01 * l as f32,
                 shared_prefix: None,
+                carried: false,
             }),
             heads: (0..shape.heads)
                 .map(|h| HeadTrace {

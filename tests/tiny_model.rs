@@ -407,6 +407,58 @@ fn a_padded_database_holds_one_length_and_refuses_an_unpadded_model() {
     assert!(Database::open(db.dir(), &ModelIdentity::of(&other).unwrap()).is_err());
 }
 
+/// With `carry_neighbour`, a layer keeps the previous layer's neighbour
+/// without a search when it lies within every head's threshold: the same
+/// entry in every layer, measured at each layer's own feature (the search's
+/// distance when the search finds that entry too, never nearer than what it
+/// finds); a layer whose threshold the carried entry misses searches.
+#[test]
+fn a_carried_neighbour_serves_the_next_layer_without_a_search() {
+    use attncache::cache::Policy;
+    use attncache::engine::Mode;
+    let (_model_dir, _dir, mut engine) = two_review_engine(|shape| Policy::global(shape, 2.0));
+    let policy = engine.policy().clone();
+    let text = "the film was fun";
+    let searched = engine.run(text, Mode::Cached).unwrap().trace;
+    engine
+        .set_policy(Policy {
+            carry_neighbour: true,
+            ..policy.clone()
+        })
+        .unwrap();
+    let carried = engine.run(text, Mode::Cached).unwrap().trace;
+    let first = carried.layers[0].neighbour.as_ref().unwrap();
+    assert!(!first.carried);
+    for (l, layer) in carried.layers.iter().enumerate().skip(1) {
+        let (ours, found) = (
+            layer.neighbour.as_ref().unwrap(),
+            searched.layers[l].neighbour.as_ref().unwrap(),
+        );
+        assert!(ours.carried, "layer {l}");
+        assert_eq!(ours.entry, first.entry, "layer {l}");
+        match ours.entry == found.entry {
+            true => assert!((ours.distance - found.distance).abs() < 1e-6, "layer {l}"),
+            false => assert!(ours.distance >= found.distance, "layer {l}"),
+        }
+        assert!(layer.heads.iter().all(|h| h.hit));
+    }
+    // Layer 1 admits only a near-identical input: the carried entry is too
+    // far, so layer 1 searches.
+    let mut strict_second = Policy {
+        carry_neighbour: true,
+        ..policy
+    };
+    strict_second.max_distance[1] = vec![1e-4; strict_second.max_distance[1].len()];
+    engine.set_policy(strict_second).unwrap();
+    let searching = engine.run(text, Mode::Cached).unwrap().trace;
+    let second = searching.layers[1].neighbour.as_ref().unwrap();
+    assert!(!second.carried && second.distance > 1e-4);
+    assert_eq!(
+        second.entry,
+        searched.layers[1].neighbour.as_ref().unwrap().entry
+    );
+}
+
 /// With `stop_after_miss`, a layer that reuses nothing ends the look-up:
 /// the next layer is not searched (and hits nothing) though its threshold
 /// would admit its neighbour; without it, that layer hits. A shadow run

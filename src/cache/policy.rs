@@ -98,6 +98,13 @@ pub struct Policy {
     /// hits it loses.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stop_after_miss: bool,
+    /// Per-layer look-up: a layer first measures the previous layer's
+    /// neighbour at its own feature and keeps it, with no search, when it
+    /// lies within the threshold of every head the layer may reuse (see
+    /// [`Policy::carries`]). Calibration turns it on where the searches it
+    /// saves outweigh what it changes, within the budget.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carry_neighbour: bool,
     /// How the thresholds were chosen, when calibrated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
@@ -118,6 +125,7 @@ impl Policy {
             predictor: vec![vec![[1.0, 1.0]; shape.heads]; shape.layers],
             static_heads: Vec::new(),
             stop_after_miss: false,
+            carry_neighbour: false,
             calibration: None,
         }
     }
@@ -141,8 +149,9 @@ impl Policy {
         }
     }
 
-    /// Parses a `--policy` value: `strict`, `global:D`, `paper:D` (D = the
-    /// largest feature distance that hits) or a policy JSON file.
+    /// Parses a `--policy` value: `strict`, `global:D`, `global:D+carry`
+    /// (with [`Policy::carry_neighbour`]), `paper:D` (D = the largest
+    /// feature distance that hits) or a policy JSON file.
     pub fn parse(spec: &str, shape: &ModelShape) -> anyhow::Result<Self> {
         let distance = |v: &str| -> anyhow::Result<f32> {
             let d: f32 = v
@@ -158,7 +167,14 @@ impl Policy {
             return Ok(Self::strict(shape));
         }
         if let Some(v) = spec.strip_prefix("global:") {
-            return Ok(Self::global(shape, distance(v)?));
+            return Ok(match v.strip_suffix("+carry") {
+                Some(v) => Self {
+                    name: spec.to_string(),
+                    carry_neighbour: true,
+                    ..Self::global(shape, distance(v)?)
+                },
+                None => Self::global(shape, distance(v)?),
+            });
         }
         if let Some(v) = spec.strip_prefix("paper:") {
             return Ok(Self::paper(shape, distance(v)?));
@@ -166,7 +182,7 @@ impl Policy {
         let path = Path::new(spec);
         ensure!(
             path.is_file(),
-            "--policy {spec} is neither strict, global:D, paper:D nor a policy file"
+            "--policy {spec} is neither strict, global:D, global:D+carry, paper:D nor a policy file"
         );
         let policy = Self::load(path)?;
         policy
@@ -239,6 +255,17 @@ impl Policy {
         }
     }
 
+    /// Whether a neighbour at feature `distance` serves every head of `layer`
+    /// that may reuse a looked-up map (and there is one): a search could
+    /// find a nearer entry, but no further hit, so a carried neighbour this
+    /// close is kept without one.
+    pub fn carries(&self, layer: usize, distance: f32) -> bool {
+        let mut searched = (0..self.max_distance[layer].len())
+            .filter(|&h| !self.is_static(layer, h) && self.max_distance[layer][h] > IDENTICAL)
+            .peekable();
+        searched.peek().is_some() && searched.all(|h| self.hits(layer, h, distance))
+    }
+
     /// Whether head `(layer, head)` is served from the per-length table.
     pub fn is_static(&self, layer: usize, head: usize) -> bool {
         !self.all_or_nothing
@@ -277,6 +304,37 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_neighbour_is_carried_only_when_it_serves_every_head_that_may_reuse() {
+        let shape = shape();
+        let mut policy = Policy::global(&shape, 0.2);
+        policy.max_distance[1] = vec![0.1, 0.3, IDENTICAL];
+        assert!(policy.carries(0, 0.2) && !policy.carries(0, 0.21));
+        // Head 2 reuses only identical inputs: it does not hold the carry back.
+        assert!(policy.carries(1, 0.1) && !policy.carries(1, 0.2));
+        // Static heads need no look-up either.
+        policy.static_heads = vec![vec![false; 3], vec![true, false, false]];
+        assert!(policy.carries(1, 0.2));
+        // A layer no head of which may reuse carries nothing.
+        policy.max_distance[1] = vec![IDENTICAL; 3];
+        assert!(!policy.carries(1, 0.0));
+    }
+
+    #[test]
+    fn global_with_carry_parses_and_other_suffixes_do_not() {
+        let shape = shape();
+        let carried = Policy::parse("global:0.3+carry", &shape).unwrap();
+        assert!(carried.carry_neighbour && carried.max_distance[1][2] == 0.3);
+        assert_eq!(carried.name, "global:0.3+carry");
+        assert!(!Policy::parse("global:0.3", &shape).unwrap().carry_neighbour);
+        assert!(Policy::parse("global:0.3+stop", &shape).is_err());
+        assert!(Policy::parse("paper:0.3+carry", &shape).is_err());
+        let json = serde_json::to_string(&Policy::global(&shape, 0.3)).unwrap();
+        assert!(!json.contains("carry_neighbour"), "{json}");
+        let read: Policy = serde_json::from_str(&serde_json::to_string(&carried).unwrap()).unwrap();
+        assert!(read.carry_neighbour);
+    }
 
     #[test]
     fn stop_after_miss_is_written_only_when_on_and_read_as_off_when_absent() {

@@ -31,7 +31,7 @@ pub struct DashboardArgs {
     /// built from --build-corpus in the background when missing).
     #[arg(long, value_name = "DIR")]
     pub db: Option<PathBuf>,
-    /// strict, global:D, paper:D or a policy file (default: the database's
+    /// strict, global:D, global:D+carry, paper:D or a policy file (default: the database's
     /// policy.json, else strict).
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,

@@ -204,7 +204,7 @@ pub enum Command {
     Eval {
         #[command(flatten)]
         work: WorkloadArgs,
-        /// strict, global:D, paper:D or a policy file (default: the
+        /// strict, global:D, global:D+carry, paper:D or a policy file (default: the
         /// database's policy.json, else strict).
         #[arg(long, value_name = "P")]
         policy: Option<String>,
@@ -242,7 +242,7 @@ pub enum Command {
     Prefix {
         #[command(flatten)]
         work: WorkloadArgs,
-        /// strict, global:D, paper:D or a policy file (default: the
+        /// strict, global:D, global:D+carry, paper:D or a policy file (default: the
         /// database's policy.json, else strict).
         #[arg(long, value_name = "P")]
         policy: Option<String>,
@@ -324,7 +324,7 @@ pub enum Command {
         /// The database.
         #[arg(long, value_name = "DIR")]
         db: PathBuf,
-        /// strict, global:D, paper:D or a policy file (default: the
+        /// strict, global:D, global:D+carry, paper:D or a policy file (default: the
         /// database's policy.json, else strict); repeat to benchmark several
         /// policies on the same queries, one table each.
         #[arg(long, value_name = "P")]
@@ -392,7 +392,7 @@ pub enum Command {
     Report {
         #[command(flatten)]
         work: WorkloadArgs,
-        /// strict, global:D, paper:D or a policy file (default: the
+        /// strict, global:D, global:D+carry, paper:D or a policy file (default: the
         /// database's policy.json, else strict).
         #[arg(long, value_name = "P")]
         policy: Option<String>,

@@ -135,10 +135,11 @@ fn print_trace(trace: &Trace) {
             .as_ref()
             .map_or("no neighbour".to_string(), |n| {
                 format!(
-                    "d={:.4} #{} {:?}",
+                    "d={:.4} #{} {:?}{}",
                     n.distance,
                     n.entry,
-                    shorten(&n.text, 40)
+                    shorten(&n.text, 40),
+                    if n.carried { " (carried)" } else { "" }
                 )
             });
         println!("  L{l}{cells}   {neighbour}");

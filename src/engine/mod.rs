@@ -311,6 +311,7 @@ impl Engine {
                 neighbour: None,
                 table: None,
                 hits: vec![false; shape.heads],
+                carried: false,
             };
             shape.layers
         ];
@@ -467,6 +468,7 @@ impl Engine {
                         tokens: e.tokens,
                         distance: n.distance,
                         shared_prefix,
+                        carried: decision.carried,
                     }
                 });
                 Ok(LayerTrace {

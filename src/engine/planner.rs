@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 
-use crate::cache::{Database, Lookup, Neighbour, Policy, SearchMethod, SearchTimes};
+use crate::cache::{Database, Lookup, Neighbour, Policy, SearchMethod, SearchTimes, feature};
 use crate::model::{HeadPlan, LayerPlan, Planner};
 
 /// What the planner decided for one layer.
@@ -17,6 +17,9 @@ pub struct LayerDecision {
     pub table: Option<u32>,
     /// Per head: reused or not.
     pub hits: Vec<bool>,
+    /// The neighbour is the previous layer's, kept without a search
+    /// ([`Policy::carries`]).
+    pub carried: bool,
 }
 
 /// Plans each layer from the database under a policy, timing each stage.
@@ -40,6 +43,9 @@ pub struct CachePlanner<'a> {
     /// A searched layer reused no head and the policy stops there: deeper
     /// layers search nothing.
     stopped: bool,
+    /// The neighbour of the last layer that had one (per-layer look-up),
+    /// offered to the next when the policy carries neighbours.
+    previous: Option<Neighbour>,
     /// Inputs of the layers whose look-up was skipped (no head may hit, or
     /// the look-up stopped).
     skipped: Vec<(usize, Tensor)>,
@@ -55,6 +61,8 @@ pub struct CachePlanner<'a> {
     pub load_time: Duration,
     /// Number of searches run.
     pub searches: usize,
+    /// Number of layers served by a carried neighbour.
+    pub carried: usize,
 }
 
 impl<'a> CachePlanner<'a> {
@@ -72,6 +80,7 @@ impl<'a> CachePlanner<'a> {
             candidates: db.index().has_candidates(query_len, policy.lengths),
             table: db.index().first_of_length(query_len),
             stopped: false,
+            previous: None,
             skipped: Vec::new(),
             decisions: Vec::new(),
             feature_time: Duration::ZERO,
@@ -79,6 +88,7 @@ impl<'a> CachePlanner<'a> {
             rerank_time: Duration::ZERO,
             load_time: Duration::ZERO,
             searches: 0,
+            carried: 0,
         }
     }
 
@@ -133,14 +143,55 @@ impl<'a> CachePlanner<'a> {
         if !self.candidates {
             return Ok(None);
         }
-        self.searches += 1;
+        let feature = self.feature(layer, input)?;
+        Ok(self.search_feature(layer, &feature))
+    }
+
+    /// The layer's feature, timed.
+    fn feature(&mut self, layer: usize, input: &Tensor) -> candle_core::Result<Vec<f32>> {
         let start = Instant::now();
         let feature = self.db.query_feature(layer, input)?;
         self.feature_time += start.elapsed();
+        Ok(feature)
+    }
+
+    /// The previous layer's neighbour, measured at this layer's feature, when
+    /// the policy carries it and it lies within every head's threshold;
+    /// else a search.
+    fn carry_or_search(
+        &mut self,
+        layer: usize,
+        input: &Tensor,
+    ) -> candle_core::Result<(Option<Neighbour>, bool)> {
+        let carrying = self.reuse && self.policy.carry_neighbour;
+        let (Some(previous), true, true) = (self.previous, carrying, self.candidates) else {
+            return Ok((self.search(layer, input)?, false));
+        };
+        let feature = self.feature(layer, input)?;
+        let start = Instant::now();
+        let distance = feature::distance(
+            &feature,
+            self.db.features().get(layer, previous.entry as usize),
+        );
+        self.search_time += start.elapsed();
+        if self.policy.carries(layer, distance) {
+            self.carried += 1;
+            let carried = Neighbour {
+                entry: previous.entry,
+                distance,
+            };
+            return Ok((Some(carried), true));
+        }
+        Ok((self.search_feature(layer, &feature), false))
+    }
+
+    /// Searches the database with a computed feature, timed.
+    fn search_feature(&mut self, layer: usize, feature: &[f32]) -> Option<Neighbour> {
+        self.searches += 1;
         let mut times = SearchTimes::default();
         let found = self.db.search_timed(
             layer,
-            &feature,
+            feature,
             self.query_len,
             self.policy.lengths,
             self.method,
@@ -148,7 +199,7 @@ impl<'a> CachePlanner<'a> {
         );
         self.search_time += times.candidates;
         self.rerank_time += times.rerank;
-        Ok(found)
+        found
     }
 
     /// Each head's plan: the map of its source entry, or exact; the maps of
@@ -179,13 +230,19 @@ impl Planner for CachePlanner<'_> {
         let can_skip = self.reuse && (self.stopped || !self.policy.may_hit(layer));
         let searches =
             self.identical.is_none() && !can_skip && self.policy.lookup == Lookup::PerLayer;
+        let mut carried = false;
         let neighbour = match self.policy.lookup {
             _ if self.identical.is_some() => self.identical,
             _ if can_skip => {
                 self.skipped.push((layer, input.clone()));
                 None
             }
-            Lookup::PerLayer => self.search(layer, input)?,
+            Lookup::PerLayer => {
+                let found;
+                (found, carried) = self.carry_or_search(layer, input)?;
+                self.previous = found;
+                found
+            }
             Lookup::Single => match self.single {
                 Some(n) => n,
                 None => {
@@ -232,6 +289,7 @@ impl Planner for CachePlanner<'_> {
             neighbour,
             table,
             hits: if self.reuse { hits } else { vec![false; heads] },
+            carried,
         });
         Ok(LayerPlan::new(plans))
     }

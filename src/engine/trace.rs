@@ -46,6 +46,10 @@ pub struct NeighbourTrace {
     /// serves anyway).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_prefix: Option<usize>,
+    /// The previous layer's neighbour, kept without a search (the policy
+    /// carries neighbours and it lies within every head's threshold).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub carried: bool,
 }
 
 /// One head's decision.

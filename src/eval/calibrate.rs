@@ -291,6 +291,17 @@ pub fn calibrate(
         if stopped.error <= options.budget && stopped.net_saving() > trial.net_saving() {
             (policy, trial) = (stopping, stopped);
         }
+        // Carry a layer's neighbour into the next where it serves every
+        // head there, when the searches that saves outweigh what the other
+        // entries' maps change (within budget).
+        let carrying = Policy {
+            carry_neighbour: true,
+            ..policy.clone()
+        };
+        let carried = measure(&carrying)?;
+        if carried.error <= options.budget && carried.net_saving() > trial.net_saving() {
+            (policy, trial) = (carrying, carried);
+        }
     }
     policy.name = match options.kind {
         PolicyKind::Ours => {
