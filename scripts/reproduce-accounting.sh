@@ -48,7 +48,11 @@ have "$m/eval-ours-keep.json" || $bin eval --db "$m/db" --split rt:test --limit 
 have "$m/bench.json" || $bin bench --db "$m/db" --policy "$m/policy-ours.json" \
   --policy "$m/policy-ours-keep.json" --policy "$m/policy-paper-keep.json" --policy global:2 \
   --oracle 0.99 --plot "$m" --limit 40 --repeats 5 --json > "$m/bench.json"
-have "$m/retrieval.txt" || $bin retrieval --db "$m/db" --split rt:calib --limit 300 > "$m/retrieval.txt"
+# The look-up's cost with and without a carried neighbour (every layer reuses).
+have "$m/bench-lookup.json" || $bin bench --db "$m/db" --policy global:2 --policy global:2+carry \
+  --limit 40 --repeats 5 --json > "$m/bench-lookup.json"
+# Look-up quality against the exact scan, on every rt:test review.
+have "$m/retrieval.txt" || $bin retrieval --db "$m/db" --split rt:test > "$m/retrieval.txt"
 have "$m/bench-index.txt" || $bin bench-index --db "$m/db" > "$m/bench-index.txt"
 
 # SmolLM2, 2-shot sentiment prompts; the prefix cache holds the template and

@@ -195,8 +195,9 @@ fn neighbour_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         Some(n) => vec![
             Line::from(Span::styled(
                 format!(
-                    "neighbour #{} · {} tokens · distance {:.4} · threshold {:.4}",
+                    "neighbour #{}{} · {} tokens · distance {:.4} · threshold {:.4}",
                     n.entry,
+                    if n.carried { " (carried)" } else { "" },
                     n.tokens,
                     n.distance,
                     app.policy.max_distance[app.selected.0][app.selected.1]
