@@ -71,6 +71,10 @@ have "$ps/policy.json" || $sm calibrate --db "$ps" --split rt:calib --limit 100 
 have "$s/eval-paper-keep.json" || $sm eval --db "$s/db" --split rt:test --limit 60 --shots 2 --repeats 1 \
   --policy "$s/policy-paper-keep.json" --compare global:2 --compare oracle --accounting both \
   --padded-db "$ps" --json > "$s/eval-paper-keep.json"
+# Wholesale reuse against the oracle, with and without a carried neighbour.
+have "$s/eval-carry.json" || $sm eval --db "$s/db" --split rt:test --limit 60 --shots 2 --repeats 3 \
+  --policy global:2+carry --compare global:2 --compare "$s/policy-paper-keep.json" --compare oracle \
+  --json > "$s/eval-carry.json"
 # Where reuse pays on the decoder: the same queries as prompts of 0 to 60
 # shots (≈ 70 to 2,000 tokens); the database holds 2-shot prompts only.
 have "$s/bench.json" || $sm bench --db "$s/db" --policy "$s/policy-paper-keep.json" --policy global:2 \
