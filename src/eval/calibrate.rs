@@ -279,28 +279,28 @@ pub fn calibrate(
             unprofitable_static.clear();
         }
     }
-    // Stop searching at the first layer that reuses nothing, where the
-    // searches that saves outweigh the hits it loses (within budget).
+    // Fewer searches, each tried in turn and kept only where, within budget,
+    // the searches it saves outweigh the hits it loses: stopping at the
+    // first layer that reuses nothing, then carrying a layer's neighbour
+    // into the next where it serves every head there.
     let searched_layers = (0..shape.layers).filter(|&l| policy.may_hit(l)).count();
     if options.drop_unprofitable && policy.lookup == Lookup::PerLayer && searched_layers > 1 {
-        let stopping = Policy {
-            stop_after_miss: true,
-            ..policy.clone()
-        };
-        let stopped = measure(&stopping)?;
-        if stopped.error <= options.budget && stopped.net_saving() > trial.net_saving() {
-            (policy, trial) = (stopping, stopped);
-        }
-        // Carry a layer's neighbour into the next where it serves every
-        // head there, when the searches that saves outweigh what the other
-        // entries' maps change (within budget).
-        let carrying = Policy {
-            carry_neighbour: true,
-            ..policy.clone()
-        };
-        let carried = measure(&carrying)?;
-        if carried.error <= options.budget && carried.net_saving() > trial.net_saving() {
-            (policy, trial) = (carrying, carried);
+        let fewer_searches: [fn(&Policy) -> Policy; 2] = [
+            |p| Policy {
+                stop_after_miss: true,
+                ..p.clone()
+            },
+            |p| Policy {
+                carry_neighbour: true,
+                ..p.clone()
+            },
+        ];
+        for fewer in fewer_searches {
+            let candidate = fewer(&policy);
+            let measured = measure(&candidate)?;
+            if measured.error <= options.budget && measured.net_saving() > trial.net_saving() {
+                (policy, trial) = (candidate, measured);
+            }
         }
     }
     policy.name = match options.kind {
