@@ -69,13 +69,14 @@ pub struct View<'a> {
     pub offset: usize,
 }
 
-/// A reused map's values, borrowed from its tensor: f32, or f16 as a
-/// database stores them (converted a row at a time inside map·V).
+/// A reused map's values, borrowed from its tensor: f32 (what a database
+/// load gives), or f16 (a caller's half-precision tensor, converted four
+/// rows at a time inside map·V).
 #[derive(Debug, Clone, Copy)]
 pub enum MapValues<'a> {
-    /// f32 values (a cropped map, or one given by a caller).
+    /// f32 values.
     F32(&'a [f32]),
-    /// f16 values, as stored.
+    /// f16 values.
     F16(&'a [f16]),
 }
 

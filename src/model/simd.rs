@@ -191,9 +191,8 @@ const TILE_ROWS: usize = 4;
 
 /// `out = map · V`: `map` is `rows × cols` (`rows` = `out.len() / d`), value
 /// row `j` is `v[j · stride..][..d]`, `out` is `rows × d`. Four query rows at
-/// a time share each value row they load; an f16 map (as a database stores
-/// it) is converted four rows at a time into a buffer that stays in L1, never
-/// as a whole.
+/// a time share each value row they load; an f16 map is converted four rows
+/// at a time into a buffer that stays in L1, never as a whole.
 #[multiversion(targets("x86_64+avx512f+avx2+fma+f16c", "x86_64+avx2+fma+f16c"))]
 pub fn map_times_values(map: MapValues, cols: usize, v: &[f32], stride: usize, out: &mut [f32]) {
     let len = match map {
