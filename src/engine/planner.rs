@@ -61,8 +61,6 @@ pub struct CachePlanner<'a> {
     pub load_time: Duration,
     /// Number of searches run.
     pub searches: usize,
-    /// Number of layers served by a carried neighbour.
-    pub carried: usize,
 }
 
 impl<'a> CachePlanner<'a> {
@@ -88,7 +86,6 @@ impl<'a> CachePlanner<'a> {
             rerank_time: Duration::ZERO,
             load_time: Duration::ZERO,
             searches: 0,
-            carried: 0,
         }
     }
 
@@ -175,7 +172,6 @@ impl<'a> CachePlanner<'a> {
         );
         self.search_time += start.elapsed();
         if self.policy.carries(layer, distance) {
-            self.carried += 1;
             let carried = Neighbour {
                 entry: previous.entry,
                 distance,
