@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|layer| {
                     let heads = layer
                         .into_iter()
-                        .map(|m| Ok(HeadPlan::Reuse(m.to_dtype(DType::F16)?)))
+                        .map(|m| Ok(HeadPlan::reuse(m.to_dtype(DType::F16)?)))
                         .collect::<candle_core::Result<Vec<_>>>()?;
                     Ok(LayerPlan::new(heads))
                 })

@@ -43,7 +43,7 @@ fn mixed_plan(
                 LayerPlan::new(
                     (0..s.heads)
                         .map(|h| match reuse(l, h) {
-                            true => HeadPlan::Reuse(donor[l][h].clone()),
+                            true => HeadPlan::reuse(donor[l][h].clone()),
                             false => HeadPlan::Capture,
                         })
                         .collect(),

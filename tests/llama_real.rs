@@ -93,7 +93,7 @@ fn reusing_an_inputs_own_maps_reproduces_the_exact_model() {
     let maps = capture_all(model, &text);
     let reuse_all = StaticPlan::new(
         maps.iter()
-            .map(|heads| LayerPlan::new(heads.iter().cloned().map(HeadPlan::Reuse).collect()))
+            .map(|heads| LayerPlan::new(heads.iter().cloned().map(HeadPlan::reuse).collect()))
             .collect(),
     );
     let diff = max_abs_diff(
@@ -146,7 +146,7 @@ fn fused_and_reference_kernels_agree_exact_and_with_mixed_plans() {
                             .iter()
                             .enumerate()
                             .map(|(h, m)| match h {
-                                0..=3 => HeadPlan::Reuse(m.clone()),
+                                0..=3 => HeadPlan::reuse(m.clone()),
                                 6 => HeadPlan::Capture,
                                 _ => HeadPlan::Exact,
                             })

@@ -107,7 +107,7 @@ fn partial_reuse_under_gqa_acts_only_through_its_heads() {
             (0..HEADS)
                 .map(|h| {
                     if reused.contains(&h) {
-                        HeadPlan::Reuse(donor_maps[layer][h].clone())
+                        HeadPlan::reuse(donor_maps[layer][h].clone())
                     } else {
                         HeadPlan::Capture
                     }
@@ -215,7 +215,7 @@ fn a_cached_prefix_reproduces_the_full_forward() {
     let maps = capture_all(&model, &full);
     let reuse_own = StaticPlan::new(
         maps.iter()
-            .map(|heads| LayerPlan::new(heads.iter().cloned().map(HeadPlan::Reuse).collect()))
+            .map(|heads| LayerPlan::new(heads.iter().cloned().map(HeadPlan::reuse).collect()))
             .collect(),
     );
     for mut plan in [StaticPlan::exact(LAYERS, HEADS), reuse_own] {

@@ -134,7 +134,7 @@ fn bad_plans_are_errors_not_panics() {
 
     let bad_map = Tensor::ones((3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
     let mut heads = vec![HeadPlan::Exact; HEADS];
-    heads[1] = HeadPlan::Reuse(bad_map);
+    heads[1] = HeadPlan::reuse(bad_map);
     let mut layers = vec![LayerPlan::exact(HEADS); LAYERS];
     layers[0] = LayerPlan::new(heads);
     let err = model.forward(&t, &mut StaticPlan::new(layers)).unwrap_err();

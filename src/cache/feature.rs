@@ -6,7 +6,9 @@
 //! and the cosine distance `1 − a·b` lies in [0, 2]. Position-aware: two
 //! inputs are close only when their tokens are alike segment by segment.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
+
+use crate::model::fused::with_values;
 use serde::{Deserialize, Serialize};
 
 /// Number of position segments of the pooled feature.
@@ -43,29 +45,37 @@ impl FeatureKind {
 }
 
 /// The pooled feature of one input's hidden state `[1, S, D]` (or `[S, D]`).
+/// A contiguous f32 CPU tensor is read in place, without a copy.
 pub fn pooled_feature(hidden: &Tensor) -> Result<Vec<f32>> {
-    let hidden = if hidden.rank() == 3 {
-        hidden.squeeze(0)?
-    } else {
-        hidden.clone()
-    };
-    let (s, d) = hidden.dims2()?;
-    let values = hidden.flatten_all()?.to_vec1::<f32>()?;
+    let d = *hidden.dims().last().unwrap_or(&0);
+    match with_values(hidden, |values| pool(values, d)) {
+        Ok(feature) => Ok(feature),
+        // A GPU, strided or half-precision input: copied out first.
+        Err(_) => {
+            let values = hidden.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+            Ok(pool(&values, d))
+        }
+    }
+}
+
+/// [`pooled_feature`] of row-major `[S, d]` values.
+fn pool(values: &[f32], d: usize) -> Vec<f32> {
+    let s = values.len().checked_div(d).unwrap_or(0);
     let mut feature = vec![0f32; SEGMENTS * d];
     let scale = 1.0 / (SEGMENTS as f32).sqrt();
-    for (k, chunk) in feature.chunks_mut(d).enumerate() {
+    for (k, chunk) in feature.chunks_mut(d.max(1)).enumerate() {
         let (start, end) = segment(s, k);
         for row in values[start * d..end * d].chunks_exact(d) {
             for (f, x) in chunk.iter_mut().zip(row) {
                 *f += x;
             }
         }
-        let norm = chunk.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let norm = dot(chunk, chunk).sqrt();
         if norm > 0.0 {
             chunk.iter_mut().for_each(|x| *x *= scale / norm);
         }
     }
-    Ok(feature)
+    feature
 }
 
 /// Token range `[start, end)` of segment `k` of a length-`s` input (empty
@@ -144,5 +154,25 @@ mod tests {
         assert!(distance(&fa, &fb) > 0.9, "{}", distance(&fa, &fb));
         let norm: f32 = fa.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_strided_or_half_input_gives_the_feature_of_its_contiguous_copy() {
+        let values: Vec<f32> = (0..7 * 8).map(|i| (i as f32 * 0.3).sin()).collect();
+        let x = Tensor::from_vec(values, (1, 7, 8), &Device::Cpu).unwrap();
+        let expected = pooled_feature(&x).unwrap();
+        // The same values, stored transposed and read through a strided view.
+        let strided = x
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap();
+        assert!(!strided.is_contiguous());
+        assert_eq!(pooled_feature(&strided).unwrap(), expected);
+        let half = x.to_dtype(candle_core::DType::F16).unwrap();
+        let from_half = pooled_feature(&half).unwrap();
+        assert!(distance(&from_half, &expected) < 1e-4);
     }
 }

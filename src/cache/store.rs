@@ -375,10 +375,11 @@ impl Database {
         })
     }
 
-    /// [`Database::map_values_for`] of several heads of one layer as `[S, S]`
-    /// f32 tensors on `device`, converted and checked in one pass per head
-    /// into one buffer and moved there in one copy (a GPU pays per transfer,
-    /// not per byte, at these sizes).
+    /// [`Database::map_values_for`] of several heads of one layer as one f32
+    /// tensor `[heads, S, S]` on `device` (head `heads[i]`'s map at `i`),
+    /// converted and checked in one pass per head into one buffer and moved
+    /// there in one copy (a GPU pays per transfer, not per byte, at these
+    /// sizes).
     pub fn maps_for(
         &self,
         entry: usize,
@@ -386,7 +387,7 @@ impl Database {
         heads: &[usize],
         query_len: usize,
         device: &Device,
-    ) -> anyhow::Result<Vec<Tensor>> {
+    ) -> anyhow::Result<Tensor> {
         let shape = (heads.len(), query_len, query_len);
         let mut values = Vec::with_capacity(heads.len() * query_len * query_len);
         for &head in heads {
@@ -397,10 +398,7 @@ impl Database {
                 values.extend(self.map_values_for(entry, layer, head, query_len)?);
             }
         }
-        let stacked = Tensor::from_vec(values, shape, device)?;
-        Ok((0..heads.len())
-            .map(|i| stacked.get(i))
-            .collect::<candle_core::Result<Vec<_>>>()?)
+        Ok(Tensor::from_vec(values, shape, device)?)
     }
 
     /// Re-reads every file and compares it with its recorded checksum,

@@ -100,7 +100,7 @@ fn reuse_plan(maps: &[Vec<Tensor>], layers: usize) -> StaticPlan {
     StaticPlan::new(
         maps.iter()
             .take(layers)
-            .map(|heads| LayerPlan::new(heads.iter().cloned().map(HeadPlan::Reuse).collect()))
+            .map(|heads| LayerPlan::new(heads.iter().cloned().map(HeadPlan::reuse).collect()))
             .collect(),
     )
 }

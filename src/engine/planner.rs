@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 
 use crate::cache::{Database, Lookup, Neighbour, Policy, SearchMethod, SearchTimes, feature};
-use crate::model::{HeadPlan, LayerPlan, Planner};
+use crate::model::{HeadPlan, LayerPlan, Planner, ReusedMap};
 
 /// What the planner decided for one layer.
 #[derive(Debug, Clone)]
@@ -213,8 +213,8 @@ impl<'a> CachePlanner<'a> {
                 .db
                 .maps_for(entry as usize, layer, &heads, self.query_len, &self.device)
                 .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
-            for (h, map) in heads.into_iter().zip(maps) {
-                plans[h] = HeadPlan::Reuse(map);
+            for (i, h) in heads.into_iter().enumerate() {
+                plans[h] = HeadPlan::Reuse(ReusedMap::stacked(maps.clone(), i));
             }
         }
         Ok(plans)

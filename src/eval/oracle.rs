@@ -21,7 +21,7 @@ use super::stats::{mean, median};
 use crate::cache::Database;
 use crate::cache::similarity;
 use crate::data::Corpus;
-use crate::model::{HeadPlan, LayerPlan, Model, StaticPlan, TokenizedText, cosine, ms};
+use crate::model::{HeadPlan, LayerPlan, Model, ReusedMap, StaticPlan, TokenizedText, cosine, ms};
 use crate::plot::SweepPoint;
 
 /// The oracle's knob: the least true similarity a reused map must have, from
@@ -108,7 +108,7 @@ pub fn oracle_plan(
                     Some(c) if c.similarity >= min_similarity => {
                         hits += 1;
                         let map = db.maps_for(c.entry as usize, l, &[h], tokens, model.device())?;
-                        Ok(HeadPlan::Reuse(map.into_iter().next().expect("one head")))
+                        Ok(HeadPlan::Reuse(ReusedMap::stacked(map, 0)))
                     }
                     _ => Ok(HeadPlan::Exact),
                 })

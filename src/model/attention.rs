@@ -22,7 +22,7 @@ use candle_nn::VarBuilder;
 use super::config::ModelShape;
 use super::fused::{self, Core, HeadMap, Kernels, View};
 use super::packed::{Activation, PackedLinear};
-use super::plan::{HeadPlan, LayerPlan};
+use super::plan::{HeadPlan, LayerPlan, ReusedMap};
 
 /// Most head sets whose gathered weights a layer keeps.
 const GATHERED_CACHE: usize = 32;
@@ -382,7 +382,8 @@ fn stack_maps(plan: &LayerPlan, heads: &[usize], b: usize, s: usize) -> Result<T
 }
 
 /// A reused map (`[S, S]` shared by the batch, or `[B, S, S]`) as `[B, 1, S, S]` f32.
-pub(super) fn reused_map(map: &Tensor, h: usize, b: usize, s: usize) -> Result<Tensor> {
+pub(super) fn reused_map(map: &ReusedMap, h: usize, b: usize, s: usize) -> Result<Tensor> {
+    let map = map.head_map()?;
     let map = match map.dims() {
         [ms, ns] if *ms == s && *ns == s => {
             map.reshape((1, 1, s, s))?.broadcast_as((b, 1, s, s))?

@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, Device, Error, Layout, Result, Storage, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
+use super::plan::ReusedMap;
 use super::simd;
 
 /// Which implementation runs the element-wise work and the attention core.
@@ -78,6 +79,18 @@ pub enum MapValues<'a> {
     F32(&'a [f32]),
     /// f16 values.
     F16(&'a [f16]),
+}
+
+impl<'a> MapValues<'a> {
+    /// The `len` values from `start`; an error when they lie outside.
+    fn slice(self, start: usize, len: usize) -> Result<Self> {
+        let range = start..start + len;
+        let outside = || Error::Msg(format!("map values {range:?} lie outside the tensor"));
+        Ok(match self {
+            MapValues::F32(v) => MapValues::F32(v.get(range.clone()).ok_or_else(outside)?),
+            MapValues::F16(v) => MapValues::F16(v.get(range.clone()).ok_or_else(outside)?),
+        })
+    }
 }
 
 /// Where one head's map comes from.
@@ -323,43 +336,68 @@ pub fn add_layer_norm(x: &[f32], residual: &[f32], norm: (&[f32], &[f32]), eps: 
     out
 }
 
+/// Where the rows a head reuses lie: `len` values from `start` of a
+/// contiguous tensor's values.
+#[derive(Debug, Clone)]
+pub struct ReusedRows {
+    tensor: Tensor,
+    start: usize,
+    len: usize,
+}
+
 /// The last `rows` rows of the map given for head `h` (`[cols, cols]` or
-/// `[rows, cols]`, optionally with a leading batch axis of 1): the rows of
-/// the queries computed in this pass, as a contiguous `[rows, cols]` view.
-pub fn reused_rows(map: &Tensor, h: usize, rows: usize, cols: usize) -> Result<Tensor> {
-    let map = match map.dims() {
-        [1, _, _] => map.squeeze(0)?,
-        _ => map.clone(),
+/// `[rows, cols]`, optionally with a leading batch axis of 1, or its slice of
+/// a stack): the rows of the queries computed in this pass, located without
+/// a new tensor.
+pub fn reused_rows(map: &ReusedMap, h: usize, rows: usize, cols: usize) -> Result<ReusedRows> {
+    let (tensor, index) = map.parts();
+    let found = match (index, tensor.dims()) {
+        (Some(i), &[n, r, c]) if i < n => Some((i, r, c)),
+        (None, &[1, r, c]) | (None, &[r, c]) => Some((0, r, c)),
+        _ => None,
     };
-    match *map.dims() {
-        [r, c] if c == cols && (r == cols || r == rows) => map.narrow(0, r - rows, rows),
-        _ if rows == cols => candle_core::bail!(
-            "the map given for head {h} has shape {:?}, expected [{cols}, {cols}]",
-            map.dims()
-        ),
-        _ => candle_core::bail!(
-            "the map given for head {h} has shape {:?}, expected [{cols}, {cols}] or [{rows}, {cols}]",
-            map.dims()
-        ),
+    match found {
+        Some((i, r, c)) if c == cols && (r == cols || r == rows) => Ok(ReusedRows {
+            tensor: tensor.clone(),
+            start: (i * r + r - rows) * c,
+            len: rows * cols,
+        }),
+        _ => {
+            let dims = map.head_map().map(|m| m.dims().to_vec());
+            let shown = dims.map_or_else(|_| format!("{:?}", tensor.dims()), |d| format!("{d:?}"));
+            match rows == cols {
+                true => candle_core::bail!(
+                    "the map given for head {h} has shape {shown}, expected [{cols}, {cols}]"
+                ),
+                false => candle_core::bail!(
+                    "the map given for head {h} has shape {shown}, expected [{cols}, {cols}] or [{rows}, {cols}]"
+                ),
+            }
+        }
     }
 }
 
-/// Runs `f` on the values of the given maps (contiguous CPU tensors, f32 or
-/// f16), borrowed from their storage without a copy.
+/// Runs `f` on the values of the given maps' rows (contiguous CPU tensors,
+/// f32 or f16), borrowed from their storage without a copy.
 pub fn with_maps<R>(
-    maps: &[Option<Tensor>],
+    maps: &[Option<ReusedRows>],
     f: impl FnOnce(&[Option<MapValues>]) -> R,
 ) -> Result<R> {
     let guards: Vec<_> = maps
         .iter()
-        .map(|m| m.as_ref().map(Tensor::storage_and_layout))
+        .map(|m| {
+            m.as_ref()
+                .map(|rows| (rows, rows.tensor.storage_and_layout()))
+        })
         .collect();
     let values = guards
         .iter()
         .map(|guard| {
             guard
                 .as_ref()
-                .map(|(storage, layout)| borrowed(storage, layout))
+                .map(|(rows, (storage, layout))| {
+                    borrowed(storage, layout)?.slice(rows.start, rows.len)
+                })
                 .transpose()
         })
         .collect::<Result<Vec<_>>>()?;
@@ -406,5 +444,41 @@ mod tests {
         softmax_rows(&mut x, 3);
         assert!((x[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(x[3] == 0.0 && (x[4] - 0.5).abs() < 1e-6);
+    }
+
+    /// The values `with_maps` hands the kernel for one reused map.
+    fn rows_of(map: &ReusedMap, rows: usize, cols: usize) -> Result<Vec<f32>> {
+        let found = reused_rows(map, 0, rows, cols)?;
+        with_maps(&[Some(found)], |values| match values[0] {
+            Some(MapValues::F32(v)) => v.to_vec(),
+            _ => panic!("an f32 map was given"),
+        })
+    }
+
+    #[test]
+    fn a_stacked_map_gives_the_same_rows_as_the_head_own_tensor() {
+        let stack = tensor((0..48).map(|i| i as f32).collect(), &[3, 4, 4]).unwrap();
+        for index in 0..3 {
+            let own = ReusedMap::from(stack.get(index).unwrap());
+            let stacked = ReusedMap::stacked(stack.clone(), index);
+            for rows in [4, 2, 1] {
+                let expected = rows_of(&own, rows, 4).unwrap();
+                assert_eq!(rows_of(&stacked, rows, 4).unwrap(), expected);
+                let first = (index * 4 + 4 - rows) * 4;
+                assert_eq!(expected[0], first as f32, "index {index}, {rows} rows");
+            }
+        }
+    }
+
+    #[test]
+    fn a_map_of_the_wrong_shape_or_index_is_refused() {
+        let stack = tensor(vec![0.25; 32], &[2, 4, 4]).unwrap();
+        let err = reused_rows(&ReusedMap::stacked(stack.clone(), 2), 5, 4, 4).unwrap_err();
+        assert!(err.to_string().contains("head 5"), "{err}");
+        let err = reused_rows(&ReusedMap::stacked(stack, 0), 1, 4, 3).unwrap_err();
+        assert!(err.to_string().contains("expected [3, 3]"), "{err}");
+        let own = tensor(vec![0.25; 12], &[3, 4]).unwrap();
+        let err = reused_rows(&ReusedMap::from(own), 0, 2, 4).unwrap_err();
+        assert!(err.to_string().contains("[4, 4] or [2, 4]"), "{err}");
     }
 }

@@ -36,7 +36,7 @@ pub use device::{device_name, open_device};
 pub use error::ModelError;
 pub use fused::Kernels;
 pub use next_token::TokenProb;
-pub use plan::{HeadPlan, LayerPlan, Planner, StaticPlan};
+pub use plan::{HeadPlan, LayerPlan, Planner, ReusedMap, StaticPlan};
 pub use simd::f16_to_f32;
 pub use timing::{ForwardTimings, LayerTiming, ms};
 pub use tokenizer::{TextTokenizer, TokenizedText, truncation_note};

@@ -9,15 +9,62 @@ pub enum HeadPlan {
     Exact,
     /// Compute exactly and hand the post-softmax map out (shape `[B, S, S]`).
     Capture,
-    /// Skip this head's Q and K work and use the given post-softmax map
-    /// (`[S, S]`, shared by the batch, or `[B, S, S]`): output = map · V.
-    Reuse(Tensor),
+    /// Skip this head's Q and K work and use the given post-softmax map:
+    /// output = map · V.
+    Reuse(ReusedMap),
 }
 
 impl HeadPlan {
+    /// Reuse `map` (`[S, S]`, shared by the batch, or `[B, S, S]`).
+    pub fn reuse(map: Tensor) -> Self {
+        HeadPlan::Reuse(ReusedMap::from(map))
+    }
+
     /// True when the head's map is computed (exactly) in this pass.
     pub fn computes(&self) -> bool {
         !matches!(self, HeadPlan::Reuse(_))
+    }
+}
+
+/// A post-softmax map one head reuses: a tensor of its own (`[S, S]`,
+/// shared by the batch, or `[B, S, S]`), or its slice of a stack `[N, S, S]`
+/// of maps loaded together, so a layer's reused heads share one tensor
+/// instead of a tensor (and its allocations) each.
+#[derive(Debug, Clone)]
+pub struct ReusedMap {
+    tensor: Tensor,
+    index: Option<usize>,
+}
+
+impl ReusedMap {
+    /// Map `index` of `stack` (`[N, S, S]`).
+    pub fn stacked(stack: Tensor, index: usize) -> Self {
+        Self {
+            tensor: stack,
+            index: Some(index),
+        }
+    }
+
+    /// The head's own map: its tensor, or a view of its slice of the stack.
+    pub fn head_map(&self) -> Result<Tensor> {
+        match self.index {
+            None => Ok(self.tensor.clone()),
+            Some(i) => self.tensor.get(i),
+        }
+    }
+
+    /// The tensor holding the map, and the map's index when it is a stack.
+    pub fn parts(&self) -> (&Tensor, Option<usize>) {
+        (&self.tensor, self.index)
+    }
+}
+
+impl From<Tensor> for ReusedMap {
+    fn from(tensor: Tensor) -> Self {
+        Self {
+            tensor,
+            index: None,
+        }
     }
 }
 
@@ -113,7 +160,7 @@ impl StaticPlan {
                     .iter()
                     .enumerate()
                     .map(|(h, map)| match map {
-                        Some(map) => Ok(HeadPlan::Reuse(map.clone())),
+                        Some(map) => Ok(HeadPlan::reuse(map.clone())),
                         None => Err(candle_core::Error::Msg(format!(
                             "layer {l} head {h} has no captured map"
                         ))),

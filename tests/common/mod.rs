@@ -269,7 +269,7 @@ pub fn check_self_reuse_is_exact(model: &Model, text: &TokenizedText) {
     }
     let plan = StaticPlan::new(
         maps.iter()
-            .map(|heads| LayerPlan::new(heads.iter().cloned().map(HeadPlan::Reuse).collect()))
+            .map(|heads| LayerPlan::new(heads.iter().cloned().map(HeadPlan::reuse).collect()))
             .collect(),
     );
     let (_, reused) = model
@@ -304,7 +304,7 @@ pub fn check_partial_reuse_acts_only_through_its_heads(
         (0..s.heads)
             .map(|h| {
                 if heads.contains(&h) {
-                    HeadPlan::Reuse(donor_maps[layer][h].clone())
+                    HeadPlan::reuse(donor_maps[layer][h].clone())
                 } else {
                     HeadPlan::Exact
                 }
