@@ -53,6 +53,15 @@ impl Features {
         &self.data[start..start + self.dim]
     }
 
+    /// Asks the CPU to start loading the features of `entries` at `layer`
+    /// into its caches, so their distances, computed next, do not wait on
+    /// each cache line in turn.
+    pub fn prefetch(&self, layer: usize, entries: &[u32]) {
+        for &entry in entries {
+            prefetch(self.get(layer, entry as usize));
+        }
+    }
+
     /// The flat data.
     pub fn as_slice(&self) -> &[f32] {
         &self.data
@@ -217,6 +226,7 @@ impl Index {
                             .map(|i| ids[i])
                             .collect();
                         let start = Instant::now();
+                        features.prefetch(layer, &best);
                         let found = scan(&best, exact);
                         rerank += start.elapsed();
                         found
@@ -492,4 +502,21 @@ mod tests {
         }
         assert_eq!(near_agree, n, "the sketch scan missed the exact entry");
     }
+}
+
+/// Asks the CPU to start loading `values` into its caches (a hint: no
+/// effect off x86-64).
+fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in values.chunks(16) {
+        // SAFETY: prefetching is a hint that never faults or writes; the
+        // address lies inside `values`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
 }
