@@ -305,6 +305,23 @@ fn group_by_length(lengths: &[usize]) -> BTreeMap<usize, Vec<u32>> {
     by_length
 }
 
+/// Asks the CPU to start loading `values` into its caches (a hint: no
+/// effect off x86-64).
+fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in values.chunks(16) {
+        // SAFETY: prefetching is a hint that never faults or writes; the
+        // address lies inside `values`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,21 +519,4 @@ mod tests {
         }
         assert_eq!(near_agree, n, "the sketch scan missed the exact entry");
     }
-}
-
-/// Asks the CPU to start loading `values` into its caches (a hint: no
-/// effect off x86-64).
-fn prefetch(values: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in values.chunks(16) {
-        // SAFETY: prefetching is a hint that never faults or writes; the
-        // address lies inside `values`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = values;
 }
