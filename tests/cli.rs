@@ -391,6 +391,11 @@ fn bench_compares_policies_with_the_oracle_and_plots_where_reuse_pays() {
         3
     );
     for r in first {
+        // Every layer searches and reuses: each look-up stage took time.
+        let stages = &r["lookup_stages"];
+        for stage in ["feature_ms", "search_ms", "map_load_ms"] {
+            assert!(stages[stage].as_f64().unwrap() > 0.0, "{stage}: {r}");
+        }
         let oracle = r["oracle_hit_rate"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&oracle), "{r}");
         assert!(r["oracle_e2e"].as_f64().unwrap() > 0.0, "{r}");

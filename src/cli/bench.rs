@@ -179,6 +179,21 @@ fn print_table(b: &PolicyBench, splits: &[String], repeats: usize) {
             r.ceiling_e2e
         );
     }
+    println!(
+        "look-up by stage, µs per query: {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "tokens", "feature", "search", "re-rank", "map load"
+    );
+    for r in &b.rows {
+        let st = &r.lookup_stages;
+        println!(
+            "{:>41} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            r.lengths,
+            st.feature_ms * 1e3,
+            st.search_ms * 1e3,
+            st.rerank_ms * 1e3,
+            st.map_load_ms * 1e3
+        );
+    }
 }
 
 /// Draws every policy's, the oracle's and the ceiling's end-to-end speedup

@@ -36,6 +36,8 @@ pub struct BenchRow {
     pub e2e_ideal: f64,
     /// Mean look-up cost per query (feature + search + map load), ms.
     pub lookup_ms: f64,
+    /// The same by stage.
+    pub lookup_stages: LookupStages,
     /// Mean exact end-to-end time per query, ms.
     pub exact_ms: f64,
     /// The look-up's share of the exact forward: `lookup_ms / exact_ms`
@@ -56,6 +58,20 @@ pub struct BenchRow {
     pub oracle_e2e: Option<f64>,
 }
 
+/// Mean time per query of each look-up stage (each query's median), ms.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct LookupStages {
+    /// Computing the layers' features.
+    pub feature_ms: f64,
+    /// The searches' candidate stage (sketch scan, or scan) and carried
+    /// distances.
+    pub search_ms: f64,
+    /// Re-ranking the sketch scan's candidates.
+    pub rerank_ms: f64,
+    /// Loading (converting, checking) the reused maps.
+    pub map_load_ms: f64,
+}
+
 /// Per-query medians.
 #[derive(Debug, Default, Clone, Copy)]
 struct QueryTimes {
@@ -66,6 +82,7 @@ struct QueryTimes {
     cached_attention: f64,
     cached_total: f64,
     lookup: f64,
+    stages: LookupStages,
     full_reuse_attention: f64,
     full_reuse_total: f64,
     exact_forward_attention: f64,
@@ -119,6 +136,12 @@ pub fn bench(
                 e2e_speedup: sum(|q| q.exact_total) / sum(|q| q.cached_total),
                 e2e_ideal: flops_total / (flops_total - skipped),
                 lookup_ms: sum(|q| q.lookup) / n,
+                lookup_stages: LookupStages {
+                    feature_ms: sum(|q| q.stages.feature_ms) / n,
+                    search_ms: sum(|q| q.stages.search_ms) / n,
+                    rerank_ms: sum(|q| q.stages.rerank_ms) / n,
+                    map_load_ms: sum(|q| q.stages.map_load_ms) / n,
+                },
                 exact_ms: sum(|q| q.exact_total) / n,
                 lookup_share: sum(|q| q.lookup) / sum(|q| q.exact_total),
                 ceiling_attention: sum(|q| q.exact_forward_attention)
@@ -160,7 +183,7 @@ fn time_query(
         }
         _ => None,
     };
-    let mut samples: [Vec<f64>; 9] = Default::default();
+    let mut samples: [Vec<f64>; 13] = Default::default();
     let mut oracle_samples = Vec::new();
     for r in 0..repeats {
         let pair = engine.timed_pair(text, r % 2 == 1)?;
@@ -184,6 +207,10 @@ fn time_query(
             ms(reuse_fwd.timings.total()),
             ms(exact_fwd.timings.attention()),
             ms(exact_fwd.timings.total()),
+            c.feature,
+            c.search,
+            c.rerank,
+            c.map_load,
         ];
         for (s, v) in samples.iter_mut().zip(values) {
             s.push(v);
@@ -198,6 +225,12 @@ fn time_query(
         cached_attention: m(2),
         cached_total: m(3),
         lookup: m(4),
+        stages: LookupStages {
+            feature_ms: m(9),
+            search_ms: m(10),
+            rerank_ms: m(11),
+            map_load_ms: m(12),
+        },
         full_reuse_attention: m(5),
         full_reuse_total: m(6),
         exact_forward_attention: m(7),

@@ -19,7 +19,7 @@ mod retrieval;
 mod stats;
 
 pub use accounting::{Accounting, AccountingStep, accounting_ladder};
-pub use bench::{BenchRow, bench};
+pub use bench::{BenchRow, LookupStages, bench};
 pub use blocks::{BlockPlan, BlockTimes, timed_blocks};
 pub use calibrate::{CalibrateOptions, Objective, PolicyKind, calibrate};
 pub use classifier::Classifier;
