@@ -227,12 +227,14 @@ pub fn oracle_frontier(
 }
 
 /// Our end-to-end gain over exact divided by the oracle's best gain at no
-/// more loss (accuracy points, or 100·(1 − fidelity) without labels);
+/// more loss (accuracy points, or 100·(1 − fidelity) without labels; a
+/// policy that gained accuracy lost nothing, so it is compared at no loss);
 /// `None` where the oracle gains nothing beyond timing noise at that loss.
 pub fn oracle_gain_share(ours: &SweepPoint, oracle: &[SweepPoint]) -> Option<f64> {
+    let loss = ours.loss().max(0.0);
     let best = oracle
         .iter()
-        .filter(|p| p.loss() <= ours.loss() + 1e-9)
+        .filter(|p| p.loss() <= loss + 1e-9)
         .map(|p| p.e2e_speedup)
         .fold(f64::NEG_INFINITY, f64::max);
     (best > 1.0 + ORACLE_NOISE).then(|| (ours.e2e_speedup - 1.0) / (best - 1.0))
@@ -268,6 +270,9 @@ mod tests {
             oracle_gain_share(&point(0.0, 1.0), &[point(0.0, 1.01)]),
             None
         );
+        // A policy that gained accuracy is compared with the oracle at no loss.
+        let share = oracle_gain_share(&point(-3.0, 1.05), &oracle).unwrap();
+        assert!((share - 0.5).abs() < 1e-9, "{share}");
         // Slower than exact is a negative share, not hidden.
         assert!(oracle_gain_share(&point(0.5, 0.9), &oracle).unwrap() < 0.0);
     }
