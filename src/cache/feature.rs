@@ -7,9 +7,9 @@
 //! inputs are close only when their tokens are alike segment by segment.
 
 use candle_core::{DType, Result, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::model::fused::with_values;
-use serde::{Deserialize, Serialize};
 
 /// Number of position segments of the pooled feature.
 pub const SEGMENTS: usize = 4;
