@@ -27,6 +27,17 @@ def loss(p):
     return (1 - p["fidelity_mean"]) * 100
 
 
+def policy_rows(label, names, e):
+    """One row per policy of an eval run (the policy, then its --compare
+    ones), with its share of the oracle's gain."""
+    for name, ev in zip(names, [e] + e.get("compared", [])):
+        share = ev.get("oracle_gain_share")
+        share = "– (oracle gains nothing)" if share is None else f"{round(share * 100)} %"
+        lp = ev.get("accuracy_loss_pt")
+        print(f"| {label} | {name} | {ev['hit_rate'] * 100:.2f} % "
+              f"| {'–' if lp is None else f'{lp:.2f}'} | {ev['e2e_speedup']:.2f}× | {share} |")
+
+
 print("| model · workload | policy | step | queries | hit rate | attention × | end-to-end × |")
 print("|---|---|---|---|---|---|---|")
 print("| paper (published, CPU, mean of its six STEM rows) | paper | paper's accounting | – | – | 2.15× | 1.19× |")
@@ -64,16 +75,12 @@ if p:
 print()
 print("| model · workload | policy | hit rate | loss (pt) | end-to-end × | share of the oracle's gain |")
 print("|---|---|---|---|---|---|")
+
 for d, label in [("minilm", "MiniLM · reviews"), ("smollm2-2shot", "SmolLM2 · 2-shot prompts")]:
     e = load(os.path.join(out, d, "eval-paper-keep.json"))
     if not e:
         continue
-    for name, ev in zip(NAMES[(d, "eval-paper-keep.json")], [e] + e.get("compared", [])):
-        share = ev.get("oracle_gain_share")
-        share = "– (oracle gains nothing)" if share is None else f"{round(share * 100)} %"
-        lp = ev.get("accuracy_loss_pt")
-        print(f"| {label} | {name} | {ev['hit_rate'] * 100:.2f} % "
-              f"| {'–' if lp is None else f'{lp:.2f}'} | {ev['e2e_speedup']:.2f}× | {share} |")
+    policy_rows(label, NAMES[(d, "eval-paper-keep.json")], e)
     for o in e.get("oracle", []):
         print(f"| {label} | `{o['policy']}` | {o['hit_rate'] * 100:.2f} % | {loss(o):.2f} "
               f"| {o['e2e_speedup']:.2f}× | (oracle) |")
@@ -84,12 +91,7 @@ for f, run in [("eval-carry.json", "wholesale reuse"), ("eval-ours.json", "our r
     if not e:
         continue
     label = f"SmolLM2 · 2-shot, {run} (`{f}`)"
-    for name, ev in zip(NAMES[("smollm2-2shot", f)], [e] + e.get("compared", [])):
-        share = ev.get("oracle_gain_share")
-        share = "– (oracle gains nothing)" if share is None else f"{round(share * 100)} %"
-        lp = ev.get("accuracy_loss_pt")
-        print(f"| {label} | {name} | {ev['hit_rate'] * 100:.2f} % "
-              f"| {'–' if lp is None else f'{lp:.2f}'} | {ev['e2e_speedup']:.2f}× | {share} |")
+    policy_rows(label, NAMES[("smollm2-2shot", f)], e)
     best = max(e.get("oracle", []), key=lambda o: o["e2e_speedup"], default=None)
     if best:
         print(f"| {label} | best oracle (`{best['policy']}`) | {best['hit_rate'] * 100:.2f} % | {loss(best):.2f} "

@@ -47,23 +47,27 @@ impl FeatureKind {
 /// The pooled feature of one input's hidden state `[1, S, D]` (or `[S, D]`).
 /// A contiguous f32 CPU tensor is read in place, without a copy.
 pub fn pooled_feature(hidden: &Tensor) -> Result<Vec<f32>> {
-    let d = *hidden.dims().last().unwrap_or(&0);
-    match with_values(hidden, |values| pool(values, d)) {
+    let (s, d) = match *hidden.dims() {
+        [1, s, d] | [s, d] => (s, d),
+        ref other => candle_core::bail!(
+            "a pooled feature needs one input's hidden state [1, S, D] or [S, D], got {other:?}"
+        ),
+    };
+    match with_values(hidden, |values| pool(values, s, d)) {
         Ok(feature) => Ok(feature),
         // A GPU, strided or half-precision input: copied out first.
         Err(_) => {
             let values = hidden.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-            Ok(pool(&values, d))
+            Ok(pool(&values, s, d))
         }
     }
 }
 
-/// [`pooled_feature`] of row-major `[S, d]` values.
-fn pool(values: &[f32], d: usize) -> Vec<f32> {
-    let s = values.len().checked_div(d).unwrap_or(0);
+/// [`pooled_feature`] of row-major `[s, d]` values.
+fn pool(values: &[f32], s: usize, d: usize) -> Vec<f32> {
     let mut feature = vec![0f32; SEGMENTS * d];
     let scale = 1.0 / (SEGMENTS as f32).sqrt();
-    for (k, chunk) in feature.chunks_mut(d.max(1)).enumerate() {
+    for (k, chunk) in feature.chunks_mut(d).enumerate() {
         let (start, end) = segment(s, k);
         for row in values[start * d..end * d].chunks_exact(d) {
             for (f, x) in chunk.iter_mut().zip(row) {
@@ -174,5 +178,9 @@ mod tests {
         let half = x.to_dtype(candle_core::DType::F16).unwrap();
         let from_half = pooled_feature(&half).unwrap();
         assert!(distance(&from_half, &expected) < 1e-4);
+        // A batch of two is not one input's state.
+        let batch = Tensor::zeros((2, 7, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let err = pooled_feature(&batch).unwrap_err().to_string();
+        assert!(err.contains("[1, S, D] or [S, D], got [2, 7, 8]"), "{err}");
     }
 }

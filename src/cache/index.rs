@@ -56,7 +56,7 @@ impl Features {
     /// Asks the CPU to start loading the features of `entries` at `layer`
     /// into its caches, so their distances, computed next, do not wait on
     /// each cache line in turn.
-    pub fn prefetch(&self, layer: usize, entries: &[u32]) {
+    fn prefetch(&self, layer: usize, entries: &[u32]) {
         for &entry in entries {
             prefetch(self.get(layer, entry as usize));
         }
