@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use attncache::cache::policy::RuleFamily;
 use attncache::cache::{BuildOptions, Database, ModelIdentity, Policy, build};
 use attncache::data::{CorpusOptions, CorpusSpec};
 use attncache::engine::Engine;
@@ -70,6 +71,31 @@ fn calibration_respects_its_budget_on_the_calibration_split() {
             "{kind:?}: measured {} > budget {budget}",
             cal.measured_error
         );
+        // Ours compares its per-head rule with the wholesale one and keeps
+        // the one that saves more, net of its look-up; the paper's rule is
+        // calibrated alone.
+        match kind {
+            PolicyKind::Ours => {
+                let kept: Vec<_> = cal.candidates.iter().filter(|c| c.kept).collect();
+                assert_eq!(kept.len(), 1, "{:?}", cal.candidates);
+                assert_eq!(cal.candidates[0].rule, RuleFamily::PerHead);
+                assert!(cal.candidates.iter().all(|c| c.measured_error <= budget));
+                if let Some(w) = (cal.candidates.iter()).find(|c| c.rule == RuleFamily::Wholesale) {
+                    let per_head = cal.candidates[0].net_saving_ms;
+                    let beats = w.net_saving_ms > 0.0 && w.net_saving_ms > per_head;
+                    assert_eq!(w.kept, beats, "{:?}", cal.candidates);
+                }
+                assert_eq!(kept[0].measured_error, cal.measured_error);
+                assert_eq!(kept[0].expected_hit_rate, cal.expected_hit_rate);
+                if kept[0].rule == RuleFamily::Wholesale {
+                    // One distance for every head, the neighbour carried.
+                    let d = policy.max_distance[0][0];
+                    assert!(policy.carry_neighbour);
+                    assert!(policy.max_distance.iter().flatten().all(|&x| x == d));
+                }
+            }
+            PolicyKind::Paper => assert!(cal.candidates.is_empty()),
+        }
         // An independent evaluation of the same policy on the same split agrees.
         let tuned = Engine::new(model.clone(), db.clone(), policy).unwrap();
         let eval = evaluate(&tuned, &calib, probe.as_ref(), 1, &mut |_, _| {}).unwrap();

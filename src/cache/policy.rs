@@ -66,6 +66,65 @@ pub struct Calibration {
     /// attention was not faster with them than exact.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unprofitable_static_layers: Vec<usize>,
+    /// The rules calibration found within the budget and compared by net
+    /// saving, the kept one marked (empty: one rule was calibrated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateRule>,
+}
+
+/// A family of decision rules calibration can choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleFamily {
+    /// A distance threshold per head, fitted to a map-error tolerance; layers
+    /// whose hits save less than their search dropped.
+    PerHead,
+    /// Every head of a layer within one distance threshold, the neighbour
+    /// carried from layer to layer: reuse as close to wholesale as the budget
+    /// allows.
+    Wholesale,
+}
+
+impl RuleFamily {
+    /// The family's name, as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleFamily::PerHead => "per-head",
+            RuleFamily::Wholesale => "wholesale",
+        }
+    }
+}
+
+impl Calibration {
+    /// One line naming the kept rule and what each compared rule saves, or
+    /// `None` when one rule was calibrated.
+    pub fn rule_summary(&self) -> Option<String> {
+        let kept = self.candidates.iter().find(|c| c.kept)?;
+        let others: String = (self.candidates.iter().filter(|c| !c.kept))
+            .map(|c| format!("; {} {:.2} ms", c.rule.name(), c.net_saving_ms))
+            .collect();
+        Some(format!(
+            "{} rule kept: saves {:.2} ms a query net of its look-up{others}",
+            kept.rule.name(),
+            kept.net_saving_ms
+        ))
+    }
+}
+
+/// One rule calibration measured within the budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateRule {
+    /// Which family.
+    pub rule: RuleFamily,
+    /// Measured error on the calibration split.
+    pub measured_error: f64,
+    /// Share of query × layer × head slots reused on the calibration split.
+    pub expected_hit_rate: f64,
+    /// Attention time its hits save less its look-up's time, per calibration
+    /// query (ms; the savings estimated from exact layer times).
+    pub net_saving_ms: f64,
+    /// Whether this is the rule the policy holds.
+    pub kept: bool,
 }
 
 /// A complete decision policy.
@@ -423,5 +482,44 @@ mod tests {
         let mut paper = Policy::paper(&s, 0.1);
         paper.static_heads = vec![vec![true; s.heads]; s.layers];
         assert!(!paper.is_static(0, 0));
+    }
+
+    #[test]
+    fn calibration_names_the_kept_rule_and_reads_without_candidates() {
+        let candidate = |rule, net_saving_ms, kept| CandidateRule {
+            rule,
+            measured_error: 0.0,
+            expected_hit_rate: 0.5,
+            net_saving_ms,
+            kept,
+        };
+        let mut calibration = Calibration {
+            split: "rt:calib".into(),
+            objective: "accuracy".into(),
+            budget: 3.0,
+            measured_error: 1.0,
+            expected_hit_rate: 0.9,
+            unprofitable_layers: Vec::new(),
+            unprofitable_static_layers: Vec::new(),
+            candidates: vec![
+                candidate(RuleFamily::PerHead, 1.5, false),
+                candidate(RuleFamily::Wholesale, 20.25, true),
+            ],
+        };
+        assert_eq!(
+            calibration.rule_summary().unwrap(),
+            "wholesale rule kept: saves 20.25 ms a query net of its look-up; per-head 1.50 ms"
+        );
+        let json = serde_json::to_string(&calibration).unwrap();
+        assert!(json.contains(r#""rule":"wholesale""#), "{json}");
+        // A policy file written before the candidates existed still reads.
+        calibration.candidates.clear();
+        assert_eq!(calibration.rule_summary(), None);
+        let old = serde_json::to_string(&calibration).unwrap();
+        assert!(!old.contains("candidates"), "{old}");
+        assert_eq!(
+            serde_json::from_str::<Calibration>(&old).unwrap(),
+            calibration
+        );
     }
 }

@@ -420,6 +420,9 @@ pub fn run_calibrate(target: &Target, work: Workload, args: CalibrateArgs) -> an
             cal.budget,
             cal.expected_hit_rate * 100.0
         );
+        if let Some(summary) = cal.rule_summary() {
+            println!("{summary}");
+        }
     }
     Ok(())
 }

@@ -18,6 +18,15 @@
 //! Paper (one look-up, all or nothing): the global distance threshold is
 //! chosen by bisection in the same way.
 //!
+//! Ours, cost-checked, also calibrates a wholesale rule — every head of a
+//! layer within one distance threshold, the neighbour carried from layer to
+//! layer (the loosest distance within budget, by bisection) — and keeps
+//! whichever of the two saves more attention time net of its look-up on the
+//! calibration split. A per-head rule reuses the heads its neighbour serves
+//! well; where nearly every map of the nearest entry is good enough (the
+//! oracle's best points on few-shot prompts), reusing them all with one
+//! search saves more.
+//!
 //! Finally, honest accounting: a layer whose hits on the calibration split
 //! save less attention time than its look-ups cost (exact layer times, the
 //! FLOP share a reused head skips, measured look-up time) gets no look-up at
@@ -29,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use super::classifier::Classifier;
-use crate::cache::policy::{Calibration, IDENTICAL};
+use crate::cache::policy::{Calibration, CandidateRule, IDENTICAL, RuleFamily};
 use crate::cache::{HeadType, Lookup, Policy};
 use crate::data::Corpus;
 use crate::engine::{Engine, Mode, Observation};
@@ -122,6 +131,17 @@ impl Trial {
     fn net_saving(&self) -> f64 {
         self.saved_ms.iter().sum::<f64>() - self.lookup_ms
     }
+
+    /// This trial as a candidate rule, net saving per query over `queries`.
+    fn candidate(&self, rule: RuleFamily, queries: usize) -> CandidateRule {
+        CandidateRule {
+            rule,
+            measured_error: self.error,
+            expected_hit_rate: self.hit_rate,
+            net_saving_ms: self.net_saving() / queries.max(1) as f64,
+            kept: false,
+        }
+    }
 }
 
 /// Calibrates a policy for `engine`'s database (and its length policy) on
@@ -159,7 +179,8 @@ pub fn calibrate(
     if options.kind == PolicyKind::Ours {
         base.static_heads = static_heads(engine, &shape);
     }
-    let steps = corpus.items.len() + STEPS;
+    let wholesale = options.kind == PolicyKind::Ours && options.drop_unprofitable;
+    let steps = corpus.items.len() + STEPS + if wholesale { STEPS + 1 } else { 0 };
     let observations = corpus
         .items
         .iter()
@@ -196,13 +217,10 @@ pub fn calibrate(
     // Bisection on ε (map error, ours) or the distance (paper), from the
     // strict end; errors grow with the knob, so keep the last value within
     // budget.
-    let (mut lo, mut hi) = (
-        0.0f64,
-        match options.kind {
-            PolicyKind::Ours => 1.0,
-            PolicyKind::Paper => 2.0,
-        },
-    );
+    let hi = match options.kind {
+        PolicyKind::Ours => 1.0,
+        PolicyKind::Paper => 2.0,
+    };
     let mut best = (policy_at(0.0), measure(&policy_at(0.0))?);
     if best.1.error > options.budget {
         // Even the strictest setting of the knob is over budget: reuse
@@ -215,20 +233,20 @@ pub fn calibrate(
         let trial = measure(&strict)?;
         best = (strict, trial);
     }
-    for step in 0..STEPS {
-        anyhow::ensure!(!cancel.load(Ordering::Relaxed), "calibration cancelled");
-        let mid = (lo + hi) / 2.0;
-        let policy = policy_at(mid);
-        let trial = measure(&policy)?;
-        if trial.error <= options.budget {
-            lo = mid;
-            best = (policy, trial);
-        } else {
-            hi = mid;
-        }
-        progress(corpus.items.len() + step + 1, steps);
-    }
-    let (mut policy, mut trial) = best;
+    let mut step = corpus.items.len();
+    let mut next_step = || {
+        step += 1;
+        progress(step, steps);
+    };
+    let bisected = loosest_within(
+        options.budget,
+        (0.0, hi),
+        &policy_at,
+        &measure,
+        &mut next_step,
+        cancel,
+    )?;
+    let (mut policy, mut trial) = bisected.unwrap_or(best);
     let best_policy = policy.clone();
     // Drop look-ups that cost more than their hits save.
     let mut unprofitable = Vec::new();
@@ -303,6 +321,48 @@ pub fn calibrate(
             }
         }
     }
+    // The wholesale rule, kept where it saves more, net, within budget.
+    let mut candidates = Vec::new();
+    if wholesale {
+        let mut per_head = trial.candidate(RuleFamily::PerHead, corpus.items.len());
+        let wholesale_at = |d: f64| -> Policy {
+            Policy {
+                max_distance: vec![vec![d as f32; shape.heads]; shape.layers],
+                carry_neighbour: true,
+                ..base.clone()
+            }
+        };
+        // Every map of the nearest entry first: where that is within budget,
+        // no bisection is needed.
+        let loosest = wholesale_at(2.0);
+        let measured = measure(&loosest)?;
+        next_step();
+        let found = match measured.error <= options.budget {
+            true => Some((loosest, measured)),
+            false => loosest_within(
+                options.budget,
+                (0.0, 2.0),
+                &wholesale_at,
+                &measure,
+                &mut next_step,
+                cancel,
+            )?,
+        };
+        per_head.kept = true;
+        if let Some((w_policy, w_trial)) = found {
+            let mut measured = w_trial.candidate(RuleFamily::Wholesale, corpus.items.len());
+            measured.kept = keeps_wholesale(&trial, &w_trial);
+            per_head.kept = !measured.kept;
+            if measured.kept {
+                (policy, trial) = (w_policy, w_trial);
+                unprofitable.clear();
+                unprofitable_static.clear();
+            }
+            candidates.push(measured);
+        }
+        candidates.insert(0, per_head);
+    }
+    progress(steps, steps);
     policy.name = match options.kind {
         PolicyKind::Ours => {
             format!("calibrated:{:?}≤{}", options.objective, options.budget).to_lowercase()
@@ -321,8 +381,46 @@ pub fn calibrate(
         expected_hit_rate: trial.hit_rate,
         unprofitable_layers: unprofitable,
         unprofitable_static_layers: unprofitable_static,
+        candidates,
     });
     Ok(policy)
+}
+
+/// The loosest knob in `range` whose measured error stays within `budget`,
+/// by [`STEPS`] bisection steps from the strict end (errors grow with the
+/// knob, so the last value within budget is kept); `None` when every step
+/// was over budget.
+fn loosest_within(
+    budget: f64,
+    range: (f64, f64),
+    policy_at: &dyn Fn(f64) -> Policy,
+    measure: &dyn Fn(&Policy) -> anyhow::Result<Trial>,
+    next_step: &mut dyn FnMut(),
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<(Policy, Trial)>> {
+    let (mut lo, mut hi) = range;
+    let mut best = None;
+    for _ in 0..STEPS {
+        anyhow::ensure!(!cancel.load(Ordering::Relaxed), "calibration cancelled");
+        let mid = (lo + hi) / 2.0;
+        let policy = policy_at(mid);
+        let trial = measure(&policy)?;
+        if trial.error <= budget {
+            lo = mid;
+            best = Some((policy, trial));
+        } else {
+            hi = mid;
+        }
+        next_step();
+    }
+    Ok(best)
+}
+
+/// Whether a wholesale trial within budget beats the per-head one: it must
+/// save more attention time, net of its look-up, and save some at all.
+fn keeps_wholesale(per_head: &Trial, wholesale: &Trial) -> bool {
+    let net = wholesale.net_saving();
+    net > 0.0 && net > per_head.net_saving()
 }
 
 /// The heads the database classes positional with a same-length similarity
@@ -536,6 +634,66 @@ mod tests {
         // 2 lost, 2 gained: no net loss, but 4 flips widen the bound.
         assert!((accuracy_loss_bound(2, 2, 100) - 1.645 * 2.0).abs() < 1e-9);
         assert!(accuracy_loss_bound(3, 0, 100) > 3.0);
+    }
+
+    /// A trial with this error, saving `saved` ms in one layer for a
+    /// look-up of `lookup` ms.
+    fn trial(error: f64, saved: f64, lookup: f64) -> Trial {
+        Trial {
+            error,
+            hit_rate: 0.0,
+            saved_ms: vec![saved],
+            search_ms: 0.0,
+            lookup_ms: lookup,
+        }
+    }
+
+    #[test]
+    fn bisection_keeps_the_loosest_knob_within_budget() {
+        let shape = ModelShape {
+            layers: 1,
+            heads: 1,
+            head_dim: 1,
+            hidden: 1,
+            max_positions: 8,
+        };
+        let at = |d: f64| Policy::global(&shape, d as f32);
+        // The error grows with the distance: 0.3 at 1.5, so within 0.3 the
+        // loosest distance is just under 1.5.
+        let measure = |p: &Policy| Ok(trial(p.max_distance[0][0] as f64 / 5.0, 0.0, 0.0));
+        let mut steps = 0;
+        let cancel = AtomicBool::new(false);
+        let (policy, found) =
+            loosest_within(0.3, (0.0, 2.0), &at, &measure, &mut || steps += 1, &cancel)
+                .unwrap()
+                .unwrap();
+        let d = policy.max_distance[0][0] as f64;
+        assert!(d <= 1.5 && d > 1.5 - 2.0 / 1024.0, "{d}");
+        assert!(found.error <= 0.3);
+        assert_eq!(steps, STEPS);
+        // Over budget everywhere: nothing.
+        let over = |_: &Policy| Ok(trial(1.0, 0.0, 0.0));
+        let none = loosest_within(0.3, (0.0, 2.0), &at, &over, &mut || {}, &cancel).unwrap();
+        assert!(none.is_none());
+        // Cancelled: an error, not a policy.
+        cancel.store(true, Ordering::Relaxed);
+        assert!(loosest_within(0.3, (0.0, 2.0), &at, &measure, &mut || {}, &cancel).is_err());
+    }
+
+    #[test]
+    fn wholesale_is_kept_only_where_it_saves_more_net_of_its_look_up() {
+        let per_head = trial(0.0, 10.0, 4.0);
+        // More hits and fewer searches: kept.
+        assert!(keeps_wholesale(&per_head, &trial(0.0, 30.0, 1.0)));
+        // Saves more, but its look-up eats the difference: not kept.
+        assert!(!keeps_wholesale(&per_head, &trial(0.0, 12.0, 7.0)));
+        // Better than a per-head rule that loses time, but still a loss.
+        assert!(!keeps_wholesale(
+            &trial(0.0, 0.0, 3.0),
+            &trial(0.0, 1.0, 2.0)
+        ));
+        let kept = trial(0.5, 30.0, 1.0).candidate(RuleFamily::Wholesale, 10);
+        assert!((kept.net_saving_ms - 2.9).abs() < 1e-12 && kept.measured_error == 0.5);
     }
 
     #[test]

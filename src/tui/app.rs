@@ -1308,15 +1308,16 @@ impl App {
                 self.rerun();
             }
             JobOutcome::Calibrated(policy) => {
-                let hit_rate = policy
-                    .calibration
-                    .as_ref()
-                    .map_or(0.0, |c| c.expected_hit_rate);
+                let calibration = policy.calibration.as_ref();
+                let hit_rate = calibration.map_or(0.0, |c| c.expected_hit_rate);
+                let rule = calibration
+                    .and_then(|c| c.candidates.iter().find(|c| c.kept))
+                    .map_or(String::new(), |c| format!(", {} rule", c.rule.name()));
                 self.base_policy = policy;
                 self.scale = 1.0;
                 self.layer_scale.iter_mut().for_each(|s| *s = 1.0);
                 self.info(format!(
-                    "calibrated: expected hit rate {:.1}% (saved as the database's policy.json)",
+                    "calibrated: expected hit rate {:.1}%{rule} (saved as the database's policy.json)",
                     hit_rate * 100.0
                 ));
                 self.apply_thresholds();

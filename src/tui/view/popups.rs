@@ -291,6 +291,9 @@ pub fn thresholds(frame: &mut Frame, area: Rect, app: &App) {
             ),
             app.theme.dim(),
         )));
+        if let Some(summary) = c.rule_summary() {
+            lines.push(Line::from(Span::styled(summary, app.theme.dim())));
+        }
     }
     lines.push(match (app.checks.last(), &app.job) {
         (_, Some(job)) if job.name == "check" => Line::raw(format!(
