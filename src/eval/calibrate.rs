@@ -20,7 +20,8 @@
 //!
 //! Ours, cost-checked, also calibrates a wholesale rule — every head of a
 //! layer within one distance threshold, the neighbour carried from layer to
-//! layer (the loosest distance within budget, by bisection) — and keeps
+//! layer; the thresholds admit the same share of each layer's observed
+//! neighbours, the loosest share within budget found by bisection — and keeps
 //! whichever of the two saves more attention time net of its look-up on the
 //! calibration split. A per-head rule reuses the heads its neighbour serves
 //! well; where nearly every map of the nearest entry is good enough (the
@@ -325,23 +326,28 @@ pub fn calibrate(
     let mut candidates = Vec::new();
     if wholesale {
         let mut per_head = trial.candidate(RuleFamily::PerHead, corpus.items.len());
-        let wholesale_at = |d: f64| -> Policy {
+        let wholesale_at = |share: f64| -> Policy {
             Policy {
-                max_distance: vec![vec![d as f32; shape.heads]; shape.layers],
+                max_distance: (samples.iter())
+                    .map(|layer| vec![admitting(layer.first(), share); shape.heads])
+                    .collect(),
                 carry_neighbour: true,
                 ..base.clone()
             }
         };
         // Every map of the nearest entry first: where that is within budget,
         // no bisection is needed.
-        let loosest = wholesale_at(2.0);
+        let loosest = Policy {
+            max_distance: vec![vec![2.0; shape.heads]; shape.layers],
+            ..wholesale_at(1.0)
+        };
         let measured = measure(&loosest)?;
         next_step();
         let found = match measured.error <= options.budget {
             true => Some((loosest, measured)),
             false => loosest_within(
                 options.budget,
-                (0.0, 2.0),
+                (0.0, 1.0),
                 &wholesale_at,
                 &measure,
                 &mut next_step,
@@ -499,6 +505,18 @@ fn samples_per_head(
     samples
 }
 
+/// The distance threshold that admits `share` of a head's samples (sorted
+/// by distance): the distance of its ⌈share · n⌉-th closest, identical
+/// inputs only when that is none.
+fn admitting(samples: Option<&Vec<(f32, f32)>>, share: f64) -> f32 {
+    let samples = samples.map_or(&[][..], |s| s.as_slice());
+    let admitted = (share * samples.len() as f64).ceil() as usize;
+    match admitted.min(samples.len()).checked_sub(1) {
+        Some(last) => samples[last].0.max(IDENTICAL),
+        None => IDENTICAL,
+    }
+}
+
 /// Each head's largest distance whose admitted samples (all with a smaller
 /// or equal distance) have a mean map error of at most `epsilon`.
 fn thresholds_for(samples: &[Vec<Vec<(f32, f32)>>], epsilon: f64) -> Vec<Vec<f32>> {
@@ -626,6 +644,17 @@ mod tests {
         assert_eq!(thresholds_for(&samples, 0.25), vec![vec![0.3]]);
         // No samples: identical inputs only.
         assert_eq!(thresholds_for(&[vec![vec![]]], 0.5), vec![vec![IDENTICAL]]);
+    }
+
+    #[test]
+    fn a_share_admits_that_many_of_the_closest_samples() {
+        let head = vec![(0.001, 1.0), (0.002, 0.9), (0.004, 0.5), (0.008, 0.5)];
+        assert_eq!(admitting(Some(&head), 0.0), IDENTICAL);
+        assert_eq!(admitting(Some(&head), 0.25), 0.001);
+        assert_eq!(admitting(Some(&head), 0.3), 0.002);
+        assert_eq!(admitting(Some(&head), 1.0), 0.008);
+        assert_eq!(admitting(None, 0.5), IDENTICAL);
+        assert_eq!(admitting(Some(&vec![(0.0, 1.0)]), 1.0), IDENTICAL);
     }
 
     #[test]
