@@ -43,6 +43,12 @@ have "$m/eval-paper-keep.json" || $bin eval --db "$m/db" --split rt:test --limit
   --compare oracle --accounting both --padded-db "$pm" --json > "$m/eval-paper-keep.json"
 have "$m/eval-ours-keep.json" || $bin eval --db "$m/db" --split rt:test --limit 500 --repeats 3 \
   --policy "$m/policy-ours-keep.json" --accounting both --json > "$m/eval-ours-keep.json"
+# Our rule calibrated for 3 points (wholesale where that saves more), against
+# the oracle.
+have "$m/policy-ours-3.json" || $bin calibrate --db "$m/db" --split rt:calib --limit 600 --budget 3 \
+  --objective accuracy --kind ours --out "$m/policy-ours-3.json" --json > /dev/null
+have "$m/eval-ours-3.json" || $bin eval --db "$m/db" --split rt:test --limit 500 --repeats 3 \
+  --policy "$m/policy-ours-3.json" --compare oracle --json > "$m/eval-ours-3.json"
 # Where reuse pays: the same policies (and every map of the nearest entry)
 # by input length, up to 512 tokens (rt-plot), beside the oracle at >= 0.99
 # similarity and the ceiling; the look-up's share of the exact forward.
