@@ -38,6 +38,16 @@ def policy_rows(label, names, e):
               f"| {'–' if lp is None else f'{lp:.2f}'} | {ev['e2e_speedup']:.2f}× | {share} |")
 
 
+def ours(d, budget):
+    """Our rule calibrated for `budget` points in `d`, with the rule
+    calibration kept (per-head or wholesale) when its policy records one."""
+    policy = load(os.path.join(out, d, f"policy-ours-{budget}.json")) or {}
+    candidates = (policy.get("calibration") or {}).get("candidates", [])
+    kept = [c["rule"] for c in candidates if c["kept"]]
+    unit = "point" if budget == "0.5" else "points"
+    return f"ours, calibrated for {budget} {unit}" + (f" ({kept[0]} rule)" if kept else "")
+
+
 print("| model · workload | policy | step | queries | hit rate | attention × | end-to-end × |")
 print("|---|---|---|---|---|---|---|")
 print("| paper (published, CPU, mean of its six STEM rows) | paper | paper's accounting | – | – | 2.15× | 1.19× |")
@@ -51,25 +61,10 @@ NAMES = {
     ("smollm2-2shot", "eval-carry.json"): ["every map of the nearest, neighbour carried (`global:2+carry`)",
                                            "every map of the nearest entry (`global:2`)",
                                            "paper's rule, no cost check"],
-    ("smollm2-2shot", "eval-ours.json"): ["ours, calibrated for 0.5 point", "ours, calibrated for 3 points",
+    ("smollm2-2shot", "eval-ours.json"): [ours("smollm2-2shot", "0.5"), ours("smollm2-2shot", "3"),
                                           "every map of the nearest, neighbour carried (`global:2+carry`)"],
-    ("minilm", "eval-ours-3.json"): ["ours, calibrated for 3 points"],
+    ("minilm", "eval-ours-3.json"): [ours("minilm", "3")],
 }
-
-
-def kept_rule(path):
-    """` (per-head rule)` or ` (wholesale rule)`: the rule calibration kept."""
-    policy = load(path) or {}
-    kept = [c["rule"] for c in (policy.get("calibration") or {}).get("candidates", []) if c["kept"]]
-    return f" ({kept[0]} rule)" if kept else ""
-
-
-for d, f, budget in [("smollm2-2shot", "eval-ours.json", "0.5"), ("smollm2-2shot", "eval-ours.json", "3"),
-                     ("minilm", "eval-ours-3.json", "3")]:
-    names = NAMES[(d, f)]
-    for i, name in enumerate(names):
-        if name.startswith(f"ours, calibrated for {budget} point"):
-            names[i] = name + kept_rule(os.path.join(out, d, f"policy-ours-{budget}.json"))
 runs = [("minilm", "eval-paper-keep.json", "MiniLM · reviews"),
         ("minilm", "eval-ours-keep.json", "MiniLM · reviews"),
         ("smollm2-2shot", "eval-paper-keep.json", "SmolLM2 · 2-shot prompts")]

@@ -5,7 +5,7 @@
 # cache) and the prefix cache, on MiniLM (reviews) and SmolLM2 (2-shot
 # sentiment prompts: the same two labelled reviews open every prompt, the
 # database built from prompts of the same template). Results go to OUT
-# (default ./results-accounting); ~100 minutes on 2 cores (~70 with the
+# (default ./results-accounting); ~3 hours on 2 cores (~2.5 with the
 # databases built). MiniLM also gets
 # "where reuse pays" (bench by length with the oracle and the ceiling,
 # where-reuse-pays.png) and the look-up's retrieval and index benchmarks;

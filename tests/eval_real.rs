@@ -78,6 +78,7 @@ fn calibration_respects_its_budget_on_the_calibration_split() {
             PolicyKind::Ours => {
                 let kept: Vec<_> = cal.candidates.iter().filter(|c| c.kept).collect();
                 assert_eq!(kept.len(), 1, "{:?}", cal.candidates);
+                assert_eq!(cal.kept_rule(), Some(kept[0]));
                 assert_eq!(cal.candidates[0].rule, RuleFamily::PerHead);
                 assert!(cal.candidates.iter().all(|c| c.measured_error <= budget));
                 if let Some(w) = (cal.candidates.iter()).find(|c| c.rule == RuleFamily::Wholesale) {

@@ -96,10 +96,15 @@ impl RuleFamily {
 }
 
 impl Calibration {
+    /// The candidate rule the policy holds, when calibration compared rules.
+    pub fn kept_rule(&self) -> Option<&CandidateRule> {
+        self.candidates.iter().find(|c| c.kept)
+    }
+
     /// One line naming the kept rule and what each compared rule saves, or
     /// `None` when one rule was calibrated.
     pub fn rule_summary(&self) -> Option<String> {
-        let kept = self.candidates.iter().find(|c| c.kept)?;
+        let kept = self.kept_rule()?;
         let others: String = (self.candidates.iter().filter(|c| !c.kept))
             .map(|c| format!("; {} {:.2} ms", c.rule.name(), c.net_saving_ms))
             .collect();

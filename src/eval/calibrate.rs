@@ -134,13 +134,13 @@ impl Trial {
     }
 
     /// This trial as a candidate rule, net saving per query over `queries`.
-    fn candidate(&self, rule: RuleFamily, queries: usize) -> CandidateRule {
+    fn candidate(&self, rule: RuleFamily, queries: usize, kept: bool) -> CandidateRule {
         CandidateRule {
             rule,
             measured_error: self.error,
             expected_hit_rate: self.hit_rate,
             net_saving_ms: self.net_saving() / queries.max(1) as f64,
-            kept: false,
+            kept,
         }
     }
 }
@@ -325,7 +325,8 @@ pub fn calibrate(
     // The wholesale rule, kept where it saves more, net, within budget.
     let mut candidates = Vec::new();
     if wholesale {
-        let mut per_head = trial.candidate(RuleFamily::PerHead, corpus.items.len());
+        // Every head of a layer shares the layer's look-up distance, so the
+        // layer's samples are those of any one head.
         let wholesale_at = |share: f64| -> Policy {
             Policy {
                 max_distance: (samples.iter())
@@ -354,19 +355,19 @@ pub fn calibrate(
                 cancel,
             )?,
         };
-        per_head.kept = true;
+        let queries = corpus.items.len();
+        let kept = found
+            .as_ref()
+            .is_some_and(|(_, w)| keeps_wholesale(&trial, w));
+        candidates.push(trial.candidate(RuleFamily::PerHead, queries, !kept));
         if let Some((w_policy, w_trial)) = found {
-            let mut measured = w_trial.candidate(RuleFamily::Wholesale, corpus.items.len());
-            measured.kept = keeps_wholesale(&trial, &w_trial);
-            per_head.kept = !measured.kept;
-            if measured.kept {
+            candidates.push(w_trial.candidate(RuleFamily::Wholesale, queries, kept));
+            if kept {
                 (policy, trial) = (w_policy, w_trial);
                 unprofitable.clear();
                 unprofitable_static.clear();
             }
-            candidates.push(measured);
         }
-        candidates.insert(0, per_head);
     }
     progress(steps, steps);
     policy.name = match options.kind {
@@ -721,8 +722,9 @@ mod tests {
             &trial(0.0, 0.0, 3.0),
             &trial(0.0, 1.0, 2.0)
         ));
-        let kept = trial(0.5, 30.0, 1.0).candidate(RuleFamily::Wholesale, 10);
+        let kept = trial(0.5, 30.0, 1.0).candidate(RuleFamily::Wholesale, 10, true);
         assert!((kept.net_saving_ms - 2.9).abs() < 1e-12 && kept.measured_error == 0.5);
+        assert!(kept.kept);
     }
 
     #[test]

@@ -1311,7 +1311,7 @@ impl App {
                 let calibration = policy.calibration.as_ref();
                 let hit_rate = calibration.map_or(0.0, |c| c.expected_hit_rate);
                 let rule = calibration
-                    .and_then(|c| c.candidates.iter().find(|c| c.kept))
+                    .and_then(|c| c.kept_rule())
                     .map_or(String::new(), |c| format!(", {} rule", c.rule.name()));
                 self.base_policy = policy;
                 self.scale = 1.0;
