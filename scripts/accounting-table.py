@@ -62,6 +62,7 @@ NAMES = {
                                            "every map of the nearest entry (`global:2`)",
                                            "paper's rule, no cost check"],
     ("smollm2-2shot", "eval-ours.json"): [ours("smollm2-2shot", "0.5"), ours("smollm2-2shot", "3"),
+                                          ours("smollm2-2shot", "5"),
                                           "every map of the nearest, neighbour carried (`global:2+carry`)"],
     ("minilm", "eval-ours-3.json"): [ours("minilm", "3")],
 }

@@ -236,6 +236,13 @@ impl Database {
         &self.dir
     }
 
+    /// The database's own policy file (`policy.json` in its directory):
+    /// where `calibrate` saves without `--out` and what a command serves
+    /// when no policy is named.
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.join("policy.json")
+    }
+
     /// Its manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

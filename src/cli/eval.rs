@@ -216,7 +216,7 @@ fn padded_engine(model: &Arc<Model>, run: &PaddedRun) -> anyhow::Result<Engine> 
         Some(spec) => load_policy(Some(spec), Some(&db), &padded)?,
         None => {
             anyhow::ensure!(
-                db.dir().join("policy.json").is_file(),
+                db.policy_path().is_file(),
                 "--padded-db {0} has no policy.json: calibrate one on it (`attncache calibrate --db {0}`) or pass --padded-policy",
                 run.db.display()
             );
@@ -401,7 +401,7 @@ pub fn run_calibrate(target: &Target, work: Workload, args: CalibrateArgs) -> an
     let out = args
         .out
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| db.dir().join("policy.json"));
+        .unwrap_or_else(|| db.policy_path());
     policy.save(&out)?;
     let cal = policy.calibration.as_ref().context("calibration result")?;
     if args.json {

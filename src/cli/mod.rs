@@ -257,8 +257,8 @@ pub enum Command {
     /// split stays within a budget. Objectives: `fidelity` = mean over
     /// queries of 1 − cosine(cached, exact sentence embedding); `accuracy` =
     /// upper one-sided 95% confidence bound of the probe's paired accuracy
-    /// loss (exact − cached) in percentage points, so cancelling flips still
-    /// count.
+    /// loss (exact − cached) in percentage points; a net gain counts as none
+    /// and cancelling flips still count.
     Calibrate {
         #[command(flatten)]
         work: WorkloadArgs,

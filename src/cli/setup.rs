@@ -104,8 +104,8 @@ pub fn load_policy(
     let shape = model.shape();
     match (spec, db) {
         (Some(spec), _) => Policy::parse(spec, shape),
-        (None, Some(db)) if db.dir().join("policy.json").is_file() => {
-            let path = db.dir().join("policy.json");
+        (None, Some(db)) if db.policy_path().is_file() => {
+            let path = db.policy_path();
             Policy::parse(
                 path.to_str().context("the database path is not UTF-8")?,
                 shape,

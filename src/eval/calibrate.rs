@@ -59,9 +59,10 @@ pub enum Objective {
     /// Mean over queries of 1 − cosine(cached, exact sentence embedding).
     Fidelity,
     /// Upper one-sided 95% confidence bound of the probe's accuracy loss
-    /// (exact − cached, paired), in percentage points: `(b − c + 1.645·√(b + c)) / n`
-    /// with `b` queries the exact run gets right and the cached run wrong, `c`
-    /// the reverse. Flips that cancel out still count against the budget, so
+    /// (exact − cached, paired), in percentage points:
+    /// `(max(b − c, 0) + 1.645·√(b + c)) / n` with `b` queries the exact run
+    /// gets right and the cached run wrong, `c` the reverse. A net gain counts
+    /// as no gain and flips that cancel out still count against the budget, so
     /// calibration cannot chase noise (needs a labelled split).
     Accuracy,
 }
@@ -325,23 +326,23 @@ pub fn calibrate(
     // The wholesale rule, kept where it saves more, net, within budget.
     let mut candidates = Vec::new();
     if wholesale {
-        // Every head of a layer shares the layer's look-up distance, so the
-        // layer's samples are those of any one head.
+        // Every head of a layer shares the layer's look-up distance, the
+        // neighbour carried; the layer's samples are those of any one head.
+        let wholesale_with = |max_distance: Vec<Vec<f32>>| Policy {
+            max_distance,
+            carry_neighbour: true,
+            ..base.clone()
+        };
         let wholesale_at = |share: f64| -> Policy {
-            Policy {
-                max_distance: (samples.iter())
+            wholesale_with(
+                (samples.iter())
                     .map(|layer| vec![admitting(layer.first(), share); shape.heads])
                     .collect(),
-                carry_neighbour: true,
-                ..base.clone()
-            }
+            )
         };
         // Every map of the nearest entry first: where that is within budget,
         // no bisection is needed.
-        let loosest = Policy {
-            max_distance: vec![vec![2.0; shape.heads]; shape.layers],
-            ..wholesale_at(1.0)
-        };
+        let loosest = wholesale_with(vec![vec![2.0; shape.heads]; shape.layers]);
         let measured = measure(&loosest)?;
         next_step();
         let found = match measured.error <= options.budget {
@@ -627,9 +628,12 @@ fn measure_trial(
 const Z_95: f64 = 1.645;
 
 /// Upper 95% bound of a paired accuracy loss in points (see [`Objective::Accuracy`]).
+/// A net gain is not credited: answers a policy happens to gain on the
+/// calibration split must not pay for the flips it makes.
 fn accuracy_loss_bound(lost: usize, gained: usize, n: usize) -> f64 {
     let flips = (lost + gained) as f64;
-    (lost as f64 - gained as f64 + Z_95 * flips.sqrt()) / n.max(1) as f64 * 100.0
+    let net_loss = lost.saturating_sub(gained) as f64;
+    (net_loss + Z_95 * flips.sqrt()) / n.max(1) as f64 * 100.0
 }
 
 #[cfg(test)]
@@ -664,6 +668,15 @@ mod tests {
         // 2 lost, 2 gained: no net loss, but 4 flips widen the bound.
         assert!((accuracy_loss_bound(2, 2, 100) - 1.645 * 2.0).abs() < 1e-9);
         assert!(accuracy_loss_bound(3, 0, 100) > 3.0);
+    }
+
+    #[test]
+    fn accuracy_bound_credits_no_net_gain() {
+        // 2 lost, 10 gained: a net gain of 8 answers, counted as none; the
+        // 12 flips alone put the bound at 1.645·√12 ≈ 5.7 points.
+        let bound = accuracy_loss_bound(2, 10, 100);
+        assert!((bound - 1.645 * 12f64.sqrt()).abs() < 1e-9);
+        assert!(bound > accuracy_loss_bound(2, 2, 100));
     }
 
     /// A trial with this error, saving `saved` ms in one layer for a

@@ -458,7 +458,7 @@ pub fn run_job(
                 drop_unprofitable: true,
             };
             let policy = calibrate(engine, &corpus, probe.as_ref(), options, progress, cancel)?;
-            policy.save(&db.dir().join("policy.json"))?;
+            policy.save(&db.policy_path())?;
             Ok(JobOutcome::Calibrated(policy))
         }
         JobRequest::Check { policy, scale } => {
