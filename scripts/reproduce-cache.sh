@@ -3,7 +3,7 @@
 # and projector features); our policy (exact lengths and crop) and the paper's,
 # each calibrated on rt:calib for an accuracy loss of at most 0.5 point and
 # evaluated on rt:test; the latency benchmark; look-up quality; the index
-# benchmark. Results go to OUT (default ./results); ~10 minutes on 2 cores.
+# benchmark. Results go to OUT (default ./results); ~20 minutes on 2 cores.
 # Run on a quiet machine: the speedups are timing ratios.
 set -euo pipefail
 out=${1:-results}

@@ -10,8 +10,8 @@
 set -euo pipefail
 out=${1:-results-smollm2}
 mkdir -p "$out"
-cargo build --release
-bin="target/release/attncache --model smollm2"
+[ -n "${ATTNCACHE_BIN:-}" ] || cargo build --release
+bin="${ATTNCACHE_BIN:-target/release/attncache} --model smollm2"
 db_limit=${DB_LIMIT:-1000}
 calib_limit=${CALIB_LIMIT:-200}
 test_limit=${TEST_LIMIT:-200}
