@@ -5,7 +5,7 @@
 # evaluation on rt:test; exact vs prefix cache vs map reuse vs both; the same
 # on the long rt-plot texts (unlabelled: agreement with the exact model's
 # answer stands in for accuracy). Results go to OUT (default
-# ./results-smollm2); ~15 minutes on 2 cores, ~7.5 GB of databases.
+# ./results-smollm2); ~40 minutes on 2 cores, ~7.5 GB of databases.
 # Run on a quiet machine: the speedups are timing ratios.
 set -euo pipefail
 out=${1:-results-smollm2}
