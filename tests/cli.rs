@@ -489,7 +489,8 @@ fn eval_adds_the_padded_inputs_step_from_a_padded_database() {
     assert!(steps[3]["e2e_speedup"].as_f64().unwrap() > 0.0);
     assert_eq!(steps[4]["queries"], 3);
     // Misuse: the padded database as --db, an unpadded one as --padded-db,
-    // no policy for the padded step, a padded step without the ladder.
+    // no policy for the padded step, a padded step without the ladder, the
+    // oracle as a policy.
     let (db, padded) = (path("db"), path("padded"));
     let ladder = ["--accounting", "both", "--padded-db"];
     for (db, extra, needle) in [
@@ -512,6 +513,12 @@ fn eval_adds_the_padded_inputs_step_from_a_padded_database() {
             &db,
             vec!["--padded-db", &padded],
             "pass --accounting paper or both",
+        ),
+        // The oracle is compared against, never run as a policy.
+        (
+            &db,
+            vec!["--compare", "oracle:0.9"],
+            "ask for it with `eval --compare oracle`",
         ),
     ] {
         assert_one_line_error(&eval(db, &extra), needle);

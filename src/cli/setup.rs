@@ -103,6 +103,11 @@ pub fn load_policy(
 ) -> anyhow::Result<Policy> {
     let shape = model.shape();
     match (spec, db) {
+        (Some(spec), _) if spec.starts_with("oracle") && !Path::new(spec).is_file() => {
+            anyhow::bail!(
+                "{spec} is not a policy a cache can run (the oracle needs the exact maps): ask for it with `eval --compare oracle`, `sweep --oracle`, `report --oracle` or `bench --oracle S`"
+            )
+        }
         (Some(spec), _) => Policy::parse(spec, shape),
         (None, Some(db)) if db.policy_path().is_file() => {
             let path = db.policy_path();
