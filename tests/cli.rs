@@ -343,7 +343,7 @@ impl TinyWorkspace {
 
 /// `bench` with several policies, the oracle and the plot, on a tiny model
 /// and local text files (no fetch): one table per policy, the oracle and
-/// the ceiling timed once, the plot written.
+/// the ceiling timed once, the plot written; misuse gets one-line errors.
 #[test]
 fn bench_compares_policies_with_the_oracle_and_plots_where_reuse_pays() {
     let ws = TinyWorkspace::new(
@@ -414,6 +414,30 @@ fn bench_compares_policies_with_the_oracle_and_plots_where_reuse_pays() {
             "{p:?}"
         );
     }
+    // Nothing to measure, or a similarity no map can have: one-line errors.
+    let queries = path("queries.txt");
+    let bench = |extra: &[&str]| {
+        let base = ["bench", "--db", &path("db"), "--splits", &queries];
+        run(&[&base[..], extra].concat())
+    };
+    assert_one_line_error(&bench(&["--oracle", "1.5"]), "--oracle 1.5");
+    assert_one_line_error(&bench(&["--limit", "0"]), "no queries to benchmark");
+    assert_one_line_error(
+        &run(&[
+            "retrieval",
+            "--db",
+            &path("db"),
+            "--split",
+            &queries,
+            "--limit",
+            "0",
+        ]),
+        "is empty",
+    );
+    assert_one_line_error(
+        &run(&["run", "--policy", "global:2", "a film"]),
+        "--policy needs a database",
+    );
 }
 
 /// The accounting ladder's padded-inputs step, on a tiny model and local

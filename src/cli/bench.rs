@@ -38,6 +38,12 @@ struct PolicyBench {
 }
 
 pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(sim) = args.oracle {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&sim),
+            "--oracle {sim}: a map similarity lies in [0, 1] (e.g. --oracle 0.99)"
+        );
+    }
     let mut model = load_model(target, "bench")?;
     let db = open_database(args.db, &mut model)?;
     let specs: Vec<Option<&str>> = match args.policies {
@@ -61,6 +67,10 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
             texts.extend(corpus.items.into_iter().map(|i| i.text));
         }
     }
+    anyhow::ensure!(
+        !texts.is_empty(),
+        "no queries to benchmark: the splits are empty or --limit is 0"
+    );
     let mut benches = Vec::with_capacity(policies.len());
     for (i, (policy, spec)) in policies.into_iter().zip(&specs).enumerate() {
         let engine = Engine::new(model.clone(), db.clone(), policy)?;

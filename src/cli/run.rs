@@ -28,6 +28,10 @@ pub struct RunOptions<'a> {
 const TOP: usize = 5;
 
 pub fn run(target: &Target, options: RunOptions, texts: &[String]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        options.policy.is_none() || options.db.is_some(),
+        "--policy needs a database to reuse maps from: pass --db DIR"
+    );
     let mode = match (options.mode, options.db) {
         (Some(m), _) => Mode::parse(m)?,
         (None, Some(_)) => Mode::Shadow,

@@ -63,6 +63,11 @@ pub fn retrieval_quality(
     corpus: &Corpus,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Vec<LayerRetrieval>> {
+    anyhow::ensure!(
+        !corpus.items.is_empty(),
+        "the split {} is empty",
+        corpus.name
+    );
     let shape = *model.shape();
     let mut out = vec![LayerRetrieval::default(); shape.layers];
     for (i, item) in corpus.items.iter().enumerate() {
