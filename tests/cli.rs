@@ -182,6 +182,28 @@ fn bad_arguments_give_one_line_errors() {
         ]),
         "few-shot prompts need a decoder",
     );
+    // A budget the objective cannot reach admits everything.
+    for (objective, budget, needle) in [
+        ("accuracy", "200", "outside [0, 100]"),
+        ("fidelity", "3", "outside [0, 2]"),
+        ("accuracy", "-1", "outside [0, 100]"),
+    ] {
+        assert_one_line_error(
+            &attncache(&[
+                "--model",
+                model,
+                "calibrate",
+                "--db",
+                "/no/such/db",
+                "--split",
+                "rt:calib",
+                "--objective",
+                objective,
+                &format!("--budget={budget}"),
+            ]),
+            needle,
+        );
+    }
     // A bad config file stops the dashboard before anything starts.
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "theme = \"dark\"\n[keys]\ncalibrate = \"Hyper\"\n").unwrap();

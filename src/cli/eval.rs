@@ -373,7 +373,13 @@ pub fn run_calibrate(target: &Target, work: Workload, args: CalibrateArgs) -> an
         kind: PolicyKind::parse(args.kind)?,
         drop_unprofitable: !args.keep_unprofitable,
     };
-    anyhow::ensure!(args.budget >= 0.0, "--budget must be at least 0");
+    let max = options.objective.max_error();
+    anyhow::ensure!(
+        (0.0..=max).contains(&args.budget),
+        "--budget {} is outside [0, {max}], the {} objective's range",
+        args.budget,
+        args.objective
+    );
     let mut model = load_model(target, "calibrate")?;
     let db = open_database(work.db, &mut model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;

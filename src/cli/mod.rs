@@ -262,7 +262,8 @@ pub enum Command {
     Calibrate {
         #[command(flatten)]
         work: WorkloadArgs,
-        /// The error budget δ, in the objective's units.
+        /// The error budget δ, in the objective's units: accuracy points (0–100) or
+        /// 1 − cosine (0–2).
         #[arg(long, value_name = "DELTA")]
         budget: f64,
         /// fidelity or accuracy.

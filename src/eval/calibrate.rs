@@ -76,6 +76,16 @@ impl Objective {
             other => anyhow::bail!("unknown objective `{other}`: use fidelity or accuracy"),
         }
     }
+
+    /// The largest error the objective can measure: 2 for fidelity
+    /// (1 − cosine), 100 points for accuracy; a budget above it admits
+    /// anything.
+    pub fn max_error(self) -> f64 {
+        match self {
+            Objective::Fidelity => 2.0,
+            Objective::Accuracy => 100.0,
+        }
+    }
 }
 
 /// Which decision rule is calibrated.
