@@ -204,6 +204,35 @@ fn bad_arguments_give_one_line_errors() {
             needle,
         );
     }
+    assert_one_line_error(
+        &attncache(&[
+            "--model",
+            model,
+            "sweep",
+            "--db",
+            "/no/such/db",
+            "--split",
+            "rt:test",
+            "--thresholds=0.1,-1",
+        ]),
+        "-1 is no feature distance",
+    );
+    // A median of no timed pass is refused by the argument parser.
+    let zero = attncache(&[
+        "eval",
+        "--db",
+        "/no/such/db",
+        "--split",
+        "rt:test",
+        "--repeats",
+        "0",
+    ]);
+    assert!(!zero.status.success());
+    assert!(
+        String::from_utf8_lossy(&zero.stderr).contains("at least 1 timed pass"),
+        "{}",
+        String::from_utf8_lossy(&zero.stderr)
+    );
     // A bad config file stops the dashboard before anything starts.
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "theme = \"dark\"\n[keys]\ncalibrate = \"Hyper\"\n").unwrap();

@@ -445,6 +445,9 @@ pub struct SweepArgs<'a> {
 /// `attncache sweep`: evaluations over a list of global thresholds (and the
 /// oracle frontier when asked).
 pub fn run_sweep(target: &Target, work: Workload, args: SweepArgs) -> anyhow::Result<()> {
+    if let Some(t) = args.thresholds.iter().find(|t| !(0.0..=2.0).contains(*t)) {
+        anyhow::bail!("--thresholds: {t} is no feature distance (cosine distances lie in [0, 2])");
+    }
     let mut model = load_model(target, "sweep")?;
     let db = open_database(work.db, &mut model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;

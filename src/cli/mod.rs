@@ -215,7 +215,7 @@ pub enum Command {
         #[arg(long, value_name = "P")]
         compare: Vec<String>,
         /// Timed passes over the split (speedups are medians over them).
-        #[arg(long, default_value_t = 3, value_name = "N")]
+        #[arg(long, default_value_t = 3, value_name = "N", value_parser = timed_repeats)]
         repeats: usize,
         /// ours (all queries, look-up timed, fused exact path), paper (the
         /// AttnCache paper's: hits only, look-up untimed, eager baseline) or
@@ -247,7 +247,7 @@ pub enum Command {
         #[arg(long, value_name = "P")]
         policy: Option<String>,
         /// Timed passes over the split (speedups are medians over them).
-        #[arg(long, default_value_t = 3, value_name = "N")]
+        #[arg(long, default_value_t = 3, value_name = "N", value_parser = timed_repeats)]
         repeats: usize,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -309,7 +309,7 @@ pub enum Command {
         #[arg(long)]
         oracle: bool,
         /// Timed passes per point.
-        #[arg(long, default_value_t = 1, value_name = "N")]
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = timed_repeats)]
         repeats: usize,
         /// Print CSV instead of JSON.
         #[arg(long)]
@@ -357,7 +357,7 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', default_value = "0", value_name = "K,…")]
         shots: Vec<usize>,
         /// Interleaved repeats per query (medians).
-        #[arg(long, default_value_t = 5, value_name = "N")]
+        #[arg(long, default_value_t = 5, value_name = "N", value_parser = timed_repeats)]
         repeats: usize,
         /// Print one JSON object instead of a table.
         #[arg(long)]
@@ -401,10 +401,10 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Timed passes of the main evaluation.
-        #[arg(long, default_value_t = 3, value_name = "N")]
+        #[arg(long, default_value_t = 3, value_name = "N", value_parser = timed_repeats)]
         repeats: usize,
         /// Timed passes of each sweep point.
-        #[arg(long, default_value_t = 1, value_name = "N")]
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = timed_repeats)]
         sweep_repeats: usize,
         /// Example queries whose maps are drawn.
         #[arg(long, default_value_t = 3, value_name = "N")]
@@ -437,6 +437,15 @@ pub enum Command {
     /// The interactive dashboard (the default): live similarity, hit/miss
     /// decisions and latency; tune thresholds, calibrate, rebuild.
     Dashboard(dashboard::DashboardArgs),
+}
+
+/// Parses a `--repeats` count: a median of no timed pass is no measurement.
+fn timed_repeats(arg: &str) -> Result<usize, String> {
+    match arg.parse::<usize>() {
+        Ok(0) => Err("at least 1 timed pass is needed".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Runs the parsed command line.

@@ -118,7 +118,7 @@ pub enum ModulesCommand {
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
         /// Timed passes (speedups are medians over them).
-        #[arg(long, default_value_t = 2, value_name = "N")]
+        #[arg(long, default_value_t = 2, value_name = "N", value_parser = super::timed_repeats)]
         repeats: usize,
         /// Prompts (the first ones) that also get the per-layer × head view.
         #[arg(long, default_value_t = 2, value_name = "N")]
