@@ -430,6 +430,10 @@ fn bench_compares_policies_with_the_oracle_and_plots_where_reuse_pays() {
     ]));
     let policies = v["policies"].as_array().unwrap();
     assert_eq!(policies.len(), 2);
+    // The machine it ran on is recorded beside the timings.
+    assert_eq!(v["machine"]["device"], "cpu", "{}", v["machine"]);
+    assert!(v["machine"]["threads"].as_u64().unwrap() >= 1);
+    assert!(v["machine"]["cpu"].as_str().is_some_and(|c| !c.is_empty()));
     assert_eq!(policies[0]["policy"], "global:2");
     assert_eq!(policies[1]["policy"], "strict");
     assert_eq!(v["rows"], policies[0]["rows"]);
@@ -543,6 +547,7 @@ fn eval_adds_the_padded_inputs_step_from_a_padded_database() {
             "--json",
         ],
     ));
+    assert_eq!(v["machine"]["device"], "cpu", "{}", v["machine"]);
     let steps = v["accounting"].as_array().unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
     assert_eq!(

@@ -9,7 +9,7 @@ use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
 use crate::cache::{RERANK, SKETCH_DIM};
 use crate::data::CorpusOptions;
 use crate::engine::Engine;
-use crate::eval::{BenchRow, bench};
+use crate::eval::{BenchRow, Machine, bench};
 use crate::plot::{LengthFigure, LengthSeries};
 
 /// Options of `attncache bench`.
@@ -105,6 +105,7 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
                 "policies": benches,
                 "oracle_min_similarity": args.oracle,
                 "plots": plotted,
+                "machine": Machine::this(&target.device),
             })
         );
         return Ok(());
@@ -115,6 +116,7 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "ideal: FLOP model of the work the reused heads skip, look-up free; share: look-up ÷ exact forward; ceiling: every map reused, no look-up"
     );
+    println!("machine: {}", Machine::this(&target.device));
     if let Some(min) = args.oracle {
         println!(
             "oracle ≥ {min}: each head reuses the entry whose map is truly most similar when at least {min} (no look-up)"

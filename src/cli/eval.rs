@@ -12,9 +12,9 @@ use crate::cache::{LengthPolicy, Policy};
 use crate::data::CorpusOptions;
 use crate::engine::Engine;
 use crate::eval::{
-    Accounting, AccountingStep, CalibrateOptions, Classifier, Evaluation, ORACLE_SCALE, Objective,
-    PolicyKind, accounting_ladder, calibrate, evaluate, oracle_frontier, oracle_gain_share,
-    sweep_point, timed_pairs,
+    Accounting, AccountingStep, CalibrateOptions, Classifier, Evaluation, Machine, ORACLE_SCALE,
+    Objective, PolicyKind, accounting_ladder, calibrate, evaluate, oracle_frontier,
+    oracle_gain_share, sweep_point, timed_pairs,
 };
 use crate::model::{Kernels, Model};
 use crate::plot::SweepPoint;
@@ -175,6 +175,7 @@ pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Resu
         if let Some(ladder) = &ladder {
             out["accounting"] = serde_json::to_value(ladder)?;
         }
+        out["machine"] = serde_json::to_value(Machine::this(&target.device))?;
         println!("{out}");
     } else {
         for e in std::iter::once(&first).chain(&evals) {
@@ -198,6 +199,7 @@ pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Resu
         if let Some(ladder) = &ladder {
             print_accounting(ladder, accounting);
         }
+        println!("machine: {}", Machine::this(&target.device));
     }
     Ok(())
 }
@@ -533,7 +535,11 @@ pub fn run_sweep(target: &Target, work: Workload, args: SweepArgs) -> anyhow::Re
             .iter()
             .map(|(t, e)| serde_json::json!({ "threshold": t, "evaluation": e }))
             .collect();
-        let mut out = serde_json::json!({ "split": corpus.name, "points": points });
+        let mut out = serde_json::json!({
+            "split": corpus.name,
+            "points": points,
+            "machine": Machine::this(&target.device),
+        });
         if args.oracle {
             out["oracle"] = serde_json::to_value(&oracle)?;
         }

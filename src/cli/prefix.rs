@@ -7,7 +7,7 @@ use super::eval::Workload;
 use super::progress;
 use super::setup::{Target, load_corpus, load_model, load_policy, open_database, task_template};
 use crate::engine::Engine;
-use crate::eval::{Classifier, PrefixComparison, compare_with_prefix_cache};
+use crate::eval::{Classifier, Machine, PrefixComparison, compare_with_prefix_cache};
 
 pub fn run(
     target: &Target,
@@ -51,7 +51,9 @@ pub fn run(
     bar.finish_and_clear();
     let result = result?;
     if json {
-        println!("{}", serde_json::to_string(&result)?);
+        let mut out = serde_json::to_value(&result)?;
+        out["machine"] = serde_json::to_value(Machine::this(&target.device))?;
+        println!("{out}");
     } else {
         print_comparison(&result);
     }

@@ -11,7 +11,7 @@ use super::progress;
 use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
 use crate::cache::write_atomically;
 use crate::engine::{Engine, STAGES, TimedPair};
-use crate::eval::{Classifier, ReportData, ReportOptions, collect_report, task_input};
+use crate::eval::{Classifier, Machine, ReportData, ReportOptions, collect_report, task_input};
 use crate::plot::{LatencyFigure, MapsFigure, MatrixFigure, MatrixPanel, SweepFigure, save};
 use crate::text::shorten;
 
@@ -57,6 +57,7 @@ pub fn run(target: &Target, work: Workload, args: ReportArgs) -> anyhow::Result<
         "command": command,
         "model": model_name(&engine),
         "files": names,
+        "machine": Machine::this(&target.device),
         "report": data,
     });
     write_atomically(

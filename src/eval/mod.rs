@@ -8,6 +8,7 @@ mod calibrate;
 mod classifier;
 mod evaluate;
 mod index_bench;
+mod machine;
 mod modular;
 mod modular_calibrate;
 mod oracle;
@@ -27,6 +28,7 @@ pub use evaluate::{
     Evaluation, MeanTimings, evaluate, evaluate_until, pass_median_ratio, timed_pairs,
 };
 pub use index_bench::{IndexBenchRow, index_bench};
+pub use machine::Machine;
 pub use modular::{
     Group, HeadView, Latency, ModularBench, ModularEval, ModularOptions, TaskAccuracy, Ttft,
 };

@@ -63,6 +63,15 @@ impl Isa {
         Isa::Portable
     }
 
+    /// The instruction set's short name (`avx512`, `avx2`, `portable`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
     /// Every instruction set this CPU can run, the portable one first.
     #[cfg(test)]
     fn available() -> Vec<Self> {

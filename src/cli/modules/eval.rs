@@ -6,7 +6,8 @@ use super::super::progress;
 use super::super::setup::Target;
 use super::{RECOVERY_FILE, StoreArgs, open, prompts};
 use crate::eval::{
-    ModularEval, ModularOptions, RecoveryCalibration, RecoveryObjective, calibrate_recovery,
+    Machine, ModularEval, ModularOptions, RecoveryCalibration, RecoveryObjective,
+    calibrate_recovery,
 };
 use crate::modules::Recovery;
 use crate::storage::write_atomically;
@@ -45,7 +46,9 @@ pub fn eval(
     bar.finish_and_clear();
     let result = result?;
     if json {
-        println!("{}", serde_json::to_string(&result)?);
+        let mut out = serde_json::to_value(&result)?;
+        out["machine"] = serde_json::to_value(Machine::this(&target.device))?;
+        println!("{out}");
     } else {
         print_eval(&result);
     }
