@@ -88,6 +88,9 @@ fn segment(s: usize, k: usize) -> (usize, usize) {
     (k * s / SEGMENTS, (k + 1) * s / SEGMENTS)
 }
 
+/// Every value [`distance`] can take: a threshold outside it means nothing.
+pub const DISTANCE_RANGE: std::ops::RangeInclusive<f32> = 0.0..=2.0;
+
 /// Cosine distance `1 − a·b` of two unit-length features (rounding below 0
 /// is clamped to 0).
 pub fn distance(a: &[f32], b: &[f32]) -> f32 {

@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{Context, bail, ensure};
 use serde::{Deserialize, Serialize};
 
+use super::feature;
 use crate::model::ModelShape;
 
 /// Which database entries may serve a query of a given length.
@@ -222,7 +223,7 @@ impl Policy {
                 .parse()
                 .with_context(|| format!("`{v}` in --policy {spec} is not a number"))?;
             ensure!(
-                (0.0..=2.0).contains(&d),
+                feature::DISTANCE_RANGE.contains(&d),
                 "--policy {spec}: the distance must be in [0, 2]"
             );
             Ok(d)
@@ -361,7 +362,7 @@ impl Policy {
         self.max_distance
             .iter_mut()
             .flatten()
-            .for_each(|d| *d = (*d * factor).min(2.0));
+            .for_each(|d| *d = (*d * factor).min(*feature::DISTANCE_RANGE.end()));
     }
 }
 

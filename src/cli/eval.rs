@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use super::progress;
 use super::setup::{Target, load_corpus, load_model, load_policy, open_database};
-use crate::cache::{LengthPolicy, Policy};
+use crate::cache::{LengthPolicy, Policy, feature};
 use crate::data::CorpusOptions;
 use crate::engine::Engine;
 use crate::eval::{
@@ -447,7 +447,7 @@ pub struct SweepArgs<'a> {
 /// `attncache sweep`: evaluations over a list of global thresholds (and the
 /// oracle frontier when asked).
 pub fn run_sweep(target: &Target, work: Workload, args: SweepArgs) -> anyhow::Result<()> {
-    if let Some(t) = args.thresholds.iter().find(|t| !(0.0..=2.0).contains(*t)) {
+    if let Some(t) = (args.thresholds.iter()).find(|t| !feature::DISTANCE_RANGE.contains(*t)) {
         anyhow::bail!("--thresholds: {t} is no feature distance (cosine distances lie in [0, 2])");
     }
     let mut model = load_model(target, "sweep")?;

@@ -23,9 +23,9 @@ use super::worker::{
     CheckHeads, Event, JobOutcome, JobRequest, JobUpdate, NeighbourList, Pinned, QueryResult,
     Request,
 };
-use crate::cache::HeadType;
 use crate::cache::policy::IDENTICAL;
 use crate::cache::{Database, Policy};
+use crate::cache::{HeadType, feature};
 use crate::engine::{Mode, StageTimings};
 use crate::eval::{Objective, median};
 use crate::model::{ModelShape, truncation_note};
@@ -1089,7 +1089,8 @@ impl App {
         let mut policy = self.base_policy.clone();
         for (l, row) in policy.max_distance.iter_mut().enumerate() {
             for (h, d) in row.iter_mut().enumerate() {
-                *d = (*d * self.scale * self.layer_scale[l] * self.type_scale_of(l, h)).min(2.0);
+                let scaled = *d * self.scale * self.layer_scale[l] * self.type_scale_of(l, h);
+                *d = scaled.min(*feature::DISTANCE_RANGE.end());
             }
         }
         let layered =
