@@ -19,7 +19,8 @@ use attncache::eval::{BlockPlan, timed_blocks};
 use attncache::model::{Model, ModelSource};
 use attncache::modules::workload::{WorkloadKind, WorkloadOptions, generate};
 use attncache::modules::{
-    Layout, LayoutOptions, ModuleStore, Positions, PromptSpec, Recovery, build_store, prefill,
+    BuildOptions, Layout, LayoutOptions, ModuleStore, Positions, PromptSpec, Recovery, build_store,
+    prefill,
 };
 use attncache::storage::ModelIdentity;
 
@@ -68,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         &model,
         &work.schema,
         &store_dir,
+        BuildOptions::default(),
         &mut |_, _| {},
         &AtomicBool::new(false),
     )?;

@@ -98,10 +98,12 @@ fn passkey_workload_store_run_eval_calibrate() {
         .iter()
         .filter(|d| d["state"] == "cached")
         .collect();
-    assert_eq!(cached.len(), 4, "{run}");
+    // The preamble (one document separator, stored once), then the modules.
+    assert_eq!(cached.len(), 5, "{run}");
+    assert_eq!(cached[0]["label"], "preamble");
     // first:4 recomputes 4 tokens of every module after the first.
-    assert_eq!(cached[0]["recomputed"], 0);
-    assert!(cached[1..].iter().all(|d| d["recomputed"] == 4));
+    assert_eq!(cached[1]["recomputed"], 0);
+    assert!(cached[2..].iter().all(|d| d["recomputed"] == 4));
     assert_eq!(run["modular"]["top"].as_array().unwrap().len(), 5);
     assert!(run["modular"]["generated"].is_string());
     assert!(run["exact"]["ttft_ms"].as_f64().unwrap() > 0.0);
@@ -169,12 +171,41 @@ fn passkey_workload_store_run_eval_calibrate() {
         "--objective",
         "kl",
         "--budget",
-        "1000",
+        "10",
+        "--out",
+        path(&dir.path().join("frontier")),
         "--json",
     ]));
-    // A budget anything meets picks the cheapest setting and saves it.
-    assert_eq!(cal["chosen"], "first:0");
+    // A budget anything meets picks the fastest setting, saves it, and it is
+    // on the frontier the same measurement wrote.
+    let points = cal["points"].as_array().unwrap();
+    assert_eq!(points.len(), 8, "{cal}");
+    assert!(points.iter().all(|p| p["within_budget"] == true));
+    let fastest = points
+        .iter()
+        .max_by(|a, b| {
+            a["speedup_vs_exact"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["speedup_vs_exact"].as_f64().unwrap())
+        })
+        .unwrap();
+    assert_eq!(cal["chosen"], fastest["recovery"]);
+    let chosen = cal["chosen"].as_str().unwrap().to_string();
     assert!(store.join("recovery.json").is_file());
+    let frontier: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("frontier").join("frontier.json")).unwrap(),
+    )
+    .unwrap();
+    let on_frontier = frontier["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["recovery"] == chosen && p["pareto_kl"] == true);
+    assert!(
+        on_frontier,
+        "{chosen} is not on the KL frontier: {frontier}"
+    );
     let run = json_of(&smollm2(&[
         "modules",
         "run",
@@ -183,7 +214,7 @@ fn passkey_workload_store_run_eval_calibrate() {
         "--json",
         first,
     ]));
-    assert_eq!(run["recovery"], "first:0");
+    assert_eq!(run["recovery"], chosen);
 }
 
 #[test]

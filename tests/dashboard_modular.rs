@@ -73,6 +73,7 @@ fn comparison() -> Comparison {
         stages: Stages {
             load_ms: 4.0,
             rotate_ms: 1.0,
+            probe_ms: 0.0,
             forward_ms: 140.0,
             logits_ms: 5.0,
             total_ms: 150.0,
@@ -147,7 +148,28 @@ fn keys_tune_recovery_cycle_modes_and_rerun() {
     key(&mut a, "-");
     key(&mut a, "-");
     assert_eq!(a.recovery, Recovery::Select(10.0));
-    // m: select → none with the other positions → first → select.
+    // m: select → probe → probe-modules → none with the other positions
+    // → first → select; + and - step the question-aware kinds too.
+    key(&mut a, "m");
+    assert_eq!(
+        a.recovery,
+        Recovery::Probe {
+            percent: 5.0,
+            layers: 0
+        }
+    );
+    key(&mut a, "+");
+    assert_eq!(
+        a.recovery,
+        Recovery::Probe {
+            percent: 10.0,
+            layers: 0
+        }
+    );
+    key(&mut a, "m");
+    assert_eq!(a.recovery, Recovery::ProbeModules(1));
+    key(&mut a, "+");
+    assert_eq!(a.recovery, Recovery::ProbeModules(2));
     key(&mut a, "m");
     assert_eq!(
         (a.positions, a.recovery),

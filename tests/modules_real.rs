@@ -6,11 +6,12 @@ mod common;
 use std::sync::atomic::AtomicBool;
 
 use attncache::model::llama::{KvCache, LlamaDecoder, RowPass, argmax};
+use attncache::modules::layout::Block;
 use attncache::modules::schema::ModuleSpec;
-use attncache::modules::store::encode_module;
+use attncache::modules::store::{encode_module, encode_preamble};
 use attncache::modules::{
-    Layout, LayoutOptions, ModuleStore, Positions, PromptSpec, Recovery, Schema, TokenizedSchema,
-    build_store, prefill,
+    BuildOptions, EncodeOptions, Encoding, Layout, LayoutOptions, ModuleStore, Positions,
+    PromptSpec, Recovery, Rescale, Schema, Setting, TokenizedSchema, build_store, prefill,
 };
 use attncache::storage::ModelIdentity;
 use half::f16;
@@ -62,6 +63,7 @@ fn schema() -> Schema {
     };
     let s = Schema {
         name: "real".into(),
+        preamble: None,
         modules: vec![module("system", SYSTEM), module("doc", DOC)],
     };
     s.check().unwrap();
@@ -73,7 +75,11 @@ fn a_leading_module_plus_free_text_reproduces_exact_logits() {
     let model = common::smollm2();
     let d = decoder();
     let schema = schema();
-    let t = TokenizedSchema::new(&schema, &model.tokenizer).unwrap();
+    let alone = EncodeOptions {
+        encoding: Encoding::Alone,
+        chat: None,
+    };
+    let t = TokenizedSchema::new(&schema, &model.tokenizer, alone).unwrap();
     let module_ids = t.modules[0].stored_ids();
     let q_ids = model.tokenizer.encode(QUESTION).unwrap().ids;
     let ids: Vec<u32> = module_ids.iter().chain(&q_ids).copied().collect();
@@ -81,7 +87,7 @@ fn a_leading_module_plus_free_text_reproduces_exact_logits() {
     let positions: Vec<usize> = (0..n).collect();
     let (want, _) = exact(&ids, &positions);
     // The module encoded on its own (f32, before storage), then the question.
-    let encoded = encode_module(d, &t.modules[0]).unwrap();
+    let encoded = encode_module(d, &t, &t.modules[0], None).unwrap();
     let m = module_ids.len();
     let mut kv = d.kv_cache(n);
     let w = kv.width;
@@ -146,26 +152,44 @@ fn the_store_round_trips_bit_exactly_and_full_selection_is_exact() {
     let schema = schema();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("store");
+    let chat = BuildOptions {
+        encoding: Encoding::Prefixed,
+        chat: true,
+    };
     build_store(
         model,
         &schema,
         &out,
+        chat,
         &mut |_, _| {},
         &AtomicBool::new(false),
     )
     .unwrap();
     let store = ModuleStore::open(&out, &ModelIdentity::of(model).unwrap()).unwrap();
     store.verify().unwrap();
-    // Round trip: what loads is exactly the f16 rounding of the encoding.
-    for (i, module) in store.tokenized().modules.iter().enumerate() {
-        let encoded = encode_module(d, module).unwrap();
-        let mut loaded = d.kv_cache(module.rows);
-        store.load_rows(i, 0..module.rows, &mut loaded, 0).unwrap();
-        for (a, b) in encoded.layers.iter().zip(&loaded.layers) {
+    // Round trip: what loads is exactly the f16 rounding of the encoding:
+    // the preamble once, every module after it.
+    let t = store.tokenized();
+    let preamble = encode_preamble(d, &t.preamble).unwrap();
+    let same = |a: &KvCache, b: &KvCache| {
+        for (a, b) in a.layers.iter().zip(&b.layers) {
             for (x, y) in a.k.iter().chain(&a.v).zip(b.k.iter().chain(&b.v)) {
                 assert_eq!(f16::from_f32(*x).to_f32().to_bits(), y.to_bits());
             }
         }
+    };
+    let mut loaded = d.kv_cache(t.preamble.len());
+    store
+        .load_rows(Block::Preamble, 0..t.preamble.len(), &mut loaded, 0)
+        .unwrap();
+    same(&preamble, &loaded);
+    for (i, module) in t.modules.iter().enumerate() {
+        let encoded = encode_module(d, t, module, Some(&preamble)).unwrap();
+        let mut loaded = d.kv_cache(module.rows);
+        store
+            .load_rows(Block::Module(i), 0..module.rows, &mut loaded, 0)
+            .unwrap();
+        same(&encoded, &loaded);
     }
     let prompt = PromptSpec {
         modules: vec!["doc".into(), "system".into()],
@@ -183,6 +207,38 @@ fn the_store_round_trips_bit_exactly_and_full_selection_is_exact() {
     let full = prefill::modular(d, &store, &layout, Recovery::Select(100.0), &[]).unwrap();
     let diff = max_diff(&full.state.logits, &want.state.logits);
     assert!(diff <= 1e-4, "select:100 differs from exact by {diff}");
+    // Question-aware recomputation of every cached token, and of every
+    // module, is exact too.
+    for recovery in [
+        Recovery::Probe {
+            percent: 100.0,
+            layers: 0,
+        },
+        Recovery::ProbeModules(3),
+    ] {
+        let run = prefill::modular(d, &store, &layout, recovery, &[]).unwrap();
+        let diff = max_diff(&run.state.logits, &want.state.logits);
+        assert!(diff <= 1e-4, "{recovery} differs from exact by {diff}");
+        assert_eq!(run.recomputed_rows, layout.cached_rows());
+    }
+    // Rescaling at T = S = 1 changes nothing, bit for bit; APE's default does.
+    let plain = prefill::modular(d, &store, &layout, Recovery::None, &[]).unwrap();
+    let rescaled = |t: f64, s: f64| {
+        let setting = Setting {
+            recovery: Recovery::None,
+            rescale: Some(Rescale {
+                temperature: t,
+                scale: s,
+            }),
+        };
+        prefill::modular_with(d, &store, &layout, setting, &[]).unwrap()
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&rescaled(1.0, 1.0).state.logits),
+        bits(&plain.state.logits)
+    );
+    assert!(max_diff(&rescaled(0.9, 0.9).state.logits, &plain.state.logits) > 1e-3);
     // Naive reuse of the f16 store: the same answer here, measurably moved.
     let naive = prefill::modular(d, &store, &layout, Recovery::None, &[]).unwrap();
     assert_eq!(argmax(&naive.state.logits), argmax(&want.state.logits));
@@ -205,6 +261,7 @@ fn an_encoder_and_a_foreign_store_are_refused() {
         model,
         &schema(),
         &out,
+        BuildOptions::default(),
         &mut |_, _| {},
         &AtomicBool::new(false),
     )
@@ -214,6 +271,7 @@ fn an_encoder_and_a_foreign_store_are_refused() {
         minilm,
         &schema(),
         &dir.path().join("x"),
+        BuildOptions::default(),
         &mut |_, _| {},
         &AtomicBool::new(false),
     )
@@ -228,4 +286,146 @@ fn an_encoder_and_a_foreign_store_are_refused() {
         .to_string();
     assert!(err.contains("was built for model smollm2"), "{err}");
     assert_eq!(err.lines().count(), 1);
+}
+
+fn spec(name: &str, text: &str) -> ModuleSpec {
+    ModuleSpec {
+        name: name.into(),
+        text: text.into(),
+        union: None,
+        params: Default::default(),
+        role: None,
+    }
+}
+
+#[test]
+fn a_prefixed_module_after_the_preamble_plus_the_question_reproduces_exact_logits() {
+    let model = common::smollm2();
+    let d = decoder();
+    // A raw prompt with the schema's preamble, and a chat prompt whose
+    // preamble is the chat template's header.
+    for (preamble, chat) in [
+        (Some("Answer from the documents below.\n"), None),
+        (None, Some(d.chat())),
+    ] {
+        let schema = Schema {
+            name: "prefixed".into(),
+            preamble: preamble.map(str::to_string),
+            modules: vec![spec("doc", DOC), spec("other", SYSTEM)],
+        };
+        schema.check().unwrap();
+        let encode = EncodeOptions {
+            encoding: Encoding::Prefixed,
+            chat,
+        };
+        let t = TokenizedSchema::new(&schema, &model.tokenizer, encode).unwrap();
+        let p = t.preamble.len();
+        assert!(p > 0);
+        let prompt = PromptSpec {
+            modules: vec!["doc".into()],
+            text: QUESTION.into(),
+            ..PromptSpec::default()
+        };
+        let options = LayoutOptions {
+            positions: Positions::Contiguous,
+            chat,
+            max_positions: d.shape().max_positions,
+        };
+        let layout = Layout::new(&t, &prompt, &model.tokenizer, options).unwrap();
+        let rows = t.modules[0].rows;
+        assert_eq!(layout.exact_rows(), (0..p + rows).collect::<Vec<_>>());
+        let want = prefill::exact(d, &layout, &[]).unwrap().state.logits;
+        // The preamble and the module as the store encodes them (f32, before
+        // storage), then the question computed over them.
+        let pre = encode_preamble(d, &t.preamble).unwrap();
+        let module = encode_module(d, &t, &t.modules[0], Some(&pre)).unwrap();
+        let n = layout.len();
+        let mut kv = d.kv_cache(n);
+        let w = kv.width;
+        for (l, dst) in kv.layers.iter_mut().enumerate() {
+            dst.k[..p * w].copy_from_slice(&pre.layers[l].k);
+            dst.v[..p * w].copy_from_slice(&pre.layers[l].v);
+            dst.k[p * w..(p + rows) * w].copy_from_slice(&module.layers[l].k);
+            dst.v[p * w..(p + rows) * w].copy_from_slice(&module.layers[l].v);
+        }
+        let computed = layout.fresh_rows();
+        let out = d
+            .forward_rows(
+                RowPass {
+                    ids: &layout.ids,
+                    positions: &layout.positions,
+                    computed: &computed,
+                    select: None,
+                    capture: &[],
+                },
+                &mut kv,
+            )
+            .unwrap();
+        let got: Vec<f32> = d
+            .logits_of_rows(&out, &[n - 1])
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let diff = max_diff(&got, &want);
+        assert!(
+            diff <= 1e-4,
+            "chat {}: logits differ by {diff}",
+            chat.is_some()
+        );
+    }
+}
+
+#[test]
+fn a_store_built_for_chat_refuses_raw_prompts_and_back() {
+    let model = common::smollm2();
+    let d = decoder();
+    let t = TokenizedSchema::new(
+        &schema(),
+        &model.tokenizer,
+        EncodeOptions {
+            encoding: Encoding::Prefixed,
+            chat: Some(d.chat()),
+        },
+    )
+    .unwrap();
+    let prompt = PromptSpec {
+        modules: vec!["doc".into()],
+        text: QUESTION.into(),
+        ..PromptSpec::default()
+    };
+    let options = LayoutOptions {
+        positions: Positions::Contiguous,
+        chat: None,
+        max_positions: d.shape().max_positions,
+    };
+    let err = Layout::new(&t, &prompt, &model.tokenizer, options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("built for chat prompts") && err.contains("--chat"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+    let raw = TokenizedSchema::new(
+        &schema(),
+        &model.tokenizer,
+        EncodeOptions {
+            encoding: Encoding::Prefixed,
+            chat: None,
+        },
+    )
+    .unwrap();
+    let chat = LayoutOptions {
+        chat: Some(d.chat()),
+        ..options
+    };
+    let err = Layout::new(&raw, &prompt, &model.tokenizer, chat)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("built for raw prompts") && err.contains("without --chat"),
+        "{err}"
+    );
 }

@@ -9,8 +9,8 @@ use std::sync::atomic::AtomicBool;
 use attncache::model::llama::{LlamaDecoder, RowPass, Selection};
 use attncache::model::{Model, StaticPlan};
 use attncache::modules::{
-    Layout, LayoutOptions, ModuleStore, Positions, PromptSpec, Recovery, Schema, TokenizedSchema,
-    build_store, prefill,
+    BuildOptions, EncodeOptions, Encoding, Layout, LayoutOptions, ModuleStore, Positions,
+    PromptSpec, Recovery, Schema, TokenizedSchema, build_store, prefill,
 };
 use attncache::storage::ModelIdentity;
 use candle_core::Tensor;
@@ -287,7 +287,12 @@ fn module_store_round_trip_positions_and_refusals() {
     let schema = Schema::load(&write_schema(tmp.path())).unwrap();
     let out = tmp.path().join("store");
     let cancel = AtomicBool::new(false);
-    build_store(&model, &schema, &out, &mut |_, _| {}, &cancel).unwrap();
+    // The paper's encoding: every module at its schema positions.
+    let alone = BuildOptions {
+        encoding: Encoding::Alone,
+        chat: false,
+    };
+    build_store(&model, &schema, &out, alone, &mut |_, _| {}, &cancel).unwrap();
     let identity = ModelIdentity::of(&model).unwrap();
     let store = ModuleStore::open(&out, &identity).unwrap();
     store.verify().unwrap();
@@ -298,7 +303,14 @@ fn module_store_round_trip_positions_and_refusals() {
         t.modules[3].offset,
         t.modules[1].offset + t.modules[1].span.max(t.modules[2].span)
     );
-    assert_eq!(*t, TokenizedSchema::new(&schema, &model.tokenizer).unwrap());
+    let encode = EncodeOptions {
+        encoding: Encoding::Alone,
+        chat: None,
+    };
+    assert_eq!(
+        *t,
+        TokenizedSchema::new(&schema, &model.tokenizer, encode).unwrap()
+    );
     let prompt = PromptSpec::from_arg(
         r#"{"modules": ["outro", "doc-a", "intro"], "args": {"doc-a": {"who": "a b"}}, "text": "was it fun"}"#,
     )
@@ -415,6 +427,7 @@ fn a_cancelled_build_leaves_the_old_store() {
         &model,
         &schema,
         &out,
+        BuildOptions::default(),
         &mut |_, _| {},
         &AtomicBool::new(false),
     )
@@ -424,6 +437,7 @@ fn a_cancelled_build_leaves_the_old_store() {
         &model,
         &schema,
         &out,
+        BuildOptions::default(),
         &mut |_, _| {},
         &AtomicBool::new(true),
     )

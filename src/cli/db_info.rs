@@ -16,6 +16,18 @@ fn is_module_store(dir: &Path) -> bool {
         .is_some_and(|m| m["kind"] == STORE_KIND)
 }
 
+/// What bounds a store's positions, in words.
+fn positions_bound(encoding: crate::modules::Encoding, end: usize, max: usize) -> String {
+    match encoding {
+        crate::modules::Encoding::Alone => format!(
+            "every module encoded at its schema position: the schema spans {end} of the model's {max} (the paper's bound)"
+        ),
+        crate::modules::Encoding::Prefixed => format!(
+            "every module encoded after the preamble: any number of modules; a prompt must fit the model's {max} (schema positions span {end}, and schema-position prompts past {max} are refused)"
+        ),
+    }
+}
+
 /// What a module store holds.
 fn module_store(dir: &Path, verify: bool, json: bool) -> anyhow::Result<()> {
     let store = ModuleStore::open_any(dir)?;
@@ -45,6 +57,10 @@ fn module_store(dir: &Path, verify: bool, json: bool) -> anyhow::Result<()> {
             "modules": modules,
             "tokens": m.tokens,
             "schema_positions": t.end,
+            "encoding": m.encoding.name(),
+            "chat": m.chat,
+            "preamble_tokens": m.preamble.len(),
+            "positions_bound": positions_bound(store.manifest().encoding, t.end, m.model.shape.max_positions),
             "bytes": store.size_on_disk(),
             "bytes_per_token": m.bytes_per_token,
             "kv_dtype": m.kv_dtype,
@@ -63,6 +79,20 @@ fn module_store(dir: &Path, verify: bool, json: bool) -> anyhow::Result<()> {
         m.modules,
         m.tokens,
         t.end
+    );
+    println!(
+        "encoding   {} ({} prompts; preamble of {} tokens{})",
+        m.encoding.name(),
+        if m.chat { "chat" } else { "raw" },
+        m.preamble.len(),
+        match m.encoding {
+            crate::modules::Encoding::Prefixed => ", stored once",
+            crate::modules::Encoding::Alone => ", computed per prompt",
+        }
+    );
+    println!(
+        "positions  {}",
+        positions_bound(m.encoding, t.end, m.model.shape.max_positions)
     );
     println!(
         "size       {:.1} MiB (keys and values {}, {:.1} KiB per token)",

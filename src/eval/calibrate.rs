@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use super::classifier::Classifier;
+use super::stats::accuracy_loss_bound;
 use crate::cache::policy::{Calibration, CandidateRule, IDENTICAL, RuleFamily};
 use crate::cache::{HeadType, Lookup, Policy};
 use crate::data::Corpus;
@@ -632,18 +633,6 @@ fn measure_trial(
         search_ms,
         lookup_ms,
     })
-}
-
-/// One-sided z for 95% confidence.
-const Z_95: f64 = 1.645;
-
-/// Upper 95% bound of a paired accuracy loss in points (see [`Objective::Accuracy`]).
-/// A net gain is not credited: answers a policy happens to gain on the
-/// calibration split must not pay for the flips it makes.
-fn accuracy_loss_bound(lost: usize, gained: usize, n: usize) -> f64 {
-    let flips = (lost + gained) as f64;
-    let net_loss = lost.saturating_sub(gained) as f64;
-    (net_loss + Z_95 * flips.sqrt()) / n.max(1) as f64 * 100.0
 }
 
 #[cfg(test)]

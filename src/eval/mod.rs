@@ -11,6 +11,7 @@ mod index_bench;
 mod machine;
 mod modular;
 mod modular_calibrate;
+mod modular_frontier;
 mod oracle;
 mod prefix;
 mod probe;
@@ -33,8 +34,9 @@ pub use modular::{
     Group, HeadView, Latency, ModularBench, ModularEval, ModularOptions, TaskAccuracy, Ttft,
 };
 pub use modular_calibrate::{
-    RecoveryCalibration, RecoveryObjective, RecoveryPoint, calibrate_recovery, candidates,
+    RecoveryCalibration, RecoveryObjective, RecoveryPoint, calibrate_recovery,
 };
+pub use modular_frontier::{Frontier, FrontierPoint, every_setting, measure_frontier};
 pub use oracle::{
     ORACLE_NOISE, ORACLE_SCALE, OracleChoice, oracle_choices, oracle_frontier, oracle_gain_share,
     oracle_plan,

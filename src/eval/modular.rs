@@ -15,7 +15,7 @@ use crate::model::TextTokenizer;
 use crate::model::llama::{ChatTemplate, LlamaDecoder, Prefilled, argmax};
 use crate::model::next_token::{kl_divergence, softmax};
 use crate::modules::prefill::{self, Prefill, Stages};
-use crate::modules::{Layout, LayoutOptions, ModuleStore, Positions, PromptSpec, Recovery};
+use crate::modules::{Layout, LayoutOptions, ModuleStore, Positions, PromptSpec, Setting};
 
 /// Most tokens of the schema's leading modules a prefix cache holds.
 pub const SCAFFOLD_TOKENS: usize = 4096;
@@ -25,8 +25,8 @@ pub const SCAFFOLD_TOKENS: usize = 4096;
 pub struct ModularOptions<'a> {
     /// Position assignment of the modular run.
     pub positions: Positions,
-    /// Its recovery policy.
-    pub recovery: Recovery,
+    /// Its setting (recovery and rescaling).
+    pub recovery: Setting,
     /// The chat template to wrap prompts in, if any.
     pub chat: Option<&'a ChatTemplate>,
     /// Timed passes (speedups are medians over them).
@@ -108,6 +108,12 @@ pub struct HeadView {
     /// `[layer][head]`: the exact model's attention mass from cached rows to
     /// rows before their module (sampled rows).
     pub crossing: Vec<Vec<f64>>,
+    /// `[layer][head]`: the part of it that goes to the preamble (to the
+    /// prompt's first token when there is none): what a shared sink serves.
+    pub crossing_to_sink: Vec<Vec<f64>>,
+    /// `[layer][head]`: the part that goes to the rows between the sink and
+    /// the module (other modules): what no encoding can see.
+    pub crossing_to_modules: Vec<Vec<f64>>,
 }
 
 /// The evaluation.
@@ -144,8 +150,8 @@ pub struct ModularEval {
     pub stages_ms: StageMeans,
     /// `schema` or `contiguous`.
     pub positions: Positions,
-    /// The recovery policy.
-    pub recovery: Recovery,
+    /// The setting (recovery and rescaling).
+    pub recovery: Setting,
     /// Timed repeats.
     pub repeats: usize,
     /// By prompt length.
@@ -255,7 +261,7 @@ impl ModularBench<'_> {
                     runs[run] = Some(match run {
                         0 => prefill::exact(self.decoder, layout, &[])?,
                         1 => prefill::prefix(self.decoder, layout, held.take())?,
-                        _ => prefill::modular(
+                        _ => prefill::modular_with(
                             self.decoder,
                             self.store,
                             layout,
@@ -393,11 +399,16 @@ impl ModularBench<'_> {
         let shape = self.decoder.shape();
         let mut sim = vec![vec![0f64; shape.heads]; shape.layers];
         let mut cross = vec![vec![0f64; shape.heads]; shape.layers];
+        let mut to_sink = vec![vec![0f64; shape.heads]; shape.layers];
         let mut cross_rows = 0usize;
         for layout in layouts {
             let question: Vec<usize> = layout.question_rows().collect();
             // Sampled cached rows (up to 4 a module) and where their module starts.
             let mut sampled: Vec<(usize, usize)> = Vec::new();
+            let sink = layout
+                .spans
+                .first()
+                .map_or(1, |s| if s.label == "preamble" { s.rows.end } else { 1 });
             for (_, rows) in layout.module_runs() {
                 let start = rows[0];
                 if start == 0 {
@@ -411,7 +422,7 @@ impl ModularBench<'_> {
             capture.sort_unstable();
             capture.dedup();
             let exact = prefill::exact(self.decoder, layout, &capture)?;
-            let modular = prefill::modular(
+            let modular = prefill::modular_with(
                 self.decoder,
                 self.store,
                 layout,
@@ -430,7 +441,9 @@ impl ModularBench<'_> {
                         question.iter().flat_map(|&r| exact_row(em, r)).collect();
                     sim[l][h] += similarity(&exact_q, mm, n) as f64;
                     for &(row, start) in &sampled {
-                        cross[l][h] += exact_row(em, row)[..start].iter().sum::<f32>() as f64;
+                        let before = &exact_row(em, row)[..start];
+                        cross[l][h] += before.iter().sum::<f32>() as f64;
+                        to_sink[l][h] += before[..sink.min(start)].iter().sum::<f32>() as f64;
                     }
                 }
             }
@@ -438,16 +451,22 @@ impl ModularBench<'_> {
         }
         let k = layouts.len().max(1) as f64;
         let c = cross_rows.max(1) as f64;
+        let scaled = |m: &[Vec<f64>], by: f64| -> Vec<Vec<f64>> {
+            m.iter()
+                .map(|r| r.iter().map(|v| v / by).collect())
+                .collect()
+        };
+        let to_modules: Vec<Vec<f64>> = cross
+            .iter()
+            .zip(&to_sink)
+            .map(|(a, b)| a.iter().zip(b).map(|(a, b)| a - b).collect())
+            .collect();
         Ok(HeadView {
             prompts: layouts.len(),
-            similarity: sim
-                .into_iter()
-                .map(|r| r.into_iter().map(|v| v / k).collect())
-                .collect(),
-            crossing: cross
-                .into_iter()
-                .map(|r| r.into_iter().map(|v| v / c).collect())
-                .collect(),
+            similarity: scaled(&sim, k),
+            crossing: scaled(&cross, c),
+            crossing_to_sink: scaled(&to_sink, c),
+            crossing_to_modules: scaled(&to_modules, c),
         })
     }
 }
@@ -508,6 +527,7 @@ fn mean_stages(records: &[PromptRecord], run: usize) -> Stages {
     Stages {
         load_ms: m(|s| s.load_ms),
         rotate_ms: m(|s| s.rotate_ms),
+        probe_ms: m(|s| s.probe_ms),
         forward_ms: m(|s| s.forward_ms),
         logits_ms: m(|s| s.logits_ms),
         total_ms: m(|s| s.total_ms),

@@ -1,35 +1,76 @@
-//! `modules calibrate`: the cheapest recovery setting (K of `first:K`, R of
-//! `select:R`) whose measured error on a calibration set stays within a
-//! budget — top-1 agreement with the exact next token at least the budget,
-//! or mean next-token KL at most it. The same idea as the map cache's
-//! calibration: the knob is set by measurement, not by hand.
+//! `modules calibrate`: the fastest modular setting whose error on
+//! calibration prompts stays within a budget at 95 % confidence — mean
+//! next-token KL (upper bound) at most the budget by default, top-1 agreement
+//! (lower bound) at least it, or the task-accuracy loss (upper bound, in
+//! points) at most it. It searches one recovery kind's settings or every
+//! kind's (`auto`), optionally with APE's rescaling, on the frontier the same
+//! prompts produce ([`super::modular_frontier`]): the knob is set by
+//! measurement, not by hand, and every candidate is kept.
 
 use serde::{Deserialize, Serialize};
 
 use super::modular::{ModularBench, ModularOptions};
-use super::stats::mean;
-use crate::model::llama::argmax;
-use crate::model::next_token::{kl_divergence, softmax};
-use crate::modules::prefill;
-use crate::modules::{PromptSpec, Recovery};
+use super::modular_frontier::{Frontier, FrontierPoint, measure_frontier};
+use crate::modules::{PromptSpec, Setting};
 
 /// What the budget bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecoveryObjective {
-    /// Top-1 agreement with exact ≥ budget (a share, 0–1).
+    /// Top-1 agreement with exact ≥ budget (a share, 0–1), lower bound.
     Top1,
-    /// Mean next-token KL from exact ≤ budget (nats).
+    /// Mean next-token KL from exact ≤ budget (nats), upper bound.
     Kl,
+    /// Task-accuracy loss ≤ budget (points, 0–100), upper bound.
+    Accuracy,
 }
 
 impl RecoveryObjective {
-    /// `top1` or `kl`.
+    /// `kl`, `top1` or `accuracy`.
     pub fn parse(s: &str) -> anyhow::Result<Self> {
         match s {
             "top1" => Ok(Self::Top1),
             "kl" => Ok(Self::Kl),
-            _ => anyhow::bail!("unknown --objective {s:?}: use top1 or kl"),
+            "accuracy" => Ok(Self::Accuracy),
+            _ => anyhow::bail!("unknown --objective {s:?}: use kl, top1 or accuracy"),
+        }
+    }
+
+    /// Fails on a budget outside the objective's range, in one line.
+    pub fn check_budget(self, budget: f64) -> anyhow::Result<()> {
+        let ok = match self {
+            Self::Top1 => (0.0..=1.0).contains(&budget),
+            Self::Kl => budget > 0.0 && budget <= 10.0,
+            Self::Accuracy => (0.0..=100.0).contains(&budget),
+        };
+        if !ok {
+            anyhow::bail!(
+                "--budget {budget}: {}",
+                match self {
+                    Self::Top1 => "top-1 agreement is a share from 0 to 1 (e.g. 0.95)",
+                    Self::Kl => "a KL budget is in nats, above 0 and at most 10 (e.g. 0.02)",
+                    Self::Accuracy => "an accuracy loss is in points from 0 to 100 (e.g. 1)",
+                }
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `p` meets `budget` at 95 % confidence.
+    fn met(self, p: &FrontierPoint, budget: f64) -> bool {
+        match self {
+            Self::Top1 => p.top1_bound >= budget,
+            Self::Kl => p.kl_bound <= budget,
+            Self::Accuracy => p.accuracy_loss_bound.is_some_and(|b| b <= budget),
+        }
+    }
+
+    /// How far `p` is from exact under this objective (lower is better).
+    fn error(self, p: &FrontierPoint) -> f64 {
+        match self {
+            Self::Top1 => 1.0 - p.top1_bound,
+            Self::Kl => p.kl_bound,
+            Self::Accuracy => p.accuracy_loss_bound.unwrap_or(f64::INFINITY),
         }
     }
 }
@@ -37,16 +78,9 @@ impl RecoveryObjective {
 /// One setting's measured error and cost.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecoveryPoint {
-    /// The setting.
-    pub recovery: String,
-    /// Top-1 agreement with exact.
-    pub top1_agreement: f64,
-    /// Mean next-token KL from exact.
-    pub kl_mean: f64,
-    /// Mean share of cached tokens recomputed.
-    pub recomputed_fraction: f64,
-    /// Mean modular TTFT, ms (one untimed-order pass; for orientation).
-    pub ttft_ms: f64,
+    /// Its point on the frontier.
+    #[serde(flatten)]
+    pub point: FrontierPoint,
     /// Whether it meets the budget.
     pub within_budget: bool,
 }
@@ -60,88 +94,70 @@ pub struct RecoveryCalibration {
     pub budget: f64,
     /// `schema` or `contiguous`.
     pub positions: String,
+    /// The store's encoding.
+    #[serde(default)]
+    pub encoding: String,
+    /// The kind searched (`auto`: every kind).
+    #[serde(default)]
+    pub kind: String,
     /// Calibration prompts.
     pub prompts: usize,
-    /// The chosen setting: the cheapest within budget (the most expensive
-    /// tried when none is).
+    /// The chosen setting: the fastest within budget (the one closest to
+    /// exact when none is).
     pub chosen: String,
     /// Whether the chosen setting meets the budget.
     pub met: bool,
-    /// Every setting tried, cheapest first.
+    /// Every setting tried, in the order tried.
     pub points: Vec<RecoveryPoint>,
 }
 
-/// Settings tried for each kind, cheapest first.
-pub fn candidates(kind: Recovery) -> Vec<Recovery> {
-    match kind {
-        Recovery::None => vec![Recovery::None],
-        Recovery::First(_) => [0, 1, 2, 4, 8, 16, 32, 64]
-            .into_iter()
-            .map(Recovery::First)
-            .collect(),
-        Recovery::Select(_) => [0.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0]
-            .into_iter()
-            .map(Recovery::Select)
-            .collect(),
-    }
-}
-
-/// Measures every candidate of `kind` on `prompts` and picks the cheapest
-/// within `budget`; `progress(done, total)` after each candidate.
+/// Measures every setting of `settings` on `prompts` and picks the fastest
+/// within `budget`; `progress(done, total)` after each prompt. Returns the
+/// calibration and the frontier it was chosen from.
 pub fn calibrate_recovery(
     bench: &ModularBench,
     prompts: &[PromptSpec],
-    (kind, objective, budget): (Recovery, RecoveryObjective, f64),
+    (kind, settings): (&str, &[Setting]),
+    (objective, budget): (RecoveryObjective, f64),
     options: &ModularOptions,
     progress: &mut dyn FnMut(usize, usize),
-) -> anyhow::Result<RecoveryCalibration> {
-    anyhow::ensure!(!prompts.is_empty(), "no calibration prompts");
-    let layouts = prompts
+) -> anyhow::Result<(RecoveryCalibration, Frontier)> {
+    objective.check_budget(budget)?;
+    let frontier = measure_frontier(bench, prompts, settings, options, progress)?;
+    let points: Vec<RecoveryPoint> = frontier
+        .points
         .iter()
-        .map(|p| bench.layout(p, options))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let exact = layouts
-        .iter()
-        .map(|l| Ok(prefill::exact(bench.decoder, l, &[])?.state.logits))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let tried = candidates(kind);
-    let mut points = Vec::with_capacity(tried.len());
-    for (done, recovery) in tried.iter().enumerate() {
-        let (mut top1, mut kl, mut recomputed, mut ttft) = (0usize, vec![], vec![], vec![]);
-        for (layout, exact) in layouts.iter().zip(&exact) {
-            let run = prefill::modular(bench.decoder, bench.store, layout, *recovery, &[])?;
-            top1 += usize::from(argmax(exact) == argmax(&run.state.logits));
-            kl.push(kl_divergence(&softmax(exact), &softmax(&run.state.logits)));
-            recomputed.push(run.recomputed_rows as f64 / layout.cached_rows().max(1) as f64);
-            ttft.push(run.stages.total_ms);
-        }
-        let top1_agreement = top1 as f64 / layouts.len() as f64;
-        let kl_mean = mean(&kl);
-        points.push(RecoveryPoint {
-            recovery: recovery.to_string(),
-            top1_agreement,
-            kl_mean,
-            recomputed_fraction: mean(&recomputed),
-            ttft_ms: mean(&ttft),
-            within_budget: match objective {
-                RecoveryObjective::Top1 => top1_agreement >= budget,
-                RecoveryObjective::Kl => kl_mean <= budget,
-            },
-        });
-        progress(done + 1, tried.len());
-    }
+        .map(|p| RecoveryPoint {
+            point: p.clone(),
+            within_budget: objective.met(p, budget),
+        })
+        .collect();
     let chosen = points
         .iter()
-        .find(|p| p.within_budget)
-        .or(points.last())
-        .expect("at least one candidate");
-    Ok(RecoveryCalibration {
+        .filter(|p| p.within_budget)
+        .max_by(|a, b| {
+            a.point
+                .speedup_vs_exact
+                .total_cmp(&b.point.speedup_vs_exact)
+        })
+        .or_else(|| {
+            points.iter().min_by(|a, b| {
+                objective
+                    .error(&a.point)
+                    .total_cmp(&objective.error(&b.point))
+            })
+        })
+        .expect("at least one setting");
+    let calibration = RecoveryCalibration {
         objective,
         budget,
         positions: options.positions.name().into(),
+        encoding: frontier.encoding.clone(),
+        kind: kind.into(),
         prompts: prompts.len(),
-        chosen: chosen.recovery.clone(),
+        chosen: chosen.point.recovery.clone(),
         met: chosen.within_budget,
         points,
-    })
+    };
+    Ok((calibration, frontier))
 }

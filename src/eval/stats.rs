@@ -34,6 +34,32 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
 }
 
+/// One-sided z for 95% confidence.
+pub const Z_95: f64 = 1.645;
+
+/// Upper 95% bound of a paired accuracy loss in points: `(max(b − c, 0) +
+/// 1.645·√(b + c)) / n` with `lost` = b answers the exact run gets right and
+/// the reusing run wrong, `gained` = c the reverse. A net gain is not
+/// credited: answers a setting happens to gain on the calibration split must
+/// not pay for the flips it makes.
+pub fn accuracy_loss_bound(lost: usize, gained: usize, n: usize) -> f64 {
+    let flips = (lost + gained) as f64;
+    let net_loss = lost.saturating_sub(gained) as f64;
+    (net_loss + Z_95 * flips.sqrt()) / n.max(1) as f64 * 100.0
+}
+
+/// Upper 95% bound of the mean of `values`: mean + 1.645 · sd / √n (the mean
+/// itself for one value).
+pub fn mean_upper_bound(values: &[f64]) -> f64 {
+    let n = values.len() as f64;
+    let m = mean(values);
+    if values.len() < 2 {
+        return m;
+    }
+    let var = values.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (n - 1.0);
+    m + Z_95 * (var / n).sqrt()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -220,19 +220,41 @@ pub fn attention(
     attention_masked((q, k, v), heads, v_cols, (m, n, d), &mask)
 }
 
+/// APE's attention rescaling: the scores `s` (already scaled by 1/√d) of
+/// the query rows flagged in `rows` over the keys flagged in `keys` become
+/// `s / temperature + ln(scale)` — those keys' softmax weights
+/// `exp(s / temperature)` times `scale` — before the softmax.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRescale<'a> {
+    /// One flag per query row.
+    pub rows: &'a [bool],
+    /// One flag per key.
+    pub keys: &'a [bool],
+    /// T.
+    pub temperature: f32,
+    /// S.
+    pub scale: f32,
+}
+
 /// [`attention`] for query rows that sit anywhere among the keys: query `i`
 /// sees keys `0..=last_key[i]` (a causal pass over some rows of a prompt
-/// whose other rows' keys and values are given).
+/// whose other rows' keys and values are given), optionally rescaled.
 pub fn attention_rows(
     (q, k, v): (View, View, View),
     heads: &[HeadMap],
     v_cols: &[usize],
     (keys, d): (usize, usize),
-    last_key: &[usize],
+    (last_key, rescale): (&[usize], Option<KeyRescale>),
 ) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
     let mask = |scores: &mut [f32]| {
-        for (row, &last) in scores.chunks_mut(keys).zip(last_key) {
+        for (i, (row, &last)) in scores.chunks_mut(keys).zip(last_key).enumerate() {
             row[last + 1..].fill(f32::NEG_INFINITY);
+            if let Some(r) = rescale.filter(|r| r.rows[i]) {
+                let (inv_t, ln_s) = (1.0 / r.temperature, r.scale.ln());
+                for (s, _) in row[..=last].iter_mut().zip(r.keys).filter(|(_, k)| **k) {
+                    *s = *s * inv_t + ln_s;
+                }
+            }
         }
     };
     attention_masked((q, k, v), heads, v_cols, (last_key.len(), keys, d), &mask)

@@ -17,6 +17,12 @@
 //! - **contiguous** (CacheBlend, EPIC): modules in the prompt's order,
 //!   positions 0, 1, 2, … as a normally written prompt; stored keys are
 //!   rotated to where their rows land.
+//!
+//! The **preamble** — the tokens that precede the modules in every prompt
+//! (the chat template's header under `--chat`, the schema's `preamble`, or a
+//! one-token document separator for a raw `prefixed` store) — comes first, at
+//! positions 0, 1, …; a `prefixed` store encodes every module after it and
+//! serves its rows too, an `alone` store computes them per prompt.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -101,18 +107,112 @@ impl ModuleTokens {
     }
 }
 
-/// Every module of a schema tokenized, with the schema's end position.
+/// How a store encodes its modules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Each module after the preamble, at the positions that follow it
+    /// (CacheBlend, APE): every module shares the prompt's one attention
+    /// sink, the preamble's keys and values are stored once, and the library
+    /// may hold any number of modules.
+    Prefixed,
+    /// Each module on its own at its schema positions (Prompt Cache): every
+    /// module re-creates its own attention sink, the preamble is computed
+    /// per prompt, and the whole schema must fit the context.
+    Alone,
+}
+
+impl Encoding {
+    /// `prefixed` or `alone`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "prefixed" => Ok(Self::Prefixed),
+            "alone" => Ok(Self::Alone),
+            _ => bail!("unknown --encode {s:?}: use prefixed or alone"),
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Prefixed => "prefixed",
+            Self::Alone => "alone",
+        }
+    }
+}
+
+/// The one-token preamble of a raw prompt whose schema names none, in a
+/// `prefixed` store: the document separator, so that every module is encoded
+/// after the sink the whole prompt shares.
+pub const DOCUMENT_SEPARATOR: &str = "<|endoftext|>";
+
+/// How a schema is encoded: what [`TokenizedSchema::new`] needs beyond the
+/// schema.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeOptions<'a> {
+    /// Prefixed or alone.
+    pub encoding: Encoding,
+    /// The chat template, when the store serves chat prompts.
+    pub chat: Option<&'a ChatTemplate>,
+}
+
+/// The chat template's tokens before the first module: the system turn's
+/// opening when the schema has a system module, else the default system turn
+/// and the user turn's opening.
+fn chat_head(chat: &ChatTemplate, has_system: bool) -> String {
+    if has_system {
+        return "<|im_start|>system\n".into();
+    }
+    let head = ChatTemplate {
+        default_system: chat.default_system.clone(),
+    }
+    .user_prompt("\u{0}");
+    head.split('\u{0}').next().unwrap_or_default().to_string()
+}
+
+/// Every module of a schema tokenized, with the schema's end position and
+/// the preamble.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenizedSchema {
     /// The modules, in schema order.
     pub modules: Vec<ModuleTokens>,
     /// Positions the whole schema spans.
     pub end: usize,
+    /// How the modules were encoded.
+    pub encoding: Encoding,
+    /// Built for chat prompts.
+    pub chat: bool,
+    /// The preamble's tokens (empty: none), at positions `0..len`.
+    pub preamble: Vec<u32>,
 }
 
 impl TokenizedSchema {
-    /// Tokenizes every module and assigns the schema's position ranges.
-    pub fn new(schema: &Schema, tokenizer: &TextTokenizer) -> anyhow::Result<Self> {
+    /// Tokenizes the preamble and every module and assigns the schema's
+    /// position ranges.
+    pub fn new(
+        schema: &Schema,
+        tokenizer: &TextTokenizer,
+        options: EncodeOptions,
+    ) -> anyhow::Result<Self> {
+        let has_system = schema.modules.first().and_then(|m| m.role) == Some(Role::System);
+        let mut pieces: Vec<String> = Vec::new();
+        if let Some(chat) = options.chat {
+            pieces.push(chat_head(chat, has_system));
+        }
+        match &schema.preamble {
+            Some(text) => pieces.push(text.clone()),
+            None if options.chat.is_none()
+                && options.encoding == Encoding::Prefixed
+                && tokenizer.token_id(DOCUMENT_SEPARATOR).is_some() =>
+            {
+                pieces.push(DOCUMENT_SEPARATOR.into())
+            }
+            None => {}
+        }
+        let mut preamble = Vec::new();
+        for piece in &pieces {
+            preamble.extend(tokenizer.encode(piece)?.ids);
+        }
         let mut modules = Vec::with_capacity(schema.modules.len());
         for spec in &schema.modules {
             let (mut segments, mut at, mut row) = (Vec::new(), 0, 0);
@@ -186,7 +286,30 @@ impl TokenizedSchema {
         Ok(Self {
             modules,
             end: cursor,
+            encoding: options.encoding,
+            chat: options.chat.is_some(),
+            preamble,
         })
+    }
+
+    /// Where module rows were encoded: `(position of its first stored row's
+    /// module start)` — after the preamble for `prefixed`, at the schema
+    /// offset for `alone`.
+    pub fn encoded_at(&self, module: &ModuleTokens) -> usize {
+        match self.encoding {
+            Encoding::Prefixed => self.preamble.len(),
+            Encoding::Alone => module.offset,
+        }
+    }
+
+    /// The position of every stored row of `module` as encoded.
+    pub fn encoded_positions(&self, module: &ModuleTokens) -> Vec<usize> {
+        let base = self.encoded_at(module);
+        module
+            .stored_positions()
+            .into_iter()
+            .map(|p| p - module.offset + base)
+            .collect()
     }
 
     /// The module named `name`.
@@ -224,25 +347,34 @@ impl Positions {
     }
 }
 
+/// A block of stored rows: the preamble or a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Block {
+    /// The preamble (`prefixed` stores).
+    Preamble,
+    /// A module (index in the schema).
+    Module(usize),
+}
+
 /// Where a stored row comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredRow {
-    /// The module (index in the schema).
-    pub module: usize,
+    /// The block.
+    pub block: Block,
     /// Its stored row.
     pub row: usize,
-    /// Its schema position (where its keys were rotated at build).
+    /// The position its keys were rotated for at build.
     pub stored: usize,
 }
 
 /// A run of rows of one kind in a layout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Span {
-    /// The module's name, or `chat`, `question`, `MODULE.PARAM`.
+    /// The module's name, or `preamble`, `chat`, `question`, `MODULE.PARAM`.
     pub label: String,
-    /// The module (index in the schema) when the rows are a module's text.
+    /// The stored block when the rows come from the store.
     #[serde(skip)]
-    pub module: Option<usize>,
+    pub block: Option<Block>,
     /// Its rows.
     pub rows: Range<usize>,
 }
@@ -311,20 +443,38 @@ impl Builder<'_> {
         self.layout.stored.push(stored);
     }
 
-    fn span(&mut self, label: &str, module: Option<usize>, start: usize) {
+    fn span(&mut self, label: &str, block: Option<Block>, start: usize) {
         let end = self.layout.ids.len();
         if end > start {
             self.layout.spans.push(Span {
                 label: label.to_string(),
-                module,
+                block,
                 rows: start..end,
             });
         }
     }
 
+    /// The preamble's rows at positions 0, 1, …: from the store when it is
+    /// `prefixed`, computed otherwise.
+    fn push_preamble(&mut self, schema: &TokenizedSchema) {
+        let start = self.layout.ids.len();
+        let stored = schema.encoding == Encoding::Prefixed;
+        for (i, &id) in schema.preamble.iter().enumerate() {
+            let source = stored.then_some(StoredRow {
+                block: Block::Preamble,
+                row: i,
+                stored: i,
+            });
+            let position = self.next_position();
+            self.push(id, position, source);
+            self.base += 1;
+        }
+        self.span("preamble", stored.then_some(Block::Preamble), start);
+    }
+
     fn push_module(
         &mut self,
-        index: usize,
+        (index, encoded_at): (usize, usize),
         m: &ModuleTokens,
         args: Option<&BTreeMap<String, String>>,
     ) -> anyhow::Result<()> {
@@ -333,19 +483,18 @@ impl Builder<'_> {
             match segment {
                 Segment::Text { ids, at, row } => {
                     for (i, &id) in ids.iter().enumerate() {
-                        let stored = m.offset + at + i;
                         let position = match self.positions {
                             Positions::Contiguous => self.layout.ids.len(),
-                            Positions::Schema => stored + self.base,
+                            Positions::Schema => m.offset + at + i + self.base,
                         };
                         let source = StoredRow {
-                            module: index,
+                            block: Block::Module(index),
                             row: row + i,
-                            stored,
+                            stored: encoded_at + at + i,
                         };
                         self.push(id, position, Some(source));
                     }
-                    self.span(&m.name, Some(index), start);
+                    self.span(&m.name, Some(Block::Module(index)), start);
                 }
                 Segment::Param { name, at, reserve } => {
                     let Some(value) = args.and_then(|a| a.get(name)) else {
@@ -398,6 +547,17 @@ impl Layout {
         if options.positions == Positions::Schema {
             order.sort_by_key(|&i| (schema.modules[i].offset, i));
         }
+        if options.chat.is_some() != schema.chat {
+            bail!(
+                "the store was built for {} prompts: {}",
+                if schema.chat { "chat" } else { "raw" },
+                if schema.chat {
+                    "run with --chat, or rebuild it without --chat (attncache modules build --schema FILE --out DIR)"
+                } else {
+                    "run without --chat, or rebuild it with --chat (attncache modules build --chat --schema FILE --out DIR)"
+                }
+            );
+        }
         let system = order
             .iter()
             .position(|&i| schema.modules[i].role == Some(Role::System));
@@ -413,26 +573,17 @@ impl Layout {
             base: 0,
         };
         let args = |i: usize| prompt.args.get(&schema.modules[i].name);
-        if let Some(chat) = options.chat {
-            match system {
-                Some(at) => {
-                    let i = order.remove(at);
-                    b.push_fresh("chat", "<|im_start|>system\n", true)?;
-                    b.push_module(i, &schema.modules[i], args(i))?;
-                    b.push_fresh("chat", "<|im_end|>\n<|im_start|>user\n", true)?;
-                }
-                None => {
-                    let head = ChatTemplate {
-                        default_system: chat.default_system.clone(),
-                    }
-                    .user_prompt("\u{0}");
-                    let head = head.split('\u{0}').next().unwrap_or_default();
-                    b.push_fresh("chat", head, true)?;
-                }
-            }
+        let module = |i: usize| (i, schema.encoded_at(&schema.modules[i]));
+        b.push_preamble(schema);
+        if options.chat.is_some()
+            && let Some(at) = system
+        {
+            let i = order.remove(at);
+            b.push_module(module(i), &schema.modules[i], args(i))?;
+            b.push_fresh("chat", "<|im_end|>\n<|im_start|>user\n", true)?;
         }
         for i in order {
-            b.push_module(i, &schema.modules[i], args(i))?;
+            b.push_module(module(i), &schema.modules[i], args(i))?;
         }
         let question_start = match options.positions {
             Positions::Schema => (schema.end + b.base).max(b.next_position()),
@@ -491,6 +642,31 @@ impl Layout {
         self.stored.iter().filter(|s| s.is_some()).count()
     }
 
+    /// Stored rows whose keys and values are exactly what a full prefill
+    /// computes (up to storage rounding): the stored preamble and the stored
+    /// run that follows it directly at the positions it was encoded for —
+    /// nothing before them is missing from their encoding. The preamble
+    /// comes first, so its rows are always among them.
+    pub fn exact_rows(&self) -> Vec<usize> {
+        let mut exact = Vec::new();
+        for (r, s) in self.stored.iter().enumerate() {
+            match s {
+                Some(s) if s.block == Block::Preamble => exact.push(r),
+                // Nothing before it: rotation changes no relative distance.
+                Some(s) if exact.len() == r && (r == 0 || s.stored == self.positions[r]) => {
+                    let block = s.block;
+                    exact.extend(
+                        (r..self.len())
+                            .take_while(|&q| self.stored[q].is_some_and(|t| t.block == block)),
+                    );
+                    break;
+                }
+                _ => break,
+            }
+        }
+        exact
+    }
+
     /// Rows computed fresh (not in any module's text).
     pub fn fresh_rows(&self) -> Vec<usize> {
         (0..self.len())
@@ -507,17 +683,29 @@ impl Layout {
             .map_or(self.len() - 1..self.len(), |s| s.rows.clone())
     }
 
-    /// Stored module rows by module, in layout order: (module, rows).
-    pub fn module_runs(&self) -> Vec<(usize, Vec<usize>)> {
-        let mut runs: Vec<(usize, Vec<usize>)> = Vec::new();
+    /// Stored rows by block (the preamble, then modules), in layout order:
+    /// (block, rows).
+    pub fn block_runs(&self) -> Vec<(Block, Vec<usize>)> {
+        let mut runs: Vec<(Block, Vec<usize>)> = Vec::new();
         for (r, s) in self.stored.iter().enumerate() {
             if let Some(s) = s {
                 match runs.last_mut() {
-                    Some((m, rows)) if *m == s.module => rows.push(r),
-                    _ => runs.push((s.module, vec![r])),
+                    Some((b, rows)) if *b == s.block => rows.push(r),
+                    _ => runs.push((s.block, vec![r])),
                 }
             }
         }
         runs
+    }
+
+    /// Stored module rows by module, in layout order: (module, rows).
+    pub fn module_runs(&self) -> Vec<(usize, Vec<usize>)> {
+        self.block_runs()
+            .into_iter()
+            .filter_map(|(b, rows)| match b {
+                Block::Module(m) => Some((m, rows)),
+                Block::Preamble => None,
+            })
+            .collect()
     }
 }

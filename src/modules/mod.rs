@@ -10,7 +10,7 @@
 //! - [`prompt`]: prompts over a schema (JSONL).
 //! - [`layout`]: tokenized modules and a prompt's rows and positions.
 //! - [`store`]: the module key/value store on disk.
-//! - [`recovery`]: `none`, `first:K`, `select:R`.
+//! - [`recovery`]: `none`, `first:K`, `select:R`, `probe:R`, `probe-modules:M`.
 //! - [`prefill`]: exact, prefix-cache and modular prefill of a layout.
 //! - [`workload`]: generated multi-document, passkey and few-shot workloads.
 
@@ -24,9 +24,9 @@ pub mod store;
 pub mod workload;
 
 pub use error::StoreError;
-pub use layout::{Layout, LayoutOptions, Positions, TokenizedSchema};
+pub use layout::{EncodeOptions, Encoding, Layout, LayoutOptions, Positions, TokenizedSchema};
 pub use prefill::{Decision, Prefill, Stages};
 pub use prompt::{PromptSpec, load_prompts};
-pub use recovery::Recovery;
+pub use recovery::{Recovery, Rescale, Setting};
 pub use schema::Schema;
-pub use store::{ModuleStore, StoreSummary, build_store, decoder_of};
+pub use store::{BuildOptions, ModuleStore, StoreSummary, build_store, decoder_of};

@@ -9,10 +9,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::layout::Block;
 use super::layout::Layout;
-use super::recovery::Recovery;
+use super::recovery::{Recovery, Setting};
 use super::store::ModuleStore;
-use crate::model::llama::{KvCache, LlamaDecoder, Prefilled, RowPass, RowsOutput, Selection};
+use crate::model::llama::{
+    KvCache, LlamaDecoder, Prefilled, RowPass, RowRescale, RowsOutput, Selection,
+};
 use crate::model::ms;
 
 /// Where a prefill's time went, ms.
@@ -22,6 +25,8 @@ pub struct Stages {
     pub load_ms: f64,
     /// Rotating stored keys to their positions.
     pub rotate_ms: f64,
+    /// The question's probe pass (question-aware recomputation).
+    pub probe_ms: f64,
     /// The layers.
     pub forward_ms: f64,
     /// Final norm and next-token logits.
@@ -33,7 +38,7 @@ pub struct Stages {
 /// What happened to one run of rows of the prompt.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
-    /// The module's name, or `chat`, `question`, `MODULE.PARAM`.
+    /// The module's name, or `preamble`, `chat`, `question`, `MODULE.PARAM`.
     pub label: String,
     /// `cached` (from the store, some rows maybe recomputed) or `computed`.
     pub state: &'static str,
@@ -62,16 +67,19 @@ pub struct Prefill {
     pub maps: Vec<Vec<Vec<f32>>>,
 }
 
-/// Runs the pass and reads the last row's logits.
+/// Runs the pass (rescaled, if asked) and reads the last row's logits.
 fn finish(
     decoder: &LlamaDecoder,
-    pass: RowPass,
+    (pass, rescale): (RowPass, Option<RowRescale>),
     mut kv: KvCache,
     mut stages: Stages,
     start: Instant,
 ) -> anyhow::Result<(Prefilled, RowsOutput, Stages)> {
     let t = Instant::now();
-    let out = decoder.forward_rows(pass, &mut kv)?;
+    let out = match rescale {
+        Some(r) => decoder.forward_rows_rescaled(pass, &mut kv, r)?,
+        None => decoder.forward_rows(pass, &mut kv)?,
+    };
     stages.forward_ms = ms(t.elapsed());
     let t = Instant::now();
     let last = pass.ids.len() - 1;
@@ -109,7 +117,7 @@ pub fn exact(
         select: None,
         capture,
     };
-    let (state, out, stages) = finish(decoder, pass, kv, Stages::default(), start)?;
+    let (state, out, stages) = finish(decoder, (pass, None), kv, Stages::default(), start)?;
     Ok(Prefill {
         state,
         stages,
@@ -158,7 +166,7 @@ pub fn prefix(
         select: None,
         capture: &[],
     };
-    let (state, _, stages) = finish(decoder, pass, kv, stages, start)?;
+    let (state, _, stages) = finish(decoder, (pass, None), kv, stages, start)?;
     Ok(Prefill {
         state,
         stages,
@@ -183,9 +191,9 @@ pub fn prefix(
     })
 }
 
-/// The modular prefill: stored rows loaded and rotated to the layout's
-/// positions, fresh rows computed, `recovery` recomputing some stored rows;
-/// maps of `capture` rows (fresh ones) kept.
+/// The modular prefill: stored rows (the preamble's and the modules') loaded
+/// and rotated to the layout's positions, fresh rows computed, `recovery`
+/// recomputing some stored rows; maps of `capture` rows (fresh ones) kept.
 pub fn modular(
     decoder: &LlamaDecoder,
     store: &ModuleStore,
@@ -193,14 +201,26 @@ pub fn modular(
     recovery: Recovery,
     capture: &[usize],
 ) -> anyhow::Result<Prefill> {
+    modular_with(decoder, store, layout, recovery.into(), capture)
+}
+
+/// [`modular`] with a complete setting: the recovery and APE's rescaling of
+/// the question's attention to cached module tokens (none at T = S = 1).
+pub fn modular_with(
+    decoder: &LlamaDecoder,
+    store: &ModuleStore,
+    layout: &Layout,
+    setting: Setting,
+    capture: &[usize],
+) -> anyhow::Result<Prefill> {
+    let recovery = setting.recovery;
     let start = Instant::now();
     let n = layout.len();
     let mut stages = Stages::default();
     let t = Instant::now();
     let mut kv = decoder.kv_cache(n);
-    let runs = layout.module_runs();
-    for (module, rows) in &runs {
-        // A module's rows land in runs of consecutive rows (parameter values
+    for (block, rows) in &layout.block_runs() {
+        // A block's rows land in runs of consecutive rows (parameter values
         // split them); copy each run at once.
         let mut i = 0;
         while i < rows.len() {
@@ -209,7 +229,7 @@ pub fn modular(
                 j += 1;
             }
             let first = layout.stored[rows[i]].expect("stored row").row;
-            store.load_rows(*module, first..first + (j - i), &mut kv, rows[i])?;
+            store.load_rows(*block, first..first + (j - i), &mut kv, rows[i])?;
             i = j;
         }
     }
@@ -221,20 +241,44 @@ pub fn modular(
     decoder.shift_keys(&mut kv, 0..n, (&from, &layout.positions));
     stages.rotate_ms = ms(t.elapsed());
     let mut computed = layout.fresh_rows();
-    let select = match recovery {
-        Recovery::None => None,
+    let mut select = None;
+    match recovery {
+        Recovery::None => {}
         Recovery::First(k) => {
-            for (_, rows) in runs.iter().skip(1) {
+            for (_, rows) in layout.module_runs().iter().skip(1) {
                 computed.extend(rows.iter().take(k));
             }
-            computed.sort_unstable();
-            None
         }
-        Recovery::Select(r) => Some(Selection {
-            at: 1,
-            fraction: r / 100.0,
-        }),
-    };
+        Recovery::Select(r) => {
+            select = Some(Selection {
+                at: 1,
+                fraction: r / 100.0,
+            })
+        }
+        Recovery::Probe { .. } | Recovery::ProbeModules(_) => {
+            let t = Instant::now();
+            let question: Vec<usize> = layout.question_rows().collect();
+            let layers = match recovery {
+                Recovery::Probe { layers, .. } => layers,
+                _ => 0,
+            };
+            let mass = decoder.probe_rows(
+                RowPass {
+                    ids: &layout.ids,
+                    positions: &layout.positions,
+                    computed: &computed,
+                    select: None,
+                    capture: &question,
+                },
+                &mut kv,
+                layers,
+            )?;
+            computed.extend(question_aware_choice(layout, &mass, recovery));
+            stages.probe_ms = ms(t.elapsed());
+        }
+    }
+    computed.sort_unstable();
+    computed.dedup();
     let pass = RowPass {
         ids: &layout.ids,
         positions: &layout.positions,
@@ -242,7 +286,22 @@ pub fn modular(
         select,
         capture,
     };
-    let (state, out, stages) = finish(decoder, pass, kv, stages, start)?;
+    let question: Vec<usize> = layout.question_rows().collect();
+    let module_keys: Vec<bool> = layout
+        .stored
+        .iter()
+        .map(|s| s.is_some_and(|s| matches!(s.block, Block::Module(_))))
+        .collect();
+    let rescale = setting
+        .rescale
+        .filter(|r| !r.is_identity())
+        .map(|r| RowRescale {
+            rows: &question,
+            keys: &module_keys,
+            temperature: r.temperature as f32,
+            scale: r.scale as f32,
+        });
+    let (state, out, stages) = finish(decoder, (pass, rescale), kv, stages, start)?;
     let recomputed: Vec<usize> = match recovery {
         Recovery::Select(_) => out.selected.clone(),
         _ => computed
@@ -255,7 +314,7 @@ pub fn modular(
         .spans
         .iter()
         .map(|span| {
-            let cached = span.module.is_some();
+            let cached = span.block.is_some();
             Decision {
                 label: span.label.clone(),
                 state: if cached { "cached" } else { "computed" },
@@ -278,4 +337,43 @@ pub fn modular(
         bytes_loaded: (cached_rows * store.manifest().bytes_per_token) as u64,
         maps: out.maps,
     })
+}
+
+/// The stored rows question-aware recomputation recomputes, given the
+/// attention `mass` every row receives from the question: the `probe:R`
+/// share of cached rows with the most mass, or every row of the
+/// `probe-modules:M` modules with the most mass summed. Rows that are already
+/// exact ([`Layout::exact_rows`]) come last, so 100 % (or every module)
+/// recomputes everything.
+pub fn question_aware_choice(layout: &Layout, mass: &[f32], recovery: Recovery) -> Vec<usize> {
+    let exact = layout.exact_rows();
+    let is_exact = |r: usize| exact.binary_search(&r).is_ok();
+    match recovery {
+        Recovery::Probe { percent, .. } => {
+            let mut rows: Vec<usize> = (0..layout.len())
+                .filter(|&r| layout.stored[r].is_some())
+                .collect();
+            let take = ((percent / 100.0).clamp(0.0, 1.0) * rows.len() as f64).ceil() as usize;
+            rows.sort_by(|&a, &b| {
+                is_exact(a)
+                    .cmp(&is_exact(b))
+                    .then(mass[b].total_cmp(&mass[a]))
+            });
+            rows.truncate(take);
+            rows
+        }
+        Recovery::ProbeModules(m) => {
+            let mut blocks: Vec<(bool, f32, Vec<usize>)> = layout
+                .block_runs()
+                .into_iter()
+                .map(|(_, rows)| {
+                    let sum = rows.iter().map(|&r| mass[r]).sum();
+                    (rows.iter().all(|&r| is_exact(r)), sum, rows)
+                })
+                .collect();
+            blocks.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+            blocks.into_iter().take(m).flat_map(|b| b.2).collect()
+        }
+        _ => Vec::new(),
+    }
 }

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! name = "docs"                     # optional
+//! preamble = "Answer from the documents below.\n"   # optional: precedes every module
 //! [[module]]
 //! name = "system"
 //! text = "You answer questions about films."
@@ -98,6 +99,11 @@ pub struct Schema {
     /// A name for messages and reports (default: the file's stem).
     #[serde(default)]
     pub name: String,
+    /// Text that precedes the modules in every prompt (raw prompts; under
+    /// `--chat` it follows the chat template's header). A `prefixed` store
+    /// encodes every module after it and stores its keys and values once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preamble: Option<String>,
     /// The modules, in schema order.
     #[serde(rename = "module", alias = "modules")]
     pub modules: Vec<ModuleSpec>,
@@ -147,6 +153,9 @@ impl Schema {
     pub fn check(&self) -> anyhow::Result<()> {
         if self.modules.is_empty() {
             bail!("no modules: add [[module]] tables with a name and a text");
+        }
+        if self.preamble.as_deref().is_some_and(str::is_empty) {
+            bail!("the preamble is empty: remove it or give it text");
         }
         let mut names = HashSet::new();
         for (i, m) in self.modules.iter().enumerate() {

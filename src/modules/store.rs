@@ -3,10 +3,12 @@
 //! f16, memory-mapped, under the discipline every attncache store shares
 //! ([`crate::storage`]).
 //!
-//! Files: `manifest.json`; `schema.json` (the schema as read); `modules.json`
-//! (the tokenized modules: segments, positions, rows, offsets); `kv.bin`
-//! (f16 LE; module `m` of `R` rows holds `[L][2][R][Hkv·d]` — keys then
-//! values per layer — from its offset).
+//! Files: `manifest.json` (with the encoding, chat flag and preamble tokens);
+//! `schema.json` (the schema as read); `modules.json` (the tokenized modules:
+//! segments, positions, rows, offsets, content keys); `kv.bin` (f16 LE; a
+//! block of `R` rows holds `[L][2][R][Hkv·d]` — keys then values per layer —
+//! from its offset: the preamble's first in a `prefixed` store, then every
+//! module's).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,15 +22,19 @@ use half::slice::HalfFloatSliceExt;
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
+use sha2::{Digest, Sha256};
+
 use super::error::StoreError;
-use super::layout::{ModuleTokens, TokenizedSchema};
+use super::layout::{Block, EncodeOptions, Encoding, ModuleTokens, TokenizedSchema};
 use super::schema::Schema;
 use crate::model::Model;
 use crate::model::llama::{KvCache, LlamaDecoder, RowPass};
 use crate::storage::{FileRecord, ModelIdentity, StagedDir, check_files, read_json, verify_files};
 
 /// Version of the on-disk format; a store of another version is refused.
-pub const STORE_VERSION: u32 = 1;
+/// (2: the encoding and the preamble; stores of version 1 are refused with
+/// a line saying how to rebuild.)
+pub const STORE_VERSION: u32 = 2;
 
 /// What a module store is, in messages.
 pub const STORE_KIND: &str = "an attncache module store";
@@ -49,6 +55,12 @@ pub struct StoreManifest {
     pub schema_name: String,
     /// sha256 of the schema's content ([`Schema::sha256`]).
     pub schema_sha256: String,
+    /// How the modules were encoded.
+    pub encoding: Encoding,
+    /// Built for chat prompts.
+    pub chat: bool,
+    /// The preamble's tokens (stored once in a `prefixed` store).
+    pub preamble: Vec<u32>,
     /// Storage type (always `f16`).
     pub kv_dtype: String,
     /// Modules stored.
@@ -73,6 +85,9 @@ pub struct StoredModule {
     pub tokens: ModuleTokens,
     /// Offset of its keys and values in `kv.bin`, in f16 values.
     pub kv_offset: u64,
+    /// sha256 of what its rows depend on (tokens, preamble, positions,
+    /// encoding): a rebuild copies a module whose key is unchanged.
+    pub content_sha256: String,
 }
 
 /// An open, checked module store.
@@ -82,6 +97,7 @@ pub struct ModuleStore {
     schema: Schema,
     tokenized: TokenizedSchema,
     offsets: Vec<u64>,
+    keys: Vec<String>,
     kv: Mmap,
 }
 
@@ -105,6 +121,14 @@ pub struct StoreSummary {
     pub tokens: usize,
     /// Bytes on disk.
     pub bytes: u64,
+    /// How the modules were encoded.
+    pub encoding: Encoding,
+    /// Tokens of the preamble.
+    pub preamble_tokens: usize,
+    /// Modules encoded by this build.
+    pub encoded: usize,
+    /// Modules copied unchanged from the store that was at `--out`.
+    pub reused: usize,
 }
 
 /// The decoder of `model`, or the one-line refusal for an encoder.
@@ -116,14 +140,61 @@ pub fn decoder_of(model: &Model) -> anyhow::Result<&LlamaDecoder> {
     })
 }
 
-/// Runs every module of `schema` on its own (at its schema positions) and
-/// stores its keys and values at `out`. `progress(done, total)` after each
-/// module; setting `cancel` stops the build and leaves any store at `out`
-/// untouched.
+/// How a store is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Prefixed (after the preamble) or alone (at schema positions).
+    pub encoding: Encoding,
+    /// For chat prompts (the model's chat template's header is the
+    /// preamble's start).
+    pub chat: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            encoding: Encoding::Prefixed,
+            chat: false,
+        }
+    }
+}
+
+/// sha256 of what a module's stored rows depend on besides the model: the
+/// format version, the encoding, the preamble's tokens, the module's tokens
+/// and the positions they were encoded at (integers little-endian).
+fn content_key(tokenized: &TokenizedSchema, module: &ModuleTokens) -> String {
+    let mut h = Sha256::new();
+    h.update(STORE_VERSION.to_le_bytes());
+    h.update(tokenized.encoding.name().as_bytes());
+    let words = |h: &mut Sha256, xs: &mut dyn Iterator<Item = u32>| {
+        let xs: Vec<u32> = xs.collect();
+        h.update((xs.len() as u32).to_le_bytes());
+        xs.iter().for_each(|x| h.update(x.to_le_bytes()));
+    };
+    words(&mut h, &mut tokenized.preamble.iter().copied());
+    words(&mut h, &mut module.stored_ids().into_iter());
+    words(
+        &mut h,
+        &mut tokenized
+            .encoded_positions(module)
+            .into_iter()
+            .map(|p| p as u32),
+    );
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs the preamble once and every module of `schema` after it (`prefixed`)
+/// or on its own at its schema positions (`alone`), and stores their keys and
+/// values at `out`, one module at a time (memory bounded by one module).
+/// Modules whose content key matches one in a store already at `out` (same
+/// model) are copied from it instead of encoded. `progress(done, total)`
+/// after each module; setting `cancel` stops the build and leaves any store
+/// at `out` untouched.
 pub fn build_store(
     model: &Model,
     schema: &Schema,
     out: &Path,
+    options: BuildOptions,
     progress: &mut dyn FnMut(usize, usize),
     cancel: &AtomicBool,
 ) -> anyhow::Result<StoreSummary> {
@@ -132,46 +203,81 @@ pub fn build_store(
         bail!("module stores are built on the CPU: pass --device cpu");
     }
     let identity = ModelIdentity::of(model)?;
-    let tokenized = TokenizedSchema::new(schema, &model.tokenizer)?;
-    let max = decoder.shape().max_positions;
-    if let Some(m) = tokenized.modules.iter().find(|m| m.offset + m.span > max) {
-        bail!(
-            "module {:?} ends at position {}, past the model's context of {max}: shorten the schema",
-            m.name,
-            m.offset + m.span
-        );
-    }
+    let tokenized = TokenizedSchema::new(
+        schema,
+        &model.tokenizer,
+        EncodeOptions {
+            encoding: options.encoding,
+            chat: options.chat.then_some(decoder.chat()),
+        },
+    )?;
+    check_bound(&tokenized, decoder.shape().max_positions)?;
+    let previous = ModuleStore::open(out, &identity).ok();
+    let reusable: BTreeMap<&str, usize> = previous
+        .iter()
+        .flat_map(|p| p.keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)))
+        .collect();
+    let cancelled = || {
+        anyhow::anyhow!(
+            "build cancelled; the store at {} is unchanged",
+            out.display()
+        )
+    };
     let staged = StagedDir::new(out)?;
     let mut kv_file = BufWriter::new(File::create(staged.path().join("kv.bin"))?);
-    let mut stored = Vec::with_capacity(tokenized.modules.len());
-    let (mut offset, mut buf) = (0u64, Vec::<f16>::new());
-    let total = tokenized.modules.len();
-    for (done, module) in tokenized.modules.iter().enumerate() {
-        if cancel.load(Ordering::Relaxed) {
-            bail!(
-                "build cancelled; the store at {} is unchanged",
-                out.display()
-            );
-        }
-        let kv = encode_module(decoder, module)?;
+    let mut buf = Vec::<f16>::new();
+    let mut write = |kv: &KvCache, file: &mut BufWriter<File>| -> std::io::Result<u64> {
         for layer in &kv.layers {
             for values in [&layer.k, &layer.v] {
                 buf.resize(values.len(), f16::ZERO);
                 buf.convert_from_f32_slice(values);
-                kv_file.write_all(bytemuck::cast_slice(&buf))?;
+                file.write_all(bytemuck::cast_slice(&buf))?;
             }
         }
+        Ok((kv.layers.len() * 2 * kv.rows() * kv.width) as u64)
+    };
+    let preamble = match tokenized.encoding {
+        Encoding::Prefixed if !tokenized.preamble.is_empty() => {
+            let kv = encode_preamble(decoder, &tokenized.preamble)?;
+            write(&kv, &mut kv_file)?;
+            Some(kv)
+        }
+        _ => None,
+    };
+    let mut offset = preamble
+        .as_ref()
+        .map_or(0, |kv| (kv.layers.len() * 2 * kv.rows() * kv.width) as u64);
+    let mut stored = Vec::with_capacity(tokenized.modules.len());
+    let (total, mut reused) = (tokenized.modules.len(), 0);
+    for (done, module) in tokenized.modules.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(cancelled());
+        }
+        let key = content_key(&tokenized, module);
+        let values = match (&previous, reusable.get(key.as_str())) {
+            (Some(p), Some(&i)) => {
+                kv_file.write_all(p.module_bytes(i))?;
+                reused += 1;
+                p.module_bytes(i).len() as u64 / 2
+            }
+            _ => {
+                let kv = encode_module(decoder, &tokenized, module, preamble.as_ref())?;
+                write(&kv, &mut kv_file)?
+            }
+        };
         stored.push(StoredModule {
             tokens: module.clone(),
             kv_offset: offset,
+            content_sha256: key,
         });
-        offset += (kv.layers.len() * 2 * module.rows * kv.width) as u64;
+        offset += values;
         progress(done + 1, total);
     }
     kv_file
         .into_inner()
         .map_err(|e| e.into_error())?
         .sync_all()?;
+    drop(previous);
     std::fs::write(
         staged.path().join("schema.json"),
         serde_json::to_vec_pretty(schema)?,
@@ -189,6 +295,9 @@ pub fn build_store(
         model: identity,
         schema_name: schema.name.clone(),
         schema_sha256: schema.sha256(),
+        encoding: tokenized.encoding,
+        chat: tokenized.chat,
+        preamble: tokenized.preamble.clone(),
         kv_dtype: "f16".into(),
         modules: stored.len(),
         tokens,
@@ -202,10 +311,7 @@ pub fn build_store(
         serde_json::to_vec_pretty(&manifest)?,
     )?;
     if cancel.load(Ordering::Relaxed) {
-        bail!(
-            "build cancelled; the store at {} is unchanged",
-            out.display()
-        );
+        return Err(cancelled());
     }
     staged.commit(STORE_KIND)?;
     Ok(StoreSummary {
@@ -213,17 +319,78 @@ pub fn build_store(
         modules: stored.len(),
         tokens,
         bytes,
+        encoding: tokenized.encoding,
+        preamble_tokens: tokenized.preamble.len(),
+        encoded: total - reused,
+        reused,
     })
 }
 
-/// A module's keys and values in f32, encoded on its own at its schema
-/// positions (rows are its text tokens; reserved parameter positions are
-/// gaps).
-pub fn encode_module(decoder: &LlamaDecoder, module: &ModuleTokens) -> anyhow::Result<KvCache> {
-    let ids = module.stored_ids();
-    let positions = module.stored_positions();
-    let computed: Vec<usize> = (0..ids.len()).collect();
+/// Fails when a module cannot be encoded within the model's context: at its
+/// schema positions (`alone`, the paper's bound on the whole schema) or after
+/// the preamble (`prefixed`, a bound on each module alone).
+fn check_bound(tokenized: &TokenizedSchema, max: usize) -> anyhow::Result<()> {
+    for m in &tokenized.modules {
+        let end = tokenized.encoded_at(m) + m.span;
+        if end > max {
+            match tokenized.encoding {
+                Encoding::Alone => bail!(
+                    "module {:?} ends at position {end}, past the model's context of {max}: an alone store encodes every module at its schema position (the paper's bound on the whole schema); build with --encode prefixed for a library of any size, or shorten the schema",
+                    m.name
+                ),
+                Encoding::Prefixed => bail!(
+                    "module {:?} needs {end} positions after the preamble, more than the model's context of {max}: split it",
+                    m.name
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The preamble's keys and values in f32, at positions `0..len`.
+pub fn encode_preamble(decoder: &LlamaDecoder, ids: &[u32]) -> anyhow::Result<KvCache> {
+    let all: Vec<usize> = (0..ids.len()).collect();
     let mut kv = decoder.kv_cache(ids.len());
+    decoder.forward_rows(
+        RowPass {
+            ids,
+            positions: &all,
+            computed: &all,
+            select: None,
+            capture: &[],
+        },
+        &mut kv,
+    )?;
+    Ok(kv)
+}
+
+/// A module's keys and values in f32 as `tokenized` encodes it: after the
+/// `preamble`'s keys and values (`prefixed`; `None` when there is none) or on
+/// its own at its schema positions (`alone`). Rows are its text tokens;
+/// reserved parameter positions are gaps.
+pub fn encode_module(
+    decoder: &LlamaDecoder,
+    tokenized: &TokenizedSchema,
+    module: &ModuleTokens,
+    preamble: Option<&KvCache>,
+) -> anyhow::Result<KvCache> {
+    let p = preamble.map_or(0, KvCache::rows);
+    let ids: Vec<u32> = tokenized.preamble[..p]
+        .iter()
+        .copied()
+        .chain(module.stored_ids())
+        .collect();
+    let positions: Vec<usize> = (0..p).chain(tokenized.encoded_positions(module)).collect();
+    let computed: Vec<usize> = (p..ids.len()).collect();
+    let mut kv = decoder.kv_cache(ids.len());
+    if let Some(pre) = preamble {
+        let w = kv.width;
+        for (dst, src) in kv.layers.iter_mut().zip(&pre.layers) {
+            dst.k[..p * w].copy_from_slice(&src.k[..p * w]);
+            dst.v[..p * w].copy_from_slice(&src.v[..p * w]);
+        }
+    }
     decoder.forward_rows(
         RowPass {
             ids: &ids,
@@ -234,6 +401,14 @@ pub fn encode_module(decoder: &LlamaDecoder, module: &ModuleTokens) -> anyhow::R
         },
         &mut kv,
     )?;
+    if p > 0 {
+        let w = kv.width;
+        for layer in &mut kv.layers {
+            layer.k.drain(..p * w);
+            layer.v.drain(..p * w);
+            layer.len -= p;
+        }
+    }
     Ok(kv)
 }
 
@@ -286,6 +461,13 @@ impl ModuleStore {
         // store in place (rebuilds write a new directory and swap it in).
         let kv = unsafe { Mmap::map(&file) }.map_err(|e| corrupt(format!("kv.bin: {e}")))?;
         let values = kv.len() as u64 / 2;
+        let preamble_rows = match manifest.encoding {
+            Encoding::Prefixed => manifest.preamble.len(),
+            Encoding::Alone => 0,
+        };
+        if (shape.layers * 2 * preamble_rows * width) as u64 > values {
+            return Err(corrupt("the preamble points outside kv.bin".into()));
+        }
         for m in &stored {
             let need = (shape.layers * 2 * m.tokens.rows * width) as u64;
             if m.kv_offset + need > values {
@@ -301,9 +483,13 @@ impl ModuleStore {
             .max()
             .unwrap_or(0);
         let offsets = stored.iter().map(|m| m.kv_offset).collect();
+        let keys = stored.iter().map(|m| m.content_sha256.clone()).collect();
         let tokenized = TokenizedSchema {
             modules: stored.into_iter().map(|m| m.tokens).collect(),
             end,
+            encoding: manifest.encoding,
+            chat: manifest.chat,
+            preamble: manifest.preamble.clone(),
         };
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -311,6 +497,7 @@ impl ModuleStore {
             schema,
             tokenized,
             offsets,
+            keys,
             kv,
         })
     }
@@ -356,16 +543,40 @@ impl ModuleStore {
         self.manifest.files.values().map(|f| f.bytes).sum()
     }
 
-    /// Copies stored rows `rows` of `module` in every layer into rows
-    /// `at..` of `kv` (f16 → f32), checking that they are finite.
+    /// The f16 values in `kv.bin`.
+    fn values(&self) -> &[f16] {
+        bytemuck::cast_slice(&self.kv[..self.kv.len() / 2 * 2])
+    }
+
+    /// Rows stored for `block`, and the offset of its values.
+    fn block(&self, block: Block) -> (usize, usize, &str) {
+        match block {
+            Block::Preamble => (self.tokenized.preamble.len(), 0, "the preamble"),
+            Block::Module(m) => (
+                self.tokenized.modules[m].rows,
+                self.offsets[m] as usize,
+                &self.tokenized.modules[m].name,
+            ),
+        }
+    }
+
+    /// The stored f16 bytes of module `module` (every layer), as `kv.bin`
+    /// holds them.
+    fn module_bytes(&self, module: usize) -> &[u8] {
+        let (rows, base, _) = self.block(Block::Module(module));
+        let n = self.manifest.model.shape.layers * 2 * rows * self.manifest.kv_width;
+        bytemuck::cast_slice(&self.values()[base..base + n])
+    }
+
+    /// Copies stored rows `rows` of `block` in every layer into rows `at..`
+    /// of `kv` (f16 → f32), checking that they are finite.
     pub fn load_rows(
         &self,
-        module: usize,
+        block: Block,
         rows: std::ops::Range<usize>,
         kv: &mut KvCache,
         at: usize,
     ) -> Result<(), StoreError> {
-        let m = &self.tokenized.modules[module];
         let w = kv.width;
         if w != self.manifest.kv_width || kv.layers.len() != self.manifest.model.shape.layers {
             return Err(StoreError::Corrupt {
@@ -378,9 +589,9 @@ impl ModuleStore {
                 ),
             });
         }
-        let all: &[f16] = bytemuck::cast_slice(&self.kv[..self.kv.len() / 2 * 2]);
-        let base = self.offsets[module] as usize;
-        let (n, count) = (m.rows, rows.len());
+        let all = self.values();
+        let (n, base, name) = self.block(block);
+        let count = rows.len();
         for (l, layer) in kv.layers.iter_mut().enumerate() {
             for (half, dst) in [&mut layer.k, &mut layer.v].into_iter().enumerate() {
                 let block = base + (l * 2 + half) * n * w;
@@ -390,10 +601,7 @@ impl ModuleStore {
                 if !dst.iter().all(|x| x.is_finite()) {
                     return Err(StoreError::Corrupt {
                         dir: self.dir.clone(),
-                        detail: format!(
-                            "kv.bin holds non-finite values in module {:?} layer {l}",
-                            m.name
-                        ),
+                        detail: format!("kv.bin holds non-finite values in {name:?} layer {l}"),
                     });
                 }
             }

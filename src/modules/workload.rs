@@ -151,6 +151,7 @@ fn multidoc(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
     Ok(Workload {
         schema: Schema {
             name: format!("multidoc-{}", o.seed),
+            preamble: None,
             modules,
         },
         prompts,
@@ -206,6 +207,7 @@ fn passkey(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
     Ok(Workload {
         schema: Schema {
             name: format!("passkey-{}", o.seed),
+            preamble: None,
             modules,
         },
         prompts,
@@ -255,6 +257,7 @@ fn fewshot(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
     Ok(Workload {
         schema: Schema {
             name: format!("fewshot-{}", o.seed),
+            preamble: None,
             modules,
         },
         prompts,

@@ -1,9 +1,11 @@
 //! Plots with plotters, as PNG (bitmap backend, text by ab_glyph from a font
 //! found at run time) and SVG: heatmaps of attention maps and layer × head
-//! matrices, threshold sweeps and frontiers, latency distributions.
+//! matrices, threshold sweeps and frontiers, latency distributions, the
+//! speed–fidelity frontier of modular reuse.
 
 mod charts;
 mod font;
+mod frontier;
 mod heatmap;
 mod lengths;
 
@@ -14,6 +16,7 @@ use plotters::prelude::*;
 
 pub use charts::{LatencyFigure, SweepFigure, SweepPoint};
 pub use font::{FontSource, ensure_font};
+pub use frontier::{FrontierDot, FrontierFigure};
 pub use heatmap::{MapRow, MapsFigure, MatrixFigure, MatrixPanel, resample};
 pub use lengths::{LengthFigure, LengthSeries};
 

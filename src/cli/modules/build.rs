@@ -9,8 +9,9 @@ use serde_json::json;
 use super::super::progress;
 use super::super::setup::{Target, load_model};
 use crate::modules::prompt::prompts_jsonl;
+use crate::modules::store::BuildOptions;
 use crate::modules::workload::{WorkloadKind, WorkloadOptions, generate};
-use crate::modules::{Schema, build_store, decoder_of};
+use crate::modules::{Encoding, Schema, build_store, decoder_of};
 use crate::storage::write_atomically;
 
 /// Writes a generated workload's schema.toml and prompts.jsonl into `out`.
@@ -52,7 +53,16 @@ pub fn workload(
 }
 
 /// Builds a module store from a schema.
-pub fn build(target: &Target, schema_path: &Path, out: &Path, json: bool) -> anyhow::Result<()> {
+pub fn build(
+    target: &Target,
+    (schema_path, out): (&Path, &Path),
+    (encode, chat): (&str, bool),
+    json: bool,
+) -> anyhow::Result<()> {
+    let options = BuildOptions {
+        encoding: Encoding::parse(encode)?,
+        chat,
+    };
     let schema = Schema::load(schema_path)?;
     let model = load_model(target, "modules build")?;
     decoder_of(&model)?;
@@ -66,6 +76,7 @@ pub fn build(target: &Target, schema_path: &Path, out: &Path, json: bool) -> any
         &model,
         &schema,
         out,
+        options,
         &mut |done, _| bar.set_position(done as u64),
         &cancel,
     );
@@ -75,11 +86,15 @@ pub fn build(target: &Target, schema_path: &Path, out: &Path, json: bool) -> any
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
-            "built {}: {} modules, {} tokens, {:.1} MiB",
+            "built {}: {} modules ({} encoded, {} unchanged and copied), {} tokens, {:.1} MiB, encoding {} (preamble of {} tokens)",
             summary.dir.display(),
             summary.modules,
+            summary.encoded,
+            summary.reused,
             summary.tokens,
-            summary.bytes as f64 / (1024.0 * 1024.0)
+            summary.bytes as f64 / (1024.0 * 1024.0),
+            summary.encoding.name(),
+            summary.preamble_tokens
         );
     }
     Ok(())

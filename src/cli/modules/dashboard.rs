@@ -31,6 +31,11 @@ pub fn run(target: &Target, store_args: &StoreArgs, args: &ViewArgs) -> anyhow::
     let display = &args.display;
     let (steps, size) = display.check("modules dashboard")?;
     let opened = open(target, store_args, "modules dashboard")?;
+    if opened.recovery.rescale.is_some() {
+        anyhow::bail!(
+            "the modular view runs without APE's rescaling: drop --rescale (modules run, eval and frontier take it)"
+        );
+    }
     let prompts = match &args.prompts {
         Some(path) => load_prompts(path, opened.store.schema())?,
         None => Vec::new(),
@@ -45,7 +50,7 @@ pub fn run(target: &Target, store_args: &StoreArgs, args: &ViewArgs) -> anyhow::
         shape: *opened.model.shape(),
         store_label: format!("{} · {} modules", m.schema_name, m.modules),
         positions: opened.positions,
-        recovery: opened.recovery,
+        recovery: opened.recovery.recovery,
         chat: store_args.chat,
         prompts,
         interval: Duration::from_millis(args.interval_ms),

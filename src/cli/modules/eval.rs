@@ -7,9 +7,9 @@ use super::super::setup::Target;
 use super::{RECOVERY_FILE, StoreArgs, open, prompts};
 use crate::eval::{
     Machine, ModularEval, ModularOptions, RecoveryCalibration, RecoveryObjective,
-    calibrate_recovery,
+    calibrate_recovery, every_setting,
 };
-use crate::modules::Recovery;
+use crate::modules::{Recovery, Rescale, Setting};
 use crate::storage::write_atomically;
 
 /// How much `modules eval` measures.
@@ -68,7 +68,7 @@ fn print_eval(e: &ModularEval) {
         e.repeats
     );
     println!(
-        "  {:<8} {:>12} {:>10}  stages (load / rotate / layers / logits ms)",
+        "  {:<8} {:>12} {:>10}  stages (load / rotate / probe / layers / logits ms)",
         "run", "TTFT median", "p90"
     );
     for (name, l, s) in [
@@ -77,8 +77,8 @@ fn print_eval(e: &ModularEval) {
         ("modular", e.ttft_ms.modular, e.stages_ms.modular),
     ] {
         println!(
-            "  {name:<8} {:>9.1} ms {:>7.1} ms  {:.1} / {:.1} / {:.1} / {:.1}",
-            l.median, l.p90, s.load_ms, s.rotate_ms, s.forward_ms, s.logits_ms
+            "  {name:<8} {:>9.1} ms {:>7.1} ms  {:.1} / {:.1} / {:.1} / {:.1} / {:.1}",
+            l.median, l.p90, s.load_ms, s.rotate_ms, s.probe_ms, s.forward_ms, s.logits_ms
         );
     }
     println!(
@@ -113,14 +113,56 @@ fn print_eval(e: &ModularEval) {
     }
     if let Some(h) = &e.heads {
         println!(
-            "  per layer (mean over heads; {} prompts): question-map similarity to exact | exact attention crossing module boundaries",
+            "  per layer (mean over heads; {} prompts): question-map similarity to exact | exact attention from module tokens to tokens before their module = to the preamble (or first token) + to other modules",
             h.prompts
         );
-        for (l, (sim, cross)) in h.similarity.iter().zip(&h.crossing).enumerate() {
-            let m = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
-            println!("    L{l:<3} {:.3} | {:.3}", m(sim), m(cross));
+        for l in 0..h.similarity.len() {
+            let m = |v: &Vec<Vec<f64>>| v[l].iter().sum::<f64>() / v[l].len().max(1) as f64;
+            println!(
+                "    L{l:<3} {:.3} | {:.3} = {:.3} + {:.3}",
+                m(&h.similarity),
+                m(&h.crossing),
+                m(&h.crossing_to_sink),
+                m(&h.crossing_to_modules)
+            );
         }
     }
+}
+
+/// The settings `modules calibrate --kind KIND` searches: one kind's, or
+/// for `auto` every kind's plus APE's default rescaling (0.9, 0.9) on naive
+/// reuse and the lighter question-aware settings.
+pub fn calibration_settings(kind: &str) -> anyhow::Result<Vec<Setting>> {
+    if kind == "auto" {
+        let ape = Rescale {
+            temperature: 0.9,
+            scale: 0.9,
+        };
+        let mut settings = every_setting();
+        let rescaled: Vec<Setting> = settings
+            .iter()
+            .filter(|s| match s.recovery {
+                Recovery::None => true,
+                Recovery::Probe { percent, .. } => percent > 0.0 && percent <= 10.0,
+                _ => false,
+            })
+            .map(|s| Setting {
+                rescale: Some(ape),
+                ..*s
+            })
+            .collect();
+        settings.extend(rescaled);
+        return Ok(settings);
+    }
+    if !Recovery::KINDS.contains(&kind) {
+        anyhow::bail!(
+            "unknown --kind {kind:?}: use auto, none, first, select, probe or probe-modules"
+        );
+    }
+    Ok(every_setting()
+        .into_iter()
+        .filter(|s| s.recovery.kind() == kind)
+        .collect())
 }
 
 pub fn calibrate(
@@ -128,41 +170,41 @@ pub fn calibrate(
     args: &StoreArgs,
     source: (&Path, Option<usize>),
     (kind, objective, budget): (&str, &str, f64),
-    save: bool,
+    (out, save): (Option<&Path>, bool),
     json: bool,
 ) -> anyhow::Result<()> {
-    let kind = match kind {
-        "first" => Recovery::First(0),
-        "select" => Recovery::Select(0.0),
-        _ => anyhow::bail!("unknown --kind {kind:?}: use first or select"),
-    };
+    let settings = calibration_settings(kind)?;
     let objective = RecoveryObjective::parse(objective)?;
-    if objective == RecoveryObjective::Top1 && !(0.0..=1.0).contains(&budget) {
-        anyhow::bail!("--budget {budget}: top-1 agreement is a share from 0 to 1 (e.g. 0.95)");
-    }
+    objective.check_budget(budget)?;
     let opened = open(target, args, "modules calibrate")?;
     let prompts = prompts(&opened.store, source)?;
     let decoder = opened.decoder();
     let options = ModularOptions {
         positions: opened.positions,
-        recovery: kind,
+        recovery: opened.recovery,
         chat: args.chat.then_some(decoder.chat()),
         repeats: 1,
         head_prompts: 0,
         continuation: 0,
     };
     let bench = opened.bench();
-    let tried = crate::eval::candidates(kind).len();
-    let bar = progress::bar(tried, "calibrating recovery");
+    let bar = progress::bar(
+        prompts.len(),
+        &format!("calibrating: exact and {} settings", settings.len()),
+    );
     let result = calibrate_recovery(
         &bench,
         &prompts,
-        (kind, objective, budget),
+        (kind, &settings),
+        (objective, budget),
         &options,
         &mut |d, _| bar.set_position(d as u64),
     );
     bar.finish_and_clear();
-    let result = result?;
+    let (result, frontier) = result?;
+    if let Some(dir) = out {
+        super::frontier::write_frontier(&frontier, dir, Some(&result.chosen))?;
+    }
     if save {
         save_calibration(opened.store.dir(), &result)?;
     }
@@ -171,21 +213,29 @@ pub fn calibrate(
         return Ok(());
     }
     println!(
-        "{} prompts, positions {}, objective {:?} budget {}",
-        result.prompts, result.positions, result.objective, result.budget
+        "{} prompts, encoding {}, positions {}, kind {}, objective {:?} budget {} (95 % bound)",
+        result.prompts,
+        result.encoding,
+        result.positions,
+        result.kind,
+        result.objective,
+        result.budget
     );
     println!(
-        "  {:<12} {:>8} {:>9} {:>11} {:>9}",
-        "recovery", "top-1", "KL", "recomputed", "TTFT ms"
+        "  {:<26} {:>8} {:>9} {:>9} {:>8} {:>11} {:>9}",
+        "setting", "× exact", "KL", "KL bound", "top-1", "recomputed", "TTFT ms"
     );
     for p in &result.points {
+        let q = &p.point;
         println!(
-            "  {:<12} {:>7.1}% {:>9.4} {:>10.1}% {:>9.1}{}",
-            p.recovery,
-            p.top1_agreement * 100.0,
-            p.kl_mean,
-            p.recomputed_fraction * 100.0,
-            p.ttft_ms,
+            "  {:<26} {:>7.2}× {:>9.4} {:>9.4} {:>7.1}% {:>10.1}% {:>9.1}{}",
+            q.recovery,
+            q.speedup_vs_exact,
+            q.kl_mean,
+            q.kl_bound,
+            q.top1_agreement * 100.0,
+            q.recomputed_fraction * 100.0,
+            q.ttft_ms,
             if p.within_budget {
                 "  within budget"
             } else {
@@ -197,9 +247,9 @@ pub fn calibrate(
         "chosen {}{}{}",
         result.chosen,
         if result.met {
-            ""
+            " (the fastest within budget)"
         } else {
-            " (no setting met the budget: the most thorough one)"
+            " (no setting met the budget: the one closest to exact)"
         },
         if save {
             format!(

@@ -5,6 +5,7 @@
 mod build;
 mod dashboard;
 mod eval;
+mod frontier;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,8 @@ use crate::eval::{ModularBench, RecoveryCalibration};
 use crate::model::Model;
 use crate::model::llama::LlamaDecoder;
 use crate::modules::{
-    ModuleStore, Positions, PromptSpec, Recovery, Schema, decoder_of, load_prompts,
+    ModuleStore, Positions, PromptSpec, Recovery, Rescale, Schema, Setting, decoder_of,
+    load_prompts,
 };
 use crate::storage::ModelIdentity;
 
@@ -38,10 +40,15 @@ pub struct StoreArgs {
     /// modules land).
     #[arg(long, default_value = "contiguous", value_name = "P")]
     pub positions: String,
-    /// none, first:K or select:R (default: the store's calibrated
-    /// recovery.json for these positions, else none).
+    /// none, first:K, select:R, probe:R[@L] or probe-modules:M (default:
+    /// the store's calibrated recovery.json for these positions, else none).
     #[arg(long, value_name = "R")]
     pub recovery: Option<String>,
+    /// APE's rescaling T,S of the question's attention to cached module
+    /// tokens, each in (0, 4] (1,1 is exact softmax; default: the calibrated
+    /// setting's, else none).
+    #[arg(long, value_name = "T,S")]
+    pub rescale: Option<String>,
     /// Wrap each prompt in the model's chat template.
     #[arg(long)]
     pub chat: bool,
@@ -80,9 +87,19 @@ pub enum ModulesCommand {
         /// The schema (TOML or JSON).
         #[arg(long, value_name = "FILE")]
         schema: PathBuf,
-        /// Where to write the store (replaced only when the build succeeds).
+        /// Where to write the store (replaced only when the build succeeds;
+        /// modules unchanged since the store there was built are copied).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// prefixed (every module encoded after the preamble, which is stored
+        /// once: one shared attention sink, any number of modules) or alone
+        /// (each module on its own at its schema positions, the paper's way).
+        #[arg(long, default_value = "prefixed", value_name = "E")]
+        encode: String,
+        /// Build for chat prompts: the chat template's header (and system
+        /// turn) is the preamble; such a store serves only `--chat` runs.
+        #[arg(long)]
+        chat: bool,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -139,9 +156,33 @@ pub enum ModulesCommand {
         #[command(flatten)]
         view: dashboard::ViewArgs,
     },
-    /// The cheapest recovery setting whose error on calibration prompts stays
-    /// within a budget; written to the store's recovery.json, which run and
-    /// eval then use by default.
+    /// The speed–fidelity frontier: every recovery kind at a sweep of
+    /// settings on the same prompts, exact interleaved; frontier.json and a
+    /// plot (PNG + SVG) of TTFT speedup against KL and top-1 with the Pareto
+    /// set marked.
+    Frontier {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The prompts (JSONL).
+        #[arg(long, value_name = "FILE")]
+        prompts: PathBuf,
+        /// Use only the first N prompts.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Kinds to sweep, comma-separated (none, first, select, probe,
+        /// probe-modules; default all).
+        #[arg(long, value_name = "K,…")]
+        kinds: Option<String>,
+        /// Where to write frontier.json, frontier.png and frontier.svg.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The fastest setting whose error on calibration prompts stays within a
+    /// budget at 95 % confidence; written to the store's recovery.json, which
+    /// run, eval and the dashboard then use by default.
     Calibrate {
         #[command(flatten)]
         store: StoreArgs,
@@ -151,15 +192,21 @@ pub enum ModulesCommand {
         /// Use only the first N prompts.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
-        /// Which knob: first (K tokens) or select (R %).
-        #[arg(long, default_value = "select", value_name = "KIND")]
+        /// Which knob: auto (every kind, with and without APE's rescaling),
+        /// none, first, select, probe or probe-modules.
+        #[arg(long, default_value = "auto", value_name = "KIND")]
         kind: String,
-        /// top1 (agreement ≥ budget) or kl (mean KL ≤ budget).
-        #[arg(long, default_value = "top1", value_name = "O")]
+        /// kl (mean KL ≤ budget), top1 (agreement ≥ budget) or accuracy
+        /// (task-accuracy loss ≤ budget points), each at 95 % confidence.
+        #[arg(long, default_value = "kl", value_name = "O")]
         objective: String,
-        /// The budget (top1: a share such as 0.95; kl: nats).
-        #[arg(long, default_value_t = 0.95, value_name = "B")]
+        /// The budget (kl: nats, e.g. 0.02; top1: a share, e.g. 0.95;
+        /// accuracy: points, e.g. 1).
+        #[arg(long, default_value_t = 0.02, value_name = "B")]
         budget: f64,
+        /// Also write the frontier it chose from (frontier.json, PNG, SVG).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
         /// Measure and print without writing recovery.json.
         #[arg(long)]
         no_save: bool,
@@ -181,7 +228,13 @@ pub fn run(target: &Target, command: ModulesCommand) -> anyhow::Result<()> {
             out,
             json,
         } => build::workload(&kind, (per_prompt, pool, prompts, seed), &out, json),
-        ModulesCommand::Build { schema, out, json } => build::build(target, &schema, &out, json),
+        ModulesCommand::Build {
+            schema,
+            out,
+            encode,
+            chat,
+            json,
+        } => build::build(target, (&schema, &out), (&encode, chat), json),
         ModulesCommand::Run {
             store,
             generate,
@@ -209,6 +262,21 @@ pub fn run(target: &Target, command: ModulesCommand) -> anyhow::Result<()> {
             json,
         ),
         ModulesCommand::Dashboard { store, view } => dashboard::run(target, &store, &view),
+        ModulesCommand::Frontier {
+            store,
+            prompts,
+            limit,
+            kinds,
+            out,
+            json,
+        } => frontier::frontier(
+            target,
+            &store,
+            (&prompts, limit),
+            kinds.as_deref(),
+            &out,
+            json,
+        ),
         ModulesCommand::Calibrate {
             store,
             prompts,
@@ -216,6 +284,7 @@ pub fn run(target: &Target, command: ModulesCommand) -> anyhow::Result<()> {
             kind,
             objective,
             budget,
+            out,
             no_save,
             json,
         } => eval::calibrate(
@@ -223,18 +292,18 @@ pub fn run(target: &Target, command: ModulesCommand) -> anyhow::Result<()> {
             &store,
             (&prompts, limit),
             (&kind, &objective, budget),
-            !no_save,
+            (out.as_deref(), !no_save),
             json,
         ),
     }
 }
 
-/// A loaded decoder with its store, positions and recovery.
+/// A loaded decoder with its store, positions and setting.
 struct Opened {
     model: Arc<Model>,
     store: ModuleStore,
     positions: Positions,
-    recovery: Recovery,
+    recovery: Setting,
 }
 
 impl Opened {
@@ -256,6 +325,7 @@ impl Opened {
 fn open(target: &Target, args: &StoreArgs, command: &str) -> anyhow::Result<Opened> {
     let positions = Positions::parse(&args.positions)?;
     let recovery = args.recovery.as_deref().map(Recovery::parse).transpose()?;
+    let rescale = args.rescale.as_deref().map(Rescale::parse).transpose()?;
     let model = load_model(target, command)?;
     decoder_of(&model)?;
     if !model.device().is_cpu() {
@@ -265,9 +335,20 @@ fn open(target: &Target, args: &StoreArgs, command: &str) -> anyhow::Result<Open
     if let Some(path) = &args.schema {
         store.check_schema(&Schema::load(path)?, path)?;
     }
-    let recovery = match recovery {
-        Some(r) => r,
-        None => saved_recovery(store.dir(), positions)?.unwrap_or(Recovery::None),
+    let saved = saved_recovery(store.dir(), positions)?;
+    let recovery = match (recovery, saved) {
+        (Some(r), _) => Setting {
+            recovery: r,
+            rescale,
+        },
+        (None, Some(s)) => Setting {
+            rescale: rescale.or(s.rescale),
+            ..s
+        },
+        (None, None) => Setting {
+            recovery: Recovery::None,
+            rescale,
+        },
     };
     Ok(Opened {
         model,
@@ -277,8 +358,8 @@ fn open(target: &Target, args: &StoreArgs, command: &str) -> anyhow::Result<Open
     })
 }
 
-/// The recovery calibrated for `positions` in the store's recovery.json.
-fn saved_recovery(dir: &Path, positions: Positions) -> anyhow::Result<Option<Recovery>> {
+/// The setting calibrated for `positions` in the store's recovery.json.
+fn saved_recovery(dir: &Path, positions: Positions) -> anyhow::Result<Option<Setting>> {
     let path = dir.join(RECOVERY_FILE);
     if !path.is_file() {
         return Ok(None);
@@ -293,7 +374,7 @@ fn saved_recovery(dir: &Path, positions: Positions) -> anyhow::Result<Option<Rec
     saved
         .iter()
         .find(|c| c.positions == positions.name())
-        .map(|c| Recovery::parse(&c.chosen))
+        .map(|c| Setting::parse(&c.chosen))
         .transpose()
 }
 

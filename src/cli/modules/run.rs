@@ -69,7 +69,7 @@ pub fn run(
             max_positions: decoder.shape().max_positions,
         },
     )?;
-    let mut modular = prefill::modular(decoder, &opened.store, &layout, opened.recovery, &[])?;
+    let mut modular = prefill::modular_with(decoder, &opened.store, &layout, opened.recovery, &[])?;
     let modular_report = report(&opened.model, &mut modular, generate)?;
     let exact = if compare {
         let mut exact = prefill::exact(decoder, &layout, &[])?;
@@ -113,10 +113,11 @@ pub fn run(
     let show = |name: &str, r: &RunReport| {
         let s = &r.stages_ms;
         println!(
-            "{name:<10} TTFT {:.1} ms (load {:.1}, rotate {:.1}, layers {:.1}, logits {:.1}); {:.1} MiB loaded",
+            "{name:<10} TTFT {:.1} ms (load {:.1}, rotate {:.1}, probe {:.1}, layers {:.1}, logits {:.1}); {:.1} MiB loaded",
             r.ttft_ms,
             s.load_ms,
             s.rotate_ms,
+            s.probe_ms,
             s.forward_ms,
             s.logits_ms,
             r.bytes_loaded as f64 / (1024.0 * 1024.0)

@@ -312,13 +312,14 @@ impl LlamaAttention {
     /// hold given (cached) keys and values; row `rows[i]` attends to keys
     /// `0..=rows[i]`. Returns the merged context `[m, H·d]` and, for the
     /// query rows at indices `capture` (into `rows`), every head's map over
-    /// all keys (`[head][capture.len() × kv.len]`).
+    /// all keys (`[head][capture.len() × kv.len]`). `rescale` flags query
+    /// rows by index into `rows`.
     pub(super) fn attend_rows(
         &self,
         qkv: &[f32],
         rows: &[usize],
         kv: &mut LayerKv,
-        capture: &[usize],
+        (capture, rescale): (&[usize], Option<fused::KeyRescale>),
     ) -> (Vec<f32>, Vec<Vec<f32>>) {
         let (h_all, kv_all, hd) = (self.heads, self.kv_heads, self.head_dim);
         let (width, kv_width) = ((h_all + 2 * kv_all) * hd, kv_all * hd);
@@ -350,7 +351,7 @@ impl LlamaAttention {
             &heads,
             &v_cols,
             (kv.len, hd),
-            rows,
+            (rows, rescale),
         );
         let n = kv.len;
         let maps = maps

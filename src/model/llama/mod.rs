@@ -25,7 +25,7 @@ pub use config::LlamaConfig;
 pub use decode::{Prefilled, argmax};
 pub use load::{GgufModel, read_gguf, read_safetensors};
 pub use prefix::PrefixCache;
-pub use rows::{KvCache, RowPass, RowsOutput, Selection};
+pub use rows::{KvCache, RowPass, RowRescale, RowsOutput, Selection};
 
 use super::batch::Batch;
 use super::bert::ForwardOutput;

@@ -84,6 +84,21 @@ pub struct RowPass<'a> {
     pub capture: &'a [usize],
 }
 
+/// APE's rescaling of some rows' attention to some keys in a row-wise pass
+/// (see [`fused::KeyRescale`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RowRescale<'a> {
+    /// Prompt rows whose attention is rescaled (the question's), ascending.
+    pub rows: &'a [usize],
+    /// One flag per prompt row: whether its key is rescaled (a cached
+    /// module token's).
+    pub keys: &'a [bool],
+    /// Temperature T.
+    pub temperature: f32,
+    /// Scale S.
+    pub scale: f32,
+}
+
 /// What a row-wise pass returns.
 #[derive(Debug, Clone)]
 pub struct RowsOutput {
@@ -134,6 +149,52 @@ impl LlamaDecoder {
     /// given rows' keys and values, the computed rows' are written in).
     /// CPU only (fused kernels).
     pub fn forward_rows(&self, pass: RowPass, kv: &mut KvCache) -> Result<RowsOutput> {
+        self.run_rows(pass, kv, (None, None))
+    }
+
+    /// [`Self::forward_rows`] with the attention of `rescale.rows` to the
+    /// flagged keys rescaled in every layer (APE).
+    pub fn forward_rows_rescaled(
+        &self,
+        pass: RowPass,
+        kv: &mut KvCache,
+        rescale: RowRescale,
+    ) -> Result<RowsOutput> {
+        if rescale.keys.len() != pass.ids.len() {
+            candle_core::bail!("a rescaled pass needs one key flag per row");
+        }
+        self.run_rows(pass, kv, (None, Some(rescale)))
+    }
+
+    /// The probe of question-aware recomputation: runs the computed rows of
+    /// `pass` (no selection) through the first `layers` layers (all when 0
+    /// or more than the model has) and returns, for every row of the prompt,
+    /// the attention it receives from the `pass.capture` rows, summed over
+    /// those rows, every head and the layers run. Nothing is captured; the
+    /// computed rows' keys and values are written into `kv` for those layers.
+    pub fn probe_rows(&self, pass: RowPass, kv: &mut KvCache, layers: usize) -> Result<Vec<f32>> {
+        if pass.select.is_some() {
+            candle_core::bail!("a probe runs without selective recomputation");
+        }
+        let layers = if layers == 0 {
+            self.layers.len()
+        } else {
+            layers.min(self.layers.len())
+        };
+        let mut mass = vec![0f32; pass.ids.len()];
+        self.run_rows(pass, kv, (Some((layers, &mut mass)), None))?;
+        Ok(mass)
+    }
+
+    /// [`Self::forward_rows`], or with `probe` = (layers, mass) the probe:
+    /// the captured rows' maps summed into `mass` instead of kept, stopping
+    /// after `layers` layers; `rescale` as [`Self::forward_rows_rescaled`].
+    fn run_rows(
+        &self,
+        pass: RowPass,
+        kv: &mut KvCache,
+        (mut probe, rescale): (Option<(usize, &mut Vec<f32>)>, Option<RowRescale>),
+    ) -> Result<RowsOutput> {
         let n = pass.ids.len();
         check_pass(&pass, kv, self.layers.len())?;
         let mut active: Vec<usize> = match pass.select {
@@ -154,11 +215,18 @@ impl LlamaDecoder {
                 .iter()
                 .filter_map(|r| active.binary_search(r).ok())
                 .collect();
-            (positions, capture)
+            let rescaled: Vec<bool> = active
+                .iter()
+                .map(|r| rescale.is_some_and(|s| s.rows.binary_search(r).is_ok()))
+                .collect();
+            (positions, capture, rescaled)
         };
-        let (mut positions, mut capture) = derive(&active);
+        let (mut positions, mut capture, mut rescaled) = derive(&active);
         rayon::scope(|_| {
             for (l, layer) in self.layers.iter().enumerate() {
+                if probe.as_ref().is_some_and(|(layers, _)| l >= *layers) {
+                    break;
+                }
                 let normed = layer.attention_input(&x)?;
                 let mut qkv =
                     fused::with_values(&normed, |v| layer.attention.project_rows(v, &positions))?;
@@ -175,15 +243,32 @@ impl LlamaDecoder {
                         .filter(|r| pass.computed.binary_search(r).is_err())
                         .collect();
                     active = kept;
-                    (positions, capture) = derive(&active);
+                    (positions, capture, rescaled) = derive(&active);
                 }
-                let (context, layer_maps) =
-                    layer
-                        .attention
-                        .attend_rows(&qkv, &active, &mut kv.layers[l], &capture);
+                let key_rescale = rescale.map(|s| fused::KeyRescale {
+                    rows: &rescaled,
+                    keys: s.keys,
+                    temperature: s.temperature,
+                    scale: s.scale,
+                });
+                let (context, layer_maps) = layer.attention.attend_rows(
+                    &qkv,
+                    &active,
+                    &mut kv.layers[l],
+                    (&capture, key_rescale),
+                );
                 let context = fused::tensor(context, &[1, active.len(), qkv_heads_width(self)])?;
                 x = layer.finish(&x, &context)?;
-                maps.push(layer_maps);
+                match probe.as_mut() {
+                    Some((_, mass)) => {
+                        for map in &layer_maps {
+                            for row in map.chunks_exact(n) {
+                                mass.iter_mut().zip(row).for_each(|(m, a)| *m += a);
+                            }
+                        }
+                    }
+                    None => maps.push(layer_maps),
+                }
             }
             Ok::<(), candle_core::Error>(())
         })?;

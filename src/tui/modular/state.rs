@@ -16,10 +16,6 @@ use crate::model::ModelShape;
 use crate::modules::{Positions, PromptSpec, Recovery};
 use crate::tui::theme::Theme;
 
-/// Settings `+`/`-` step through for `select:R` and `first:K`.
-const SELECT_STEPS: [f64; 10] = [0.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0];
-const FIRST_STEPS: [f64; 8] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
-
 /// Recent runs kept.
 pub const HISTORY: usize = 32;
 
@@ -487,16 +483,15 @@ impl ModularApp {
 
     /// `+`/`-`: the next or previous setting of the current recovery kind.
     fn step_recovery(&mut self, by: isize) {
-        let steps: &[f64] = match self.recovery {
+        let steps: Vec<f64> = match self.recovery {
             Recovery::None => {
                 self.say(
-                    "naive reuse has no setting: m picks first:K or select:R",
+                    "naive reuse has no setting: m picks first:K, select:R, probe:R or probe-modules:M",
                     true,
                 );
                 return;
             }
-            Recovery::First(_) => &FIRST_STEPS,
-            Recovery::Select(_) => &SELECT_STEPS,
+            other => other.settings().into_iter().map(Recovery::value).collect(),
         };
         let value = self.recovery.value();
         let at = steps
@@ -509,12 +504,18 @@ impl ModularApp {
         self.rerun();
     }
 
-    /// `m`: none → first → select, then the other positions.
+    /// `m`: none → first → select → probe → probe-modules, then the other
+    /// positions.
     fn cycle_mode(&mut self) {
         self.recovery = match self.recovery {
             Recovery::None => Recovery::First(16),
             Recovery::First(_) => Recovery::Select(15.0),
-            Recovery::Select(_) => {
+            Recovery::Select(_) => Recovery::Probe {
+                percent: 5.0,
+                layers: 0,
+            },
+            Recovery::Probe { .. } => Recovery::ProbeModules(1),
+            Recovery::ProbeModules(_) => {
                 self.positions = match self.positions {
                     Positions::Contiguous => Positions::Schema,
                     Positions::Schema => Positions::Contiguous,

@@ -18,7 +18,8 @@ use crate::model::llama::{Prefilled, argmax};
 use crate::model::next_token::{kl_divergence, softmax};
 use crate::modules::prefill::{self, Decision, Stages};
 use crate::modules::{
-    Layout, LayoutOptions, ModuleStore, Positions, PromptSpec, Recovery, Schema, build_store,
+    BuildOptions, Layout, LayoutOptions, ModuleStore, Positions, PromptSpec, Recovery, Schema,
+    build_store,
 };
 use crate::storage::ModelIdentity;
 
@@ -236,10 +237,16 @@ impl Worker {
     ) -> anyhow::Result<String> {
         let schema = Schema::load(schema_path)?;
         let dir = self.store.dir().to_path_buf();
+        // The rebuilt store is built the way the open one was.
+        let options = BuildOptions {
+            encoding: self.store.manifest().encoding,
+            chat: self.store.manifest().chat,
+        };
         let summary = build_store(
             &self.model,
             &schema,
             &dir,
+            options,
             &mut |done, total| {
                 let _ = events.send(Event::Progress { done, total });
             },
