@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use attncache::model::llama::{LlamaDecoder, RowPass, Selection};
 use attncache::model::{Model, StaticPlan};
+use attncache::modules::layout::Block;
 use attncache::modules::{
     BuildOptions, EncodeOptions, Encoding, Layout, LayoutOptions, ModuleStore, Positions,
     PromptSpec, Recovery, Schema, TokenizedSchema, build_store, prefill,
@@ -456,4 +457,277 @@ fn a_cancelled_build_leaves_the_old_store() {
         })
         .count();
     assert_eq!(leftovers, 0, "no staging directory left behind");
+}
+
+/// A schema of four plain modules after a preamble, for the prefixed tests.
+fn write_library(dir: &std::path::Path, modules: usize) -> std::path::PathBuf {
+    let path = dir.join("library.toml");
+    let words = [
+        "the movie was great",
+        "a plot and a film is fun",
+        "the film is not fun",
+        "the plot was bad and the movie is not great",
+    ];
+    let mut text = String::from("preamble = \"a film\"\n");
+    for i in 0..modules {
+        text.push_str(&format!(
+            "[[module]]\nname = \"m{i}\"\ntext = \"{}\"\n",
+            words[i % words.len()]
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn contiguous(max_positions: usize) -> LayoutOptions<'static> {
+    LayoutOptions {
+        positions: Positions::Contiguous,
+        chat: None,
+        max_positions,
+    }
+}
+
+#[test]
+fn the_probe_reads_the_questions_exact_attention_and_picks_the_heaviest_modules() {
+    let (_dir, model) = tiny_llama();
+    let d = decoder(&model);
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = Schema::load(&write_library(tmp.path(), 4)).unwrap();
+    let out = tmp.path().join("store");
+    let cancel = AtomicBool::new(false);
+    build_store(
+        &model,
+        &schema,
+        &out,
+        BuildOptions::default(),
+        &mut |_, _| {},
+        &cancel,
+    )
+    .unwrap();
+    let store = ModuleStore::open(&out, &ModelIdentity::of(&model).unwrap()).unwrap();
+    let t = store.tokenized();
+    assert_eq!(t.encoding, Encoding::Prefixed);
+    assert_eq!(t.preamble, ids(&model, "a film"));
+    let prompt =
+        PromptSpec::from_arg(r#"{"modules": ["m2", "m0", "m3", "m1"], "text": "was it fun"}"#)
+            .unwrap();
+    let layout = Layout::new(t, &prompt, &model.tokenizer, contiguous(64)).unwrap();
+    let question: Vec<usize> = layout.question_rows().collect();
+    // The question's exact attention over the loaded cache: naive reuse with
+    // the question's maps captured (every head, every layer).
+    let naive = prefill::modular(d, &store, &layout, Recovery::None, &question).unwrap();
+    let n = layout.len();
+    let mut want = vec![0f32; n];
+    for layer in &naive.maps {
+        for map in layer {
+            for row in map.chunks_exact(n) {
+                want.iter_mut().zip(row).for_each(|(w, a)| *w += a);
+            }
+        }
+    }
+    // The probe over the same cache.
+    let mut kv = d.kv_cache(n);
+    for (block, rows) in layout.block_runs() {
+        let first = layout.stored[rows[0]].unwrap().row;
+        store
+            .load_rows(block, first..first + rows.len(), &mut kv, rows[0])
+            .unwrap();
+    }
+    let from: Vec<usize> = (0..n)
+        .map(|r| layout.stored[r].map_or(layout.positions[r], |s| s.stored))
+        .collect();
+    d.shift_keys(&mut kv, 0..n, (&from, &layout.positions));
+    let fresh = layout.fresh_rows();
+    let mass = d
+        .probe_rows(
+            RowPass {
+                ids: &layout.ids,
+                positions: &layout.positions,
+                computed: &fresh,
+                select: None,
+                capture: &question,
+            },
+            &mut kv,
+            0,
+        )
+        .unwrap();
+    assert!(max_diff(&mass, &want) < 1e-4, "{mass:?} vs {want:?}");
+    // Probing fewer layers reads less.
+    let mut kv2 = kv.clone();
+    let one = d
+        .probe_rows(
+            RowPass {
+                ids: &layout.ids,
+                positions: &layout.positions,
+                computed: &fresh,
+                select: None,
+                capture: &question,
+            },
+            &mut kv2,
+            1,
+        )
+        .unwrap();
+    let total = |v: &[f32]| v.iter().sum::<f32>();
+    assert!(total(&one) < total(&mass));
+    // probe-modules:1 recomputes exactly the module (after the first, which
+    // follows the preamble and is exact) with the most attention mass.
+    let runs = layout.module_runs();
+    let heaviest = runs[1..]
+        .iter()
+        .max_by(|a, b| {
+            let m = |rows: &[usize]| rows.iter().map(|&r| want[r]).sum::<f32>();
+            m(&a.1).total_cmp(&m(&b.1))
+        })
+        .unwrap();
+    let name = &t.modules[heaviest.0].name;
+    let one_module = prefill::modular(d, &store, &layout, Recovery::ProbeModules(1), &[]).unwrap();
+    let recomputed: Vec<&str> = one_module
+        .decisions
+        .iter()
+        .filter(|d| d.recomputed > 0)
+        .map(|d| d.label.as_str())
+        .collect();
+    assert_eq!(recomputed, vec![name.as_str()]);
+    assert_eq!(one_module.recomputed_rows, heaviest.1.len());
+    // probe:R recomputes the R % of cached rows with the most mass, never an
+    // exact row while others remain.
+    let exact = layout.exact_rows();
+    let r = prefill::modular(
+        d,
+        &store,
+        &layout,
+        Recovery::Probe {
+            percent: 20.0,
+            layers: 0,
+        },
+        &[],
+    )
+    .unwrap();
+    let take = (0.2 * layout.cached_rows() as f64).ceil() as usize;
+    assert_eq!(r.recomputed_rows, take);
+    let chosen = prefill::question_aware_choice(
+        &layout,
+        &mass,
+        Recovery::Probe {
+            percent: 20.0,
+            layers: 0,
+        },
+    );
+    assert!(chosen.iter().all(|r| exact.binary_search(r).is_err()));
+    let lightest_chosen = chosen
+        .iter()
+        .map(|&r| mass[r])
+        .fold(f32::INFINITY, f32::min);
+    let heaviest_left = (0..n)
+        .filter(|r| layout.stored[*r].is_some() && !chosen.contains(r) && !exact.contains(r))
+        .map(|r| mass[r])
+        .fold(0.0, f32::max);
+    assert!(lightest_chosen >= heaviest_left);
+    // Everything recomputed is exact.
+    let full = prefill::modular(
+        d,
+        &store,
+        &layout,
+        Recovery::Probe {
+            percent: 100.0,
+            layers: 0,
+        },
+        &[],
+    )
+    .unwrap();
+    let want_logits = prefill::exact(d, &layout, &[]).unwrap().state.logits;
+    assert!(max_diff(&full.state.logits, &want_logits) < 1e-4);
+}
+
+#[test]
+fn a_prefixed_library_may_outgrow_the_context_and_rebuilds_only_what_changed() {
+    let (_dir, model) = tiny_llama();
+    let tmp = tempfile::tempdir().unwrap();
+    // Twelve modules span more than the tiny model's 64 positions.
+    let path = write_library(tmp.path(), 12);
+    let schema = Schema::load(&path).unwrap();
+    let out = tmp.path().join("store");
+    let cancel = AtomicBool::new(false);
+    let alone = BuildOptions {
+        encoding: Encoding::Alone,
+        chat: false,
+    };
+    let err = build_store(&model, &schema, &out, alone, &mut |_, _| {}, &cancel)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("past the model's context of 64") && err.contains("--encode prefixed"),
+        "{err}"
+    );
+    let first = build_store(
+        &model,
+        &schema,
+        &out,
+        BuildOptions::default(),
+        &mut |_, _| {},
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!((first.encoded, first.reused), (12, 0));
+    let identity = ModelIdentity::of(&model).unwrap();
+    let before = ModuleStore::open(&out, &identity).unwrap();
+    assert!(before.tokenized().end > 64);
+    let load = |store: &ModuleStore, m: usize| {
+        let rows = store.tokenized().modules[m].rows;
+        let mut kv = decoder(&model).kv_cache(rows);
+        store
+            .load_rows(Block::Module(m), 0..rows, &mut kv, 0)
+            .unwrap();
+        kv.layers
+            .iter()
+            .flat_map(|l| l.k.iter().chain(&l.v).map(|x| x.to_bits()))
+            .collect::<Vec<u32>>()
+    };
+    let kept: Vec<Vec<u32>> = (0..12).map(|m| load(&before, m)).collect();
+    drop(before);
+    // One module's text changes: only it is encoded again.
+    let mut edited = schema.clone();
+    edited.modules[5].text = "the film was bad".into();
+    let second = build_store(
+        &model,
+        &edited,
+        &out,
+        BuildOptions::default(),
+        &mut |_, _| {},
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!((second.encoded, second.reused), (1, 11));
+    let after = ModuleStore::open(&out, &identity).unwrap();
+    after.verify().unwrap();
+    for (m, want) in kept.iter().enumerate() {
+        if m != 5 {
+            assert_eq!(&load(&after, m), want, "module {m} changed");
+        }
+    }
+    // A changed preamble changes every module's key.
+    drop(after);
+    edited.preamble = Some("the plot".into());
+    let third = build_store(
+        &model,
+        &edited,
+        &out,
+        BuildOptions::default(),
+        &mut |_, _| {},
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!((third.encoded, third.reused), (12, 0));
+    // A prompt must still fit the context.
+    let store = ModuleStore::open(&out, &identity).unwrap();
+    let many: Vec<String> = (0..12).map(|i| format!("\"m{i}\"")).collect();
+    let p = PromptSpec::from_arg(&format!(
+        r#"{{"modules": [{}], "text": "x"}}"#,
+        many.join(", ")
+    ))
+    .unwrap();
+    let err = Layout::new(store.tokenized(), &p, &model.tokenizer, contiguous(64))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("context of 64"), "{err}");
 }

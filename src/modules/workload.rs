@@ -13,6 +13,11 @@
 //! - `fewshot`: k labelled reviews as modules in random order, then the
 //!   query review, scored by the label words (the paper's kind of workload,
 //!   where a prefix cache helps only while the examples come in one order).
+//! - `facts`: plot summaries as modules, each ending in a fact of its own (a
+//!   person and the city they live in); each prompt takes D of them in random
+//!   order and asks where one of its people lives, scored against the
+//!   cities of every document in the prompt — a multi-document task a 135M
+//!   model answers, so task accuracy says something.
 
 use anyhow::bail;
 use rand::rngs::StdRng;
@@ -34,6 +39,8 @@ pub enum WorkloadKind {
     Passkey,
     /// Few-shot sentiment.
     Fewshot,
+    /// A fact stated in one of D documents, asked at the end.
+    Facts,
 }
 
 impl WorkloadKind {
@@ -43,7 +50,8 @@ impl WorkloadKind {
             "multidoc" => Ok(Self::Multidoc),
             "passkey" => Ok(Self::Passkey),
             "fewshot" => Ok(Self::Fewshot),
-            _ => bail!("unknown workload {s:?}: use multidoc, passkey or fewshot"),
+            "facts" => Ok(Self::Facts),
+            _ => bail!("unknown workload {s:?}: use multidoc, passkey, fewshot or facts"),
         }
     }
 }
@@ -96,6 +104,7 @@ pub fn generate(options: WorkloadOptions) -> anyhow::Result<Workload> {
         WorkloadKind::Multidoc => multidoc(options, &mut rng),
         WorkloadKind::Passkey => passkey(options, &mut rng),
         WorkloadKind::Fewshot => fewshot(options, &mut rng),
+        WorkloadKind::Facts => facts(options, &mut rng),
     }
 }
 
@@ -257,6 +266,120 @@ fn fewshot(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
     Ok(Workload {
         schema: Schema {
             name: format!("fewshot-{}", o.seed),
+            preamble: None,
+            modules,
+        },
+        prompts,
+    })
+}
+
+/// First names of the `facts` workload's people.
+const NAMES: [&str; 48] = [
+    "Alice", "Bruno", "Clara", "Daniel", "Elena", "Felix", "Grace", "Hugo", "Iris", "Jonas",
+    "Karen", "Leo", "Maria", "Nathan", "Olga", "Pablo", "Quinn", "Rosa", "Simon", "Tara", "Ulrich",
+    "Vera", "Walter", "Xenia", "Yusuf", "Zoe", "Amir", "Bianca", "Carlos", "Dana", "Emil", "Fiona",
+    "Gustav", "Hanna", "Igor", "Julia", "Kenji", "Lena", "Marco", "Nora", "Oscar", "Paula",
+    "Rafael", "Sofia", "Tomas", "Ursula", "Victor", "Wanda",
+];
+
+/// Cities of the `facts` workload.
+const CITIES: [&str; 48] = [
+    "Lisbon",
+    "Oslo",
+    "Cairo",
+    "Lima",
+    "Dublin",
+    "Vienna",
+    "Nairobi",
+    "Quito",
+    "Prague",
+    "Madrid",
+    "Berlin",
+    "Tokyo",
+    "Sydney",
+    "Toronto",
+    "Chicago",
+    "Boston",
+    "Paris",
+    "London",
+    "Rome",
+    "Athens",
+    "Moscow",
+    "Seoul",
+    "Delhi",
+    "Mumbai",
+    "Bangkok",
+    "Manila",
+    "Havana",
+    "Santiago",
+    "Bogota",
+    "Caracas",
+    "Warsaw",
+    "Budapest",
+    "Helsinki",
+    "Stockholm",
+    "Copenhagen",
+    "Brussels",
+    "Amsterdam",
+    "Zurich",
+    "Geneva",
+    "Milan",
+    "Naples",
+    "Munich",
+    "Hamburg",
+    "Marseille",
+    "Seattle",
+    "Denver",
+    "Houston",
+    "Miami",
+];
+
+fn facts(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
+    if o.pool > NAMES.len() {
+        bail!(
+            "the facts workload has {} people: use --pool {} or less",
+            NAMES.len(),
+            NAMES.len()
+        );
+    }
+    let plots = split("rt-plot:all")?;
+    let docs: Vec<&Item> = plots.choose_multiple(rng, o.pool).collect();
+    let mut names = NAMES.to_vec();
+    names.shuffle(rng);
+    let mut cities = CITIES.to_vec();
+    cities.shuffle(rng);
+    let modules = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            module(
+                &format!("doc-{i}"),
+                format!(
+                    "Document {i}:\n{} {} lives in {}.\n\n",
+                    d.text, names[i], cities[i]
+                ),
+            )
+        })
+        .collect();
+    let prompts = (0..o.prompts)
+        .map(|_| {
+            let mut chosen: Vec<usize> = (0..o.pool).collect();
+            chosen.shuffle(rng);
+            chosen.truncate(o.per_prompt);
+            let answer = rng.random_range(0..chosen.len());
+            let person = names[chosen[answer]];
+            PromptSpec {
+                modules: chosen.iter().map(|i| format!("doc-{i}")).collect(),
+                text: format!("Question: where does {person} live?\nAnswer: {person} lives in"),
+                choices: chosen.iter().map(|&i| format!(" {}", cities[i])).collect(),
+                answer: Some(answer),
+                ..PromptSpec::default()
+            }
+        })
+        .collect();
+    Ok(Workload {
+        schema: Schema {
+            name: format!("facts-{}", o.seed),
             preamble: None,
             modules,
         },

@@ -48,7 +48,12 @@ pub fn run(target: &Target, store_args: &StoreArgs, args: &ViewArgs) -> anyhow::
     let config = ModularConfig {
         theme: Theme::choose(display.theme.as_deref(), display.no_color)?,
         shape: *opened.model.shape(),
-        store_label: format!("{} · {} modules", m.schema_name, m.modules),
+        store_label: format!(
+            "{} · {} modules · {}",
+            m.schema_name,
+            m.modules,
+            m.encoding.name()
+        ),
         positions: opened.positions,
         recovery: opened.recovery.recovery,
         chat: store_args.chat,

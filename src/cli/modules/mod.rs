@@ -58,9 +58,9 @@ pub struct StoreArgs {
 #[derive(Debug, Subcommand)]
 pub enum ModulesCommand {
     /// Generate a reproducible workload (schema.toml + prompts.jsonl) from
-    /// the Rotten Tomatoes text: multidoc, passkey or fewshot.
+    /// the Rotten Tomatoes text: multidoc, passkey, fewshot or facts.
     Workload {
-        /// multidoc, passkey or fewshot.
+        /// multidoc, passkey, fewshot or facts.
         #[arg(value_name = "KIND")]
         kind: String,
         /// Modules per prompt (documents, filler modules, examples).
