@@ -13,11 +13,12 @@
 //! - `fewshot`: k labelled reviews as modules in random order, then the
 //!   query review, scored by the label words (the paper's kind of workload,
 //!   where a prefix cache helps only while the examples come in one order).
-//! - `facts`: plot summaries as modules, each ending in a fact of its own (a
-//!   person and the city they live in); each prompt takes D of them in random
-//!   order and asks where one of its people lives, scored against the
-//!   cities of every document in the prompt — a multi-document task a 135M
-//!   model answers, so task accuracy says something.
+//! - `facts`: plot summaries as modules, and as many again that end in a fact
+//!   (a person and the city they live in); each prompt takes one fact
+//!   document among D − 1 plain ones in random order and asks where its
+//!   person lives, scored against three other fact documents' cities — a
+//!   multi-document task a 135M model answers, so task accuracy says
+//!   something (on `multidoc` it answers almost none).
 
 use anyhow::bail;
 use rand::rngs::StdRng;
@@ -343,35 +344,51 @@ fn facts(o: WorkloadOptions, rng: &mut StdRng) -> anyhow::Result<Workload> {
         );
     }
     let plots = split("rt-plot:all")?;
-    let docs: Vec<&Item> = plots.choose_multiple(rng, o.pool).collect();
+    if plots.len() < 2 * o.pool {
+        bail!(
+            "only {} plot summaries for a pool of {} plain and {} fact documents",
+            plots.len(),
+            o.pool,
+            o.pool
+        );
+    }
+    let docs: Vec<&Item> = plots.choose_multiple(rng, 2 * o.pool).collect();
+    let (plain, with_fact) = docs.split_at(o.pool);
     let mut names = NAMES.to_vec();
     names.shuffle(rng);
     let mut cities = CITIES.to_vec();
     cities.shuffle(rng);
-    let modules = docs
+    let mut modules: Vec<ModuleSpec> = plain
         .iter()
         .enumerate()
-        .map(|(i, d)| {
-            module(
-                &format!("doc-{i}"),
-                format!(
-                    "Document {i}:\n{} {} lives in {}.\n\n",
-                    d.text, names[i], cities[i]
-                ),
-            )
-        })
+        .map(|(i, d)| module(&format!("doc-{i}"), format!("{}\n\n", d.text)))
         .collect();
+    modules.extend(with_fact.iter().enumerate().map(|(i, d)| {
+        module(
+            &format!("fact-{i}"),
+            format!("{} {} lives in {}.\n\n", d.text, names[i], cities[i]),
+        )
+    }));
     let prompts = (0..o.prompts)
         .map(|_| {
-            let mut chosen: Vec<usize> = (0..o.pool).collect();
-            chosen.shuffle(rng);
-            chosen.truncate(o.per_prompt);
-            let answer = rng.random_range(0..chosen.len());
-            let person = names[chosen[answer]];
+            let fact = rng.random_range(0..o.pool);
+            let mut chosen: Vec<String> = (0..o.pool)
+                .collect::<Vec<_>>()
+                .choose_multiple(rng, o.per_prompt.saturating_sub(1))
+                .map(|i| format!("doc-{i}"))
+                .collect();
+            let at = rng.random_range(0..=chosen.len());
+            chosen.insert(at, format!("fact-{fact}"));
+            let mut others: Vec<usize> = (0..o.pool).filter(|&f| f != fact).collect();
+            others.shuffle(rng);
+            others.truncate(3);
+            let answer = rng.random_range(0..=others.len());
+            others.insert(answer, fact);
+            let person = names[fact];
             PromptSpec {
-                modules: chosen.iter().map(|i| format!("doc-{i}")).collect(),
+                modules: chosen,
                 text: format!("Question: where does {person} live?\nAnswer: {person} lives in"),
-                choices: chosen.iter().map(|&i| format!(" {}", cities[i])).collect(),
+                choices: others.iter().map(|&i| format!(" {}", cities[i])).collect(),
                 answer: Some(answer),
                 ..PromptSpec::default()
             }

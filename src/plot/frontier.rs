@@ -105,7 +105,10 @@ impl FrontierFigure {
                     .legend(|(x, y)| {
                         PathElement::new(vec![(x, y), (x + 20, y)], GREY.stroke_width(2))
                     });
-                for kind in legend_kinds {
+                for kind in legend_kinds
+                    .into_iter()
+                    .filter(|k| self.dots.iter().any(|d| d.kind == *k))
+                {
                     let c = colour(kind);
                     chart
                         .draw_series(self.dots.iter().filter(|d| d.kind == kind).map(|d| {
