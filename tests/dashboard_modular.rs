@@ -274,3 +274,52 @@ fn typing_the_stream_popups_and_the_rebuild_form() {
     key(&mut a, "q");
     assert!(a.quit);
 }
+
+#[test]
+fn f_shows_the_sessions_frontier_with_the_current_setting_moving() {
+    let (mut a, rx) = app(true, vec![prompt("a")]);
+    // Runs of three settings, as the worker reports them.
+    for (recovery, ttft, kl) in [
+        (Recovery::None, 30.0, 0.2),
+        (Recovery::Select(15.0), 150.0, 0.02),
+        (Recovery::Select(15.0), 170.0, 0.04),
+        (Recovery::Select(50.0), 450.0, 0.001),
+    ] {
+        key(&mut a, "n");
+        let Ok(Request::Run { seq, .. }) = rx.try_recv() else {
+            panic!("n sends the next prompt")
+        };
+        let mut c = comparison();
+        c.recovery = recovery;
+        c.ttft_ms = [900.0, 850.0, ttft];
+        c.kl = kl;
+        a.on_event(Event::Ran {
+            seq,
+            result: Ok(Box::new(c)),
+        });
+    }
+    let points = a.session_frontier();
+    assert_eq!(points.len(), 3);
+    let select = points
+        .iter()
+        .find(|p| p.setting == "contiguous · select:15")
+        .unwrap();
+    assert_eq!(select.runs, 2);
+    assert!((select.speedup - 1800.0 / 320.0).abs() < 1e-9);
+    assert!((select.kl - 0.03).abs() < 1e-9);
+    assert!(select.current);
+    key(&mut a, "f");
+    assert!(a.show_frontier);
+    let text = screen(&mut a, 80, 24);
+    assert!(text.contains("Frontier"), "{text}");
+    assert!(
+        text.contains("current contiguous · select:15: 5.6× over"),
+        "{text}"
+    );
+    // + moves the current setting to another point (not run yet here).
+    key(&mut a, "+");
+    let text = screen(&mut a, 120, 40);
+    assert!(text.contains("select:20: not run yet"), "{text}");
+    key(&mut a, "f");
+    assert!(screen(&mut a, 80, 24).contains("Layer × head"));
+}

@@ -3,7 +3,7 @@
 //! how close the question's attention stays to the exact run, TTFT of exact
 //! / prefix cache / modular live, both greedy answers side by side; `+`/`-`
 //! tune the recovery and re-run at once, `m` cycles recovery and positions,
-//! `R` rebuilds the store. The same state runs headless from a key script.
+//! `f` shows the session's speed–fidelity frontier, `R` rebuilds the store. The same state runs headless from a key script.
 //!
 //! - [`state`]: state, keys, clicks, events, clock;
 //! - [`view`]: the frame;
@@ -46,6 +46,8 @@ pub struct ModularReport {
     /// Runs of this session, newest first: label and TTFT exact / prefix /
     /// modular.
     pub history: Vec<(String, [f64; 3])>,
+    /// The session's speed–fidelity frontier, one point per setting run.
+    pub frontier: Vec<state::SessionPoint>,
     /// The latest comparison.
     pub current: Option<Comparison>,
     /// The last frame, one string per row.
@@ -116,6 +118,7 @@ pub fn run_headless(
             .iter()
             .map(|h| (h.label.clone(), h.ttft_ms))
             .collect(),
+        frontier: app.session_frontier(),
         current: app.current.clone(),
         screen,
         quit: app.quit,

@@ -72,11 +72,15 @@ pub const HELP: &[(&str, &str)] = &[
     ("n", "run the next prompt of the file now"),
     (
         "+  -",
-        "more or less recovery (R of select:R, K of first:K); re-runs",
+        "more or less recovery (K, R or M of the kind); re-runs",
     ),
     (
         "m",
-        "cycle recovery none → first → select, then positions; re-runs",
+        "cycle none → first → select → probe → probe-modules, then positions",
+    ),
+    (
+        "f",
+        "the session's speed–fidelity frontier in the grid panel (toggle)",
     ),
     ("c", "wrap prompts in the chat template (toggle); re-runs"),
     (
@@ -90,9 +94,9 @@ pub const HINTS: &[(&str, &str)] = &[
     ("q", "quit"),
     ("?", "help"),
     ("i", "type"),
-    ("+/-", "recovery"),
+    ("+/-", "tune"),
     ("m", "mode"),
-    ("n", "next"),
+    ("f", "frontier"),
     ("R", "rebuild"),
     ("Spc", "pause"),
 ];
@@ -106,8 +110,29 @@ pub struct RunSummary {
     pub ttft_ms: [f64; 3],
     /// Same next token as exact.
     pub top1_agree: bool,
+    /// Next-token KL from exact.
+    pub kl: f64,
+    /// The positions it ran with.
+    pub positions: Positions,
     /// The recovery it ran with.
     pub recovery: Recovery,
+}
+
+/// One setting of the session on its speed–fidelity frontier.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionPoint {
+    /// `positions · recovery`.
+    pub setting: String,
+    /// Runs with it.
+    pub runs: usize,
+    /// Summed exact TTFT ÷ summed modular TTFT.
+    pub speedup: f64,
+    /// Mean next-token KL.
+    pub kl: f64,
+    /// Share of runs with the exact next token.
+    pub top1: f64,
+    /// The current setting.
+    pub current: bool,
 }
 
 /// The status line.
@@ -156,6 +181,8 @@ pub struct ModularApp {
     pub current: Option<Comparison>,
     /// Recent runs, newest first.
     pub history: VecDeque<RunSummary>,
+    /// The grid panel shows the session's frontier instead.
+    pub show_frontier: bool,
     /// Selected layer and head.
     pub selected: (usize, usize),
     /// First grid row shown.
@@ -235,6 +262,7 @@ impl ModularApp {
             seq: 0,
             current: None,
             history: VecDeque::new(),
+            show_frontier: false,
             selected: (0, 0),
             grid_scroll: 0,
             focus: Panel::Query,
@@ -323,6 +351,8 @@ impl ModularApp {
                             label: c.label.clone(),
                             ttft_ms: c.ttft_ms,
                             top1_agree: c.top1_agree,
+                            kl: c.kl,
+                            positions: c.positions,
                             recovery: c.recovery,
                         });
                         self.history.truncate(HISTORY);
@@ -400,6 +430,10 @@ impl ModularApp {
             KeyCode::Char('+') | KeyCode::Char('=') => self.step_recovery(1),
             KeyCode::Char('-') => self.step_recovery(-1),
             KeyCode::Char('m') => self.cycle_mode(),
+            KeyCode::Char('f') => {
+                self.show_frontier = !self.show_frontier;
+                self.focus = Panel::Grid;
+            }
             KeyCode::Char('c') => {
                 self.chat = !self.chat;
                 self.say(
@@ -479,6 +513,46 @@ impl ModularApp {
             clamp(h, dh, self.shape.heads),
         );
         self.focus = Panel::Grid;
+    }
+
+    /// The session's frontier: every setting run so far (by positions and
+    /// recovery) with its speedup over exact (summed TTFT), mean KL and top-1
+    /// agreement over its runs; the current setting marked.
+    pub fn session_frontier(&self) -> Vec<SessionPoint> {
+        let name = |p: Positions, r: Recovery| format!("{} · {r}", p.name());
+        let current = name(self.positions, self.recovery);
+        let mut points: Vec<SessionPoint> = Vec::new();
+        let mut sums: Vec<(f64, f64, f64, usize)> = Vec::new();
+        for run in &self.history {
+            let setting = name(run.positions, run.recovery);
+            let at = match points.iter().position(|p| p.setting == setting) {
+                Some(at) => at,
+                None => {
+                    points.push(SessionPoint {
+                        current: setting == current,
+                        setting,
+                        runs: 0,
+                        speedup: 0.0,
+                        kl: 0.0,
+                        top1: 0.0,
+                    });
+                    sums.push((0.0, 0.0, 0.0, 0));
+                    points.len() - 1
+                }
+            };
+            let s = &mut sums[at];
+            s.0 += run.ttft_ms[0];
+            s.1 += run.ttft_ms[2];
+            s.2 += run.kl;
+            s.3 += usize::from(run.top1_agree);
+            points[at].runs += 1;
+        }
+        for (p, (exact, modular, kl, agree)) in points.iter_mut().zip(sums) {
+            p.speedup = exact / modular;
+            p.kl = kl / p.runs as f64;
+            p.top1 = agree as f64 / p.runs as f64;
+        }
+        points
     }
 
     /// `+`/`-`: the next or previous setting of the current recovery kind.

@@ -1,15 +1,17 @@
 //! Drawing the modular view: header, the prompt as a strip of modules, time
 //! to first token of exact / prefix cache / modular, the layer × head grid of
-//! question-map similarity to exact, both answers side by side, the status
-//! line and the key hints; the help and rebuild popups on top.
+//! question-map similarity to exact (or, with `f`, the session's
+//! speed–fidelity frontier), both answers side by side, the status line and
+//! the key hints; the help and rebuild popups on top.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Modifier;
+use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph};
+use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, LegendPosition, Paragraph, Wrap};
 
-use super::state::{HELP, HINTS, ModularApp, Panel, Popup};
+use super::state::{HELP, HINTS, ModularApp, Panel, Popup, SessionPoint};
 use crate::text::shorten;
 use crate::tui::theme::shade;
 use crate::tui::view::popups::{centred, framed};
@@ -227,7 +229,82 @@ fn grid_rows(area: Rect) -> usize {
     (area.height as usize).saturating_sub(4)
 }
 
+/// Smallest KL on the frontier's log axis.
+const KL_FLOOR: f64 = 1e-4;
+
+/// The session's speed–fidelity frontier (`f`): every setting run so far as
+/// a point of speedup over exact against log₁₀ next-token KL, the current
+/// setting highlighted (it moves as `+`/`-` and `m` change it).
+fn draw_frontier(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let points = app.session_frontier();
+    let b = block(
+        app,
+        Panel::Grid,
+        "Frontier · this session's settings · speedup over exact against KL (f: grid)",
+    );
+    let inner = b.inner(area);
+    frame.render_widget(b, area);
+    let [chart_area, legend] =
+        Layout::vertical([Constraint::Min(4), Constraint::Length(2)]).areas(inner);
+    let at = |p: &SessionPoint| (p.kl.max(KL_FLOOR).log10(), p.speedup);
+    let others: Vec<(f64, f64)> = points.iter().filter(|p| !p.current).map(at).collect();
+    let current: Vec<(f64, f64)> = points.iter().filter(|p| p.current).map(at).collect();
+    let top = points.iter().map(|p| p.speedup).fold(1.0f64, f64::max) * 1.15;
+    let datasets = vec![
+        Dataset::default()
+            .name("other settings")
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Scatter)
+            .style(app.theme.exact())
+            .data(&others),
+        Dataset::default()
+            .name("current")
+            .marker(Marker::Block)
+            .graph_type(GraphType::Scatter)
+            .style(app.theme.cached())
+            .data(&current),
+    ];
+    let chart = Chart::new(datasets)
+        .x_axis(Axis::default().bounds([KL_FLOOR.log10(), 0.5]).labels(vec![
+            Line::raw("KL 1e-4"),
+            Line::raw("1e-2"),
+            Line::raw("1"),
+        ]))
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, top])
+                .labels(vec![Line::raw("0×"), Line::raw(format!("{top:.0}×"))]),
+        )
+        .legend_position(Some(LegendPosition::TopRight))
+        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(100)));
+    frame.render_widget(chart, chart_area);
+    let line = match points.iter().find(|p| p.current) {
+        Some(p) => format!(
+            "current {}: {:.1}× over exact, KL {:.4}, top-1 {:.0} % over {} runs; {} settings so far",
+            p.setting,
+            p.speedup,
+            p.kl,
+            p.top1 * 100.0,
+            p.runs,
+            points.len()
+        ),
+        None => format!(
+            "current {} · {}: not run yet; {} settings so far",
+            app.positions.name(),
+            app.recovery,
+            points.len()
+        ),
+    };
+    frame.render_widget(
+        Paragraph::new(Span::styled(line, app.theme.dim())).wrap(Wrap { trim: true }),
+        legend,
+    );
+}
+
 fn draw_grid(frame: &mut Frame, area: Rect, app: &mut ModularApp) {
+    if app.show_frontier {
+        return draw_frontier(frame, area, app);
+    }
     let (sl, sh) = app.selected;
     let value = app
         .current
