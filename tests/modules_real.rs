@@ -53,6 +53,30 @@ fn exact(ids: &[u32], positions: &[usize]) -> (Vec<f32>, KvCache) {
     (logits.to_vec1().unwrap(), kv)
 }
 
+/// Last-row logits of a pass computing `computed` over the given rows of `kv`.
+fn last_logits_over(
+    ids: &[u32],
+    positions: &[usize],
+    computed: &[usize],
+    kv: &mut KvCache,
+) -> Vec<f32> {
+    let d = decoder();
+    let pass = RowPass {
+        ids,
+        positions,
+        computed,
+        select: None,
+        capture: &[],
+    };
+    let out = d.forward_rows(pass, kv).unwrap();
+    d.logits_of_rows(&out, &[ids.len() - 1])
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 fn schema() -> Schema {
     let module = |name: &str, text: &str| ModuleSpec {
         name: name.into(),
@@ -96,25 +120,7 @@ fn a_leading_module_plus_free_text_reproduces_exact_logits() {
         dst.v[..m * w].copy_from_slice(&src.v);
     }
     let computed: Vec<usize> = (m..n).collect();
-    let out = d
-        .forward_rows(
-            RowPass {
-                ids: &ids,
-                positions: &positions,
-                computed: &computed,
-                select: None,
-                capture: &[],
-            },
-            &mut kv,
-        )
-        .unwrap();
-    let got: Vec<f32> = d
-        .logits_of_rows(&out, &[n - 1])
-        .unwrap()
-        .get(0)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let got = last_logits_over(&ids, &positions, &computed, &mut kv);
     let diff = max_diff(&got, &want);
     assert!(diff <= 1e-4, "logits differ by {diff}");
 }
@@ -348,26 +354,12 @@ fn a_prefixed_module_after_the_preamble_plus_the_question_reproduces_exact_logit
             dst.k[p * w..(p + rows) * w].copy_from_slice(&module.layers[l].k);
             dst.v[p * w..(p + rows) * w].copy_from_slice(&module.layers[l].v);
         }
-        let computed = layout.fresh_rows();
-        let out = d
-            .forward_rows(
-                RowPass {
-                    ids: &layout.ids,
-                    positions: &layout.positions,
-                    computed: &computed,
-                    select: None,
-                    capture: &[],
-                },
-                &mut kv,
-            )
-            .unwrap();
-        let got: Vec<f32> = d
-            .logits_of_rows(&out, &[n - 1])
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let got = last_logits_over(
+            &layout.ids,
+            &layout.positions,
+            &layout.fresh_rows(),
+            &mut kv,
+        );
         let diff = max_diff(&got, &want);
         assert!(
             diff <= 1e-4,

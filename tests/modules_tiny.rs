@@ -538,35 +538,20 @@ fn the_probe_reads_the_questions_exact_attention_and_picks_the_heaviest_modules(
         .collect();
     d.shift_keys(&mut kv, 0..n, (&from, &layout.positions));
     let fresh = layout.fresh_rows();
-    let mass = d
-        .probe_rows(
-            RowPass {
-                ids: &layout.ids,
-                positions: &layout.positions,
-                computed: &fresh,
-                select: None,
-                capture: &question,
-            },
-            &mut kv,
-            0,
-        )
-        .unwrap();
+    let probe = |mut kv: attncache::model::llama::KvCache, layers: usize| {
+        let pass = RowPass {
+            ids: &layout.ids,
+            positions: &layout.positions,
+            computed: &fresh,
+            select: None,
+            capture: &question,
+        };
+        d.probe_rows(pass, &mut kv, layers).unwrap()
+    };
+    let mass = probe(kv.clone(), 0);
     assert!(max_diff(&mass, &want) < 1e-4, "{mass:?} vs {want:?}");
     // Probing fewer layers reads less.
-    let mut kv2 = kv.clone();
-    let one = d
-        .probe_rows(
-            RowPass {
-                ids: &layout.ids,
-                positions: &layout.positions,
-                computed: &fresh,
-                select: None,
-                capture: &question,
-            },
-            &mut kv2,
-            1,
-        )
-        .unwrap();
+    let one = probe(kv, 1);
     let total = |v: &[f32]| v.iter().sum::<f32>();
     assert!(total(&one) < total(&mass));
     // probe-modules:1 recomputes exactly the module (after the first, which

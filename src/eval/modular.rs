@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use super::stats::{mean, median, percentile};
+use super::stats::{median, percentile};
 use crate::cache::similarity;
 use crate::model::TextTokenizer;
 use crate::model::llama::{ChatTemplate, LlamaDecoder, Prefilled, argmax};
@@ -516,22 +516,7 @@ fn groups(records: &[PromptRecord], key: impl Fn(&PromptRecord) -> usize) -> Vec
 
 /// Mean of each stage over prompts, for run `run`.
 fn mean_stages(records: &[PromptRecord], run: usize) -> Stages {
-    let m = |f: fn(&Stages) -> f64| {
-        mean(
-            &records
-                .iter()
-                .map(|p| f(&p.stages[run]))
-                .collect::<Vec<_>>(),
-        )
-    };
-    Stages {
-        load_ms: m(|s| s.load_ms),
-        rotate_ms: m(|s| s.rotate_ms),
-        probe_ms: m(|s| s.probe_ms),
-        forward_ms: m(|s| s.forward_ms),
-        logits_ms: m(|s| s.logits_ms),
-        total_ms: m(|s| s.total_ms),
-    }
+    Stages::mean(&records.iter().map(|p| p.stages[run]).collect::<Vec<_>>())
 }
 
 fn summarise(

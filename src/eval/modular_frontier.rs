@@ -190,7 +190,7 @@ pub fn measure_frontier(
                 accuracy_loss_bound: (scored > 0)
                     .then(|| accuracy_loss_bound(t.lost, t.gained, scored)),
                 recomputed_fraction: mean(&t.recomputed),
-                stages_ms: mean_of_stages(&t.stages),
+                stages_ms: Stages::mean(&t.stages),
                 pareto_kl: false,
                 pareto_top1: false,
             }
@@ -227,19 +227,6 @@ fn mark_pareto(points: &mut [FrontierPoint]) {
     for (p, (k, t)) in points.iter_mut().zip(kl.into_iter().zip(top1)) {
         p.pareto_kl = k;
         p.pareto_top1 = t;
-    }
-}
-
-/// The mean of each stage.
-fn mean_of_stages(stages: &[Stages]) -> Stages {
-    let m = |f: fn(&Stages) -> f64| mean(&stages.iter().map(f).collect::<Vec<_>>());
-    Stages {
-        load_ms: m(|s| s.load_ms),
-        rotate_ms: m(|s| s.rotate_ms),
-        probe_ms: m(|s| s.probe_ms),
-        forward_ms: m(|s| s.forward_ms),
-        logits_ms: m(|s| s.logits_ms),
-        total_ms: m(|s| s.total_ms),
     }
 }
 

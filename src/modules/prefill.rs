@@ -35,6 +35,22 @@ pub struct Stages {
     pub total_ms: f64,
 }
 
+impl Stages {
+    /// The mean of each stage over `runs` (zeros for none).
+    pub fn mean(runs: &[Stages]) -> Stages {
+        let n = runs.len().max(1) as f64;
+        let m = |f: fn(&Stages) -> f64| runs.iter().map(f).sum::<f64>() / n;
+        Stages {
+            load_ms: m(|s| s.load_ms),
+            rotate_ms: m(|s| s.rotate_ms),
+            probe_ms: m(|s| s.probe_ms),
+            forward_ms: m(|s| s.forward_ms),
+            logits_ms: m(|s| s.logits_ms),
+            total_ms: m(|s| s.total_ms),
+        }
+    }
+}
+
 /// What happened to one run of rows of the prompt.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {

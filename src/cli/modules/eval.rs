@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::super::progress;
 use super::super::setup::Target;
-use super::{RECOVERY_FILE, StoreArgs, open, prompts};
+use super::{PromptsArgs, RECOVERY_FILE, StoreArgs, open, prompts};
 use crate::eval::{
     Machine, ModularEval, ModularOptions, RecoveryCalibration, RecoveryObjective,
     calibrate_recovery, every_setting,
@@ -22,7 +22,7 @@ pub struct EvalSizes {
 pub fn eval(
     target: &Target,
     args: &StoreArgs,
-    source: (&Path, Option<usize>),
+    source: &PromptsArgs,
     sizes: EvalSizes,
     json: bool,
 ) -> anyhow::Result<()> {
@@ -168,7 +168,7 @@ pub fn calibration_settings(kind: &str) -> anyhow::Result<Vec<Setting>> {
 pub fn calibrate(
     target: &Target,
     args: &StoreArgs,
-    source: (&Path, Option<usize>),
+    source: &PromptsArgs,
     (kind, objective, budget): (&str, &str, f64),
     (out, save): (Option<&Path>, bool),
     json: bool,
@@ -221,28 +221,14 @@ pub fn calibrate(
         result.objective,
         result.budget
     );
-    println!(
-        "  {:<26} {:>8} {:>9} {:>9} {:>8} {:>11} {:>9}",
-        "setting", "× exact", "KL", "KL bound", "top-1", "recomputed", "TTFT ms"
-    );
-    for p in &result.points {
-        let q = &p.point;
-        println!(
-            "  {:<26} {:>7.2}× {:>9.4} {:>9.4} {:>7.1}% {:>10.1}% {:>9.1}{}",
-            q.recovery,
-            q.speedup_vs_exact,
-            q.kl_mean,
-            q.kl_bound,
-            q.top1_agreement * 100.0,
-            q.recomputed_fraction * 100.0,
-            q.ttft_ms,
-            if p.within_budget {
-                "  within budget"
-            } else {
-                ""
-            }
-        );
-    }
+    super::frontier::print_points(result.points.iter().map(|p| {
+        let note = if p.within_budget {
+            "  within budget"
+        } else {
+            ""
+        };
+        (&p.point, note.to_string())
+    }));
     println!(
         "chosen {}{}{}",
         result.chosen,

@@ -5,8 +5,10 @@ use std::path::Path;
 
 use super::super::progress;
 use super::super::setup::Target;
-use super::{StoreArgs, open, prompts};
-use crate::eval::{Frontier, Machine, ModularOptions, every_setting, measure_frontier};
+use super::{PromptsArgs, StoreArgs, open, prompts};
+use crate::eval::{
+    Frontier, FrontierPoint, Machine, ModularOptions, every_setting, measure_frontier,
+};
 use crate::modules::Recovery;
 use crate::plot::{FrontierDot, FrontierFigure, save};
 use crate::storage::write_atomically;
@@ -51,10 +53,31 @@ pub fn write_frontier(
     Ok(written)
 }
 
+/// Prints one row per setting: speedup, KL and its bound, top-1, the
+/// recomputed share, TTFT, then `note`.
+pub fn print_points<'a>(points: impl Iterator<Item = (&'a FrontierPoint, String)>) {
+    println!(
+        "  {:<26} {:>8} {:>9} {:>9} {:>8} {:>11} {:>9}",
+        "setting", "× exact", "KL", "KL bound", "top-1", "recomputed", "TTFT ms"
+    );
+    for (p, note) in points {
+        println!(
+            "  {:<26} {:>7.2}× {:>9.4} {:>9.4} {:>7.1}% {:>10.1}% {:>9.1}{note}",
+            p.recovery,
+            p.speedup_vs_exact,
+            p.kl_mean,
+            p.kl_bound,
+            p.top1_agreement * 100.0,
+            p.recomputed_fraction * 100.0,
+            p.ttft_ms,
+        );
+    }
+}
+
 pub fn frontier(
     target: &Target,
     args: &StoreArgs,
-    source: (&Path, Option<usize>),
+    source: &PromptsArgs,
     kinds: Option<&str>,
     out: &Path,
     json: bool,
@@ -115,23 +138,14 @@ pub fn frontier(
         frontier.encoding,
         frontier.positions
     );
-    println!(
-        "  {:<26} {:>8} {:>9} {:>9} {:>8} {:>11}  Pareto (KL / top-1)",
-        "setting", "× exact", "KL", "KL bound", "top-1", "recomputed"
-    );
-    for p in &frontier.points {
-        println!(
-            "  {:<26} {:>7.2}× {:>9.4} {:>9.4} {:>7.1}% {:>10.1}%  {}{}",
-            p.recovery,
-            p.speedup_vs_exact,
-            p.kl_mean,
-            p.kl_bound,
-            p.top1_agreement * 100.0,
-            p.recomputed_fraction * 100.0,
+    print_points(frontier.points.iter().map(|p| {
+        let pareto = format!(
+            "  Pareto {}{}",
             if p.pareto_kl { "●" } else { "·" },
-            if p.pareto_top1 { "●" } else { "·" },
+            if p.pareto_top1 { "●" } else { "·" }
         );
-    }
+        (p, pareto)
+    }));
     println!("wrote {}", written.join(", "));
     Ok(())
 }

@@ -54,6 +54,17 @@ pub struct StoreArgs {
     pub chat: bool,
 }
 
+/// A prompts file and how much of it to use.
+#[derive(Debug, Args)]
+pub struct PromptsArgs {
+    /// The prompts (JSONL).
+    #[arg(long, value_name = "FILE")]
+    pub prompts: PathBuf,
+    /// Use only the first N prompts.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
 /// The `modules` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ModulesCommand {
@@ -128,12 +139,8 @@ pub enum ModulesCommand {
     Eval {
         #[command(flatten)]
         store: StoreArgs,
-        /// The prompts (JSONL).
-        #[arg(long, value_name = "FILE")]
-        prompts: PathBuf,
-        /// Use only the first N prompts.
-        #[arg(long, value_name = "N")]
-        limit: Option<usize>,
+        #[command(flatten)]
+        prompts: PromptsArgs,
         /// Timed passes (speedups are medians over them).
         #[arg(long, default_value_t = 2, value_name = "N", value_parser = super::timed_repeats)]
         repeats: usize,
@@ -163,12 +170,8 @@ pub enum ModulesCommand {
     Frontier {
         #[command(flatten)]
         store: StoreArgs,
-        /// The prompts (JSONL).
-        #[arg(long, value_name = "FILE")]
-        prompts: PathBuf,
-        /// Use only the first N prompts.
-        #[arg(long, value_name = "N")]
-        limit: Option<usize>,
+        #[command(flatten)]
+        prompts: PromptsArgs,
         /// Kinds to sweep, comma-separated (none, first, select, probe,
         /// probe-modules; default all).
         #[arg(long, value_name = "K,…")]
@@ -186,12 +189,9 @@ pub enum ModulesCommand {
     Calibrate {
         #[command(flatten)]
         store: StoreArgs,
-        /// The calibration prompts (JSONL).
-        #[arg(long, value_name = "FILE")]
-        prompts: PathBuf,
-        /// Use only the first N prompts.
-        #[arg(long, value_name = "N")]
-        limit: Option<usize>,
+        /// The calibration prompts.
+        #[command(flatten)]
+        prompts: PromptsArgs,
         /// Which knob: auto (every kind, with and without APE's rescaling),
         /// none, first, select, probe or probe-modules.
         #[arg(long, default_value = "auto", value_name = "KIND")]
@@ -245,7 +245,6 @@ pub fn run(target: &Target, command: ModulesCommand) -> anyhow::Result<()> {
         ModulesCommand::Eval {
             store,
             prompts,
-            limit,
             repeats,
             heads,
             continuation,
@@ -253,7 +252,7 @@ pub fn run(target: &Target, command: ModulesCommand) -> anyhow::Result<()> {
         } => eval::eval(
             target,
             &store,
-            (&prompts, limit),
+            &prompts,
             eval::EvalSizes {
                 repeats,
                 heads,
@@ -265,22 +264,13 @@ pub fn run(target: &Target, command: ModulesCommand) -> anyhow::Result<()> {
         ModulesCommand::Frontier {
             store,
             prompts,
-            limit,
             kinds,
             out,
             json,
-        } => frontier::frontier(
-            target,
-            &store,
-            (&prompts, limit),
-            kinds.as_deref(),
-            &out,
-            json,
-        ),
+        } => frontier::frontier(target, &store, &prompts, kinds.as_deref(), &out, json),
         ModulesCommand::Calibrate {
             store,
             prompts,
-            limit,
             kind,
             objective,
             budget,
@@ -290,7 +280,7 @@ pub fn run(target: &Target, command: ModulesCommand) -> anyhow::Result<()> {
         } => eval::calibrate(
             target,
             &store,
-            (&prompts, limit),
+            &prompts,
             (&kind, &objective, budget),
             (out.as_deref(), !no_save),
             json,
@@ -379,12 +369,9 @@ fn saved_recovery(dir: &Path, positions: Positions) -> anyhow::Result<Option<Set
 }
 
 /// Reads the prompts file against the store's schema.
-fn prompts(
-    store: &ModuleStore,
-    (path, limit): (&Path, Option<usize>),
-) -> anyhow::Result<Vec<PromptSpec>> {
-    let mut prompts = load_prompts(path, store.schema())?;
-    if let Some(n) = limit {
+fn prompts(store: &ModuleStore, args: &PromptsArgs) -> anyhow::Result<Vec<PromptSpec>> {
+    let mut prompts = load_prompts(&args.prompts, store.schema())?;
+    if let Some(n) = args.limit {
         prompts.truncate(n);
     }
     Ok(prompts)
