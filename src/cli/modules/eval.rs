@@ -131,7 +131,8 @@ fn print_eval(e: &ModularEval) {
 
 /// The settings `modules calibrate --kind KIND` searches: one kind's, or
 /// for `auto` every kind's plus APE's default rescaling (0.9, 0.9) on naive
-/// reuse and the lighter question-aware settings.
+/// reuse and on the lighter settings of `first`, `select` and `probe` (at
+/// most 16 tokens or 20 %), where a cheap setting may reach the budget.
 pub fn calibration_settings(kind: &str) -> anyhow::Result<Vec<Setting>> {
     if kind == "auto" {
         let ape = Rescale {
@@ -143,8 +144,9 @@ pub fn calibration_settings(kind: &str) -> anyhow::Result<Vec<Setting>> {
             .iter()
             .filter(|s| match s.recovery {
                 Recovery::None => true,
-                Recovery::Probe { percent, .. } => percent > 0.0 && percent <= 10.0,
-                _ => false,
+                Recovery::First(k) => (1..=16).contains(&k),
+                Recovery::Select(r) | Recovery::Probe { percent: r, .. } => r > 0.0 && r <= 20.0,
+                Recovery::ProbeModules(_) => false,
             })
             .map(|s| Setting {
                 rescale: Some(ape),
