@@ -24,9 +24,9 @@ workloads=(
   "multidoc-16 multidoc 16 40 4 6"
   "multidoc-32 multidoc 32 40 from:multidoc-16 2"
   "passkey passkey 7 30 6 12"
-  "facts-6 facts 6 40 6 12"
-  "facts-13 facts 13 40 4 8"
-  "facts-26 facts 26 40 from:facts-13 3"
+  "facts-6 facts 6 24 6 12"
+  "facts-13 facts 13 24 4 8"
+  "facts-26 facts 26 24 from:facts-13 3"
 )
 for w in "${workloads[@]}"; do
   read -r name kind per pool ncal ntest <<< "$w"

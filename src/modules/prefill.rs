@@ -256,6 +256,7 @@ pub fn modular_with(
         .collect();
     decoder.shift_keys(&mut kv, 0..n, (&from, &layout.positions));
     stages.rotate_ms = ms(t.elapsed());
+    let question: Vec<usize> = layout.question_rows().collect();
     let mut computed = layout.fresh_rows();
     let mut select = None;
     match recovery {
@@ -273,7 +274,6 @@ pub fn modular_with(
         }
         Recovery::Probe { .. } | Recovery::ProbeModules(_) => {
             let t = Instant::now();
-            let question: Vec<usize> = layout.question_rows().collect();
             let layers = match recovery {
                 Recovery::Probe { layers, .. } => layers,
                 _ => 0,
@@ -302,7 +302,6 @@ pub fn modular_with(
         select,
         capture,
     };
-    let question: Vec<usize> = layout.question_rows().collect();
     let module_keys: Vec<bool> = layout
         .stored
         .iter()
