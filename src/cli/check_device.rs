@@ -1,11 +1,13 @@
 //! `attncache check-device`: the correctness checks of the test suite, run on
 //! the `--device` against the CPU: the same forward on both (last hidden
 //! state, every attention map, sentence embedding), and capture → reuse of
-//! every map on the device reproducing its exact output.
+//! every map on the device reproducing its exact output; for a decoder also
+//! every row-wise prefill and greedy decoding ([`super::check_decoder`]).
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
+use super::check_decoder::{self, LOGITS_TOLERANCE};
 use super::setup::{Target, load_model};
 use crate::model::{Model, ModelSource, StaticPlan, TokenizedText, cosine, device_name};
 
@@ -52,7 +54,19 @@ pub fn run(target: &Target, json: bool) -> anyhow::Result<()> {
     let worst = |f: fn(&TextCheck) -> f32| checks.iter().map(f).fold(0f32, f32::max);
     let hidden = worst(|c| c.hidden_max_abs_diff);
     let reuse = worst(|c| c.reuse_max_abs_diff);
-    let passed = hidden <= DEVICE_TOLERANCE && reuse <= REUSE_TOLERANCE;
+    let prefills = match device_model.decoder() {
+        Some(_) => check_decoder::check(&cpu_model, &device_model)?,
+        None => Vec::new(),
+    };
+    let logits = prefills
+        .iter()
+        .map(|c| c.logits_max_abs_diff)
+        .fold(0f32, f32::max);
+    let greedy = prefills.iter().all(|c| c.greedy_equal);
+    let passed = hidden <= DEVICE_TOLERANCE
+        && reuse <= REUSE_TOLERANCE
+        && logits <= LOGITS_TOLERANCE
+        && greedy;
     let device = device_name(&target.device);
     if json {
         println!(
@@ -62,7 +76,10 @@ pub fn run(target: &Target, json: bool) -> anyhow::Result<()> {
                 "texts": checks,
                 "hidden_max_abs_diff": hidden,
                 "reuse_max_abs_diff": reuse,
-                "tolerances": {"hidden": DEVICE_TOLERANCE, "reuse": REUSE_TOLERANCE},
+                "prefills": prefills,
+                "logits_max_abs_diff": logits,
+                "greedy_equal": greedy,
+                "tolerances": {"hidden": DEVICE_TOLERANCE, "reuse": REUSE_TOLERANCE, "logits": LOGITS_TOLERANCE},
                 "passed": passed,
             })
         );
@@ -81,14 +98,26 @@ pub fn run(target: &Target, json: bool) -> anyhow::Result<()> {
                 c.reuse_max_abs_diff
             );
         }
+        if !prefills.is_empty() {
+            println!("{:>10} {:>6} {:>14} {:>8}", "prefill", "tokens", "logits |Δ|", "greedy");
+            for c in &prefills {
+                println!(
+                    "{:>10} {:>6} {:>14.3e} {:>8}",
+                    c.prefill,
+                    c.tokens,
+                    c.logits_max_abs_diff,
+                    if c.greedy_equal { "same" } else { "DIFFERS" }
+                );
+            }
+        }
         println!(
-            "{device} vs cpu: hidden ≤ {DEVICE_TOLERANCE:e}, reuse ≤ {REUSE_TOLERANCE:e}: {}",
+            "{device} vs cpu: hidden ≤ {DEVICE_TOLERANCE:e}, reuse ≤ {REUSE_TOLERANCE:e}, logits ≤ {LOGITS_TOLERANCE:e}, same greedy tokens: {}",
             if passed { "passed" } else { "FAILED" }
         );
     }
     anyhow::ensure!(
         passed,
-        "{device} differs from the CPU beyond tolerance (hidden {hidden:e}, reuse {reuse:e})"
+        "{device} differs from the CPU beyond tolerance (hidden {hidden:e}, reuse {reuse:e}, logits {logits:e}, greedy tokens the same: {greedy})"
     );
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod attention;
 mod bench;
 mod build;
+mod check_decoder;
 mod check_device;
 mod dashboard;
 mod db_info;

@@ -55,4 +55,14 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
+    /// The device refused the store's rows (out of memory, a driver error).
+    #[error(
+        "module store {dir} could not be moved to the device: {detail}; free device memory, drop --resident or pass --device cpu"
+    )]
+    Device {
+        /// The store.
+        dir: PathBuf,
+        /// The device's error.
+        detail: String,
+    },
 }

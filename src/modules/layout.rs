@@ -698,6 +698,26 @@ impl Layout {
         runs
     }
 
+    /// Stored rows as copies: (block, stored rows, first layout row), each a
+    /// run of consecutive stored rows landing on consecutive layout rows
+    /// (parameter values split a module's rows into several), in layout order.
+    pub fn stored_copies(&self) -> Vec<(Block, std::ops::Range<usize>, usize)> {
+        let mut copies = Vec::new();
+        for (block, rows) in self.block_runs() {
+            let mut i = 0;
+            while i < rows.len() {
+                let mut j = i + 1;
+                while j < rows.len() && rows[j] == rows[j - 1] + 1 {
+                    j += 1;
+                }
+                let first = self.stored[rows[i]].expect("a stored row").row;
+                copies.push((block, first..first + (j - i), rows[i]));
+                i = j;
+            }
+        }
+        copies
+    }
+
     /// Stored module rows by module, in layout order: (module, rows).
     pub fn module_runs(&self) -> Vec<(usize, Vec<usize>)> {
         self.block_runs()

@@ -14,6 +14,7 @@
 //! - [`prefill`]: exact, prefix-cache and modular prefill of a layout.
 //! - [`workload`]: generated multi-document, passkey and few-shot workloads.
 
+pub mod device_rows;
 mod error;
 pub mod layout;
 pub mod prefill;

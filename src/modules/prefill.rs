@@ -14,7 +14,7 @@ use super::layout::Layout;
 use super::recovery::{Recovery, Setting};
 use super::store::ModuleStore;
 use crate::model::llama::{
-    KvCache, LlamaDecoder, Prefilled, RowPass, RowRescale, RowsOutput, Selection,
+    DeviceKv, LlamaDecoder, Prefilled, PromptKv, RowPass, RowRescale, RowsOutput, Selection,
 };
 use crate::model::ms;
 
@@ -87,7 +87,7 @@ pub struct Prefill {
 fn finish(
     decoder: &LlamaDecoder,
     (pass, rescale): (RowPass, Option<RowRescale>),
-    mut kv: KvCache,
+    mut kv: PromptKv,
     mut stages: Stages,
     start: Instant,
 ) -> anyhow::Result<(Prefilled, RowsOutput, Stages)> {
@@ -96,6 +96,7 @@ fn finish(
         Some(r) => decoder.forward_rows_rescaled(pass, &mut kv, r)?,
         None => decoder.forward_rows(pass, &mut kv)?,
     };
+    decoder.device().synchronize()?;
     stages.forward_ms = ms(t.elapsed());
     let t = Instant::now();
     let last = pass.ids.len() - 1;
@@ -125,7 +126,7 @@ pub fn exact(
     let n = layout.len();
     let positions: Vec<usize> = (0..n).collect();
     let computed: Vec<usize> = (0..n).collect();
-    let kv = decoder.kv_cache(n);
+    let kv = decoder.prompt_kv(n)?;
     let pass = RowPass {
         ids: &layout.ids,
         positions: &positions,
@@ -166,12 +167,13 @@ pub fn prefix(
             let shared = prev.shared_len(&layout.ids);
             let t = Instant::now();
             let mut kv = prev.kv;
-            kv.resize(shared);
-            kv.resize(n);
+            kv.resize(shared)?;
+            kv.resize(n)?;
+            decoder.device().synchronize()?;
             stages.load_ms = ms(t.elapsed());
             (kv, shared)
         }
-        None => (decoder.kv_cache(n), 0),
+        None => (decoder.prompt_kv(n)?, 0),
     };
     let positions: Vec<usize> = (0..n).collect();
     let computed: Vec<usize> = (shared..n).collect();
@@ -233,29 +235,7 @@ pub fn modular_with(
     let start = Instant::now();
     let n = layout.len();
     let mut stages = Stages::default();
-    let t = Instant::now();
-    let mut kv = decoder.kv_cache(n);
-    for (block, rows) in &layout.block_runs() {
-        // A block's rows land in runs of consecutive rows (parameter values
-        // split them); copy each run at once.
-        let mut i = 0;
-        while i < rows.len() {
-            let mut j = i + 1;
-            while j < rows.len() && rows[j] == rows[j - 1] + 1 {
-                j += 1;
-            }
-            let first = layout.stored[rows[i]].expect("stored row").row;
-            store.load_rows(*block, first..first + (j - i), &mut kv, rows[i])?;
-            i = j;
-        }
-    }
-    stages.load_ms = ms(t.elapsed());
-    let t = Instant::now();
-    let from: Vec<usize> = (0..n)
-        .map(|r| layout.stored[r].map_or(layout.positions[r], |s| s.stored))
-        .collect();
-    decoder.shift_keys(&mut kv, 0..n, (&from, &layout.positions));
-    stages.rotate_ms = ms(t.elapsed());
+    let mut kv = stored_rows(decoder, store, layout, &mut stages)?;
     let question: Vec<usize> = layout.question_rows().collect();
     let mut computed = layout.fresh_rows();
     let mut select = None;
@@ -352,6 +332,44 @@ pub fn modular_with(
         bytes_loaded: (cached_rows * store.manifest().bytes_per_token) as u64,
         maps: out.maps,
     })
+}
+
+/// The prompt's cache with every stored row loaded and rotated to its
+/// position in `layout` (fresh rows zero), where the decoder's passes run:
+/// on the host, copied (f16 → f32) from `kv.bin` and rotated there; or on
+/// its device, gathered from the resident store or copied there once, and
+/// rotated there. Times loading and rotation into `stages`.
+fn stored_rows(
+    decoder: &LlamaDecoder,
+    store: &ModuleStore,
+    layout: &Layout,
+    stages: &mut Stages,
+) -> anyhow::Result<PromptKv> {
+    let n = layout.len();
+    let from: Vec<usize> = (0..n)
+        .map(|r| layout.stored[r].map_or(layout.positions[r], |s| s.stored))
+        .collect();
+    let t = Instant::now();
+    if !decoder.host_rows() {
+        let (keys, values) = store.device_rows(layout, decoder.device())?;
+        decoder.device().synchronize()?;
+        stages.load_ms = ms(t.elapsed());
+        let t = Instant::now();
+        let keys = decoder.shift_stacked_keys(&keys, (&from, &layout.positions))?;
+        let kv = DeviceKv::from_stacked(&keys, &values)?;
+        decoder.device().synchronize()?;
+        stages.rotate_ms = ms(t.elapsed());
+        return Ok(PromptKv::Device(kv));
+    }
+    let mut kv = decoder.kv_cache(n);
+    for (block, rows, at) in layout.stored_copies() {
+        store.load_rows(block, rows, &mut kv, at)?;
+    }
+    stages.load_ms = ms(t.elapsed());
+    let t = Instant::now();
+    decoder.shift_keys(&mut kv, 0..n, (&from, &layout.positions));
+    stages.rotate_ms = ms(t.elapsed());
+    Ok(PromptKv::Host(kv))
 }
 
 /// The stored rows question-aware recomputation recomputes, given the

@@ -24,11 +24,12 @@ use serde::{Deserialize, Serialize};
 
 use sha2::{Digest, Sha256};
 
+use super::device_rows::ResidentRows;
 use super::error::StoreError;
 use super::layout::{Block, EncodeOptions, Encoding, ModuleTokens, TokenizedSchema};
 use super::schema::Schema;
 use crate::model::Model;
-use crate::model::llama::{KvCache, LlamaDecoder, RowPass};
+use crate::model::llama::{KvCache, LlamaDecoder, PromptKv, RowPass};
 use crate::storage::{FileRecord, ModelIdentity, StagedDir, check_files, read_json, verify_files};
 
 /// Version of the on-disk format; a store of another version is refused.
@@ -99,6 +100,8 @@ pub struct ModuleStore {
     offsets: Vec<u64>,
     keys: Vec<String>,
     kv: Mmap,
+    /// Every stored row in device memory, once made resident.
+    resident: Option<ResidentRows>,
 }
 
 impl std::fmt::Debug for ModuleStore {
@@ -351,7 +354,7 @@ fn check_bound(tokenized: &TokenizedSchema, max: usize) -> anyhow::Result<()> {
 /// The preamble's keys and values in f32, at positions `0..len`.
 pub fn encode_preamble(decoder: &LlamaDecoder, ids: &[u32]) -> anyhow::Result<KvCache> {
     let all: Vec<usize> = (0..ids.len()).collect();
-    let mut kv = decoder.kv_cache(ids.len());
+    let mut kv = PromptKv::Host(decoder.kv_cache(ids.len()));
     decoder.forward_rows(
         RowPass {
             ids,
@@ -362,7 +365,7 @@ pub fn encode_preamble(decoder: &LlamaDecoder, ids: &[u32]) -> anyhow::Result<Kv
         },
         &mut kv,
     )?;
-    Ok(kv)
+    Ok(kv.into_host()?)
 }
 
 /// A module's keys and values in f32 as `tokenized` encodes it: after the
@@ -391,6 +394,7 @@ pub fn encode_module(
             dst.v[..p * w].copy_from_slice(&src.v[..p * w]);
         }
     }
+    let mut kv = PromptKv::Host(kv);
     decoder.forward_rows(
         RowPass {
             ids: &ids,
@@ -401,6 +405,7 @@ pub fn encode_module(
         },
         &mut kv,
     )?;
+    let mut kv = kv.into_host()?;
     if p > 0 {
         let w = kv.width;
         for layer in &mut kv.layers {
@@ -499,6 +504,7 @@ impl ModuleStore {
             offsets,
             keys,
             kv,
+            resident: None,
         })
     }
 
@@ -566,6 +572,65 @@ impl ModuleStore {
         let (rows, base, _) = self.block(Block::Module(module));
         let n = self.manifest.model.shape.layers * 2 * rows * self.manifest.kv_width;
         bytemuck::cast_slice(&self.values()[base..base + n])
+    }
+
+    /// Layers stored.
+    pub(super) fn layer_count(&self) -> usize {
+        self.manifest.model.shape.layers
+    }
+
+    /// Rows stored for `block`.
+    pub(super) fn block_rows(&self, block: Block) -> usize {
+        self.block(block).0
+    }
+
+    /// Copies stored rows `rows` of `block` as stored (f16) into rows `at..`
+    /// of `dst`, a `[layers, 2, dst_rows, width]` buffer.
+    pub(super) fn copy_rows(
+        &self,
+        block: Block,
+        rows: std::ops::Range<usize>,
+        (dst, dst_rows): (&mut [f16], usize),
+        at: usize,
+    ) -> Result<(), StoreError> {
+        let w = self.manifest.kv_width;
+        if dst.len() != self.layer_count() * 2 * dst_rows * w || at + rows.len() > dst_rows {
+            return Err(self.corrupt("a gather does not fit its buffer".into()));
+        }
+        let all = self.values();
+        let (n, base, _) = self.block(block);
+        for half in 0..self.layer_count() * 2 {
+            let src = base + half * n * w;
+            let to = (half * dst_rows + at) * w;
+            dst[to..to + rows.len() * w]
+                .copy_from_slice(&all[src + rows.start * w..src + rows.end * w]);
+        }
+        Ok(())
+    }
+
+    /// Fails on any value that is not finite.
+    pub(super) fn check_finite(&self, values: &[f16]) -> Result<(), StoreError> {
+        match values.iter().all(|x| x.is_finite()) {
+            true => Ok(()),
+            false => Err(self.corrupt("kv.bin holds non-finite values".into())),
+        }
+    }
+
+    /// The store's rows in device memory, if made resident.
+    pub fn resident(&self) -> Option<&ResidentRows> {
+        self.resident.as_ref()
+    }
+
+    pub(super) fn set_resident(&mut self, rows: ResidentRows) {
+        self.resident = Some(rows);
+    }
+
+    /// A corrupt-store error naming `detail`.
+    pub(super) fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            dir: self.dir.clone(),
+            detail,
+        }
     }
 
     /// Copies stored rows `rows` of `block` in every layer into rows `at..`

@@ -286,6 +286,31 @@ impl LlamaAttention {
         &self.rope
     }
 
+    /// Q, K, V of normed rows `x` (`[m, D]`, any device) with candle ops,
+    /// queries and keys rotated for each row's position (`positions`, `[m]`
+    /// u32): queries `[H, m, d]` (pre-scaled by 1/√d), keys and values
+    /// `[m, Hkv·d]`.
+    pub(super) fn project_tensor(
+        &self,
+        x: &Tensor,
+        positions: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (m, _) = x.dims2()?;
+        let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
+        let heads_first = |w: &Tensor, n: usize| -> Result<Tensor> {
+            x.matmul(&w.t()?)?
+                .reshape((m, n, d))?
+                .transpose(0, 1)?
+                .unsqueeze(0)?
+                .contiguous()
+        };
+        let q = self.rope.apply_at(&heads_first(&self.q_weight, h)?, positions)?;
+        let k = self.rope.apply_at(&heads_first(&self.k_weight, kv)?, positions)?;
+        let k = k.squeeze(0)?.transpose(0, 1)?.reshape((m, kv * d))?;
+        let v = x.matmul(&self.v_weight.t()?)?;
+        Ok((q.squeeze(0)?, k, v))
+    }
+
     /// Query, key and value heads and their width.
     pub(super) fn dims(&self) -> (usize, usize, usize) {
         (self.heads, self.kv_heads, self.head_dim)

@@ -5,7 +5,8 @@
 use candle_core::{Result, Tensor};
 
 use super::LlamaDecoder;
-use super::rows::{KvCache, RowPass, RowsOutput};
+use super::rows::{RowPass, RowsOutput};
+use super::tensor_rows::PromptKv;
 use crate::model::next_token;
 
 /// A prefilled prompt ready to be continued: its cache and every row's id
@@ -13,7 +14,7 @@ use crate::model::next_token;
 #[derive(Debug, Clone)]
 pub struct Prefilled {
     /// Keys and values of every row.
-    pub kv: KvCache,
+    pub kv: PromptKv,
     /// Token id of every row.
     pub ids: Vec<u32>,
     /// Position of every row.
@@ -32,13 +33,13 @@ impl Prefilled {
     /// Runs `f` on this prompt, then drops whatever `f` appended, so the
     /// prompt is as it was (rows, cache, logits) whether `f` succeeded or not
     /// — a continuation is scored or generated without copying the cache.
-    fn scratch<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+    fn scratch<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
         let (rows, logits) = (self.ids.len(), self.logits.clone());
         let out = f(self);
         self.ids.truncate(rows);
         self.positions.truncate(rows);
-        self.kv.resize(rows);
         self.logits = logits;
+        self.kv.resize(rows)?;
         out
     }
 }
@@ -71,7 +72,7 @@ impl LlamaDecoder {
         let next = state.positions.last().map_or(0, |p| p + 1);
         state.ids.extend_from_slice(tokens);
         state.positions.extend((0..tokens.len()).map(|i| next + i));
-        state.kv.resize(state.ids.len());
+        state.kv.resize(state.ids.len())?;
         let computed: Vec<usize> = (start..state.ids.len()).collect();
         let out = self.forward_rows(
             RowPass {

@@ -11,6 +11,7 @@ mod load;
 mod prefix;
 mod rope;
 mod rows;
+mod tensor_rows;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +27,7 @@ pub use decode::{Prefilled, argmax};
 pub use load::{GgufModel, read_gguf, read_safetensors};
 pub use prefix::PrefixCache;
 pub use rows::{KvCache, RowPass, RowRescale, RowsOutput, Selection};
+pub use tensor_rows::{DeviceKv, PromptKv};
 
 use super::batch::Batch;
 use super::bert::ForwardOutput;
@@ -132,6 +134,8 @@ pub struct LlamaDecoder {
     shape: ModelShape,
     chat: ChatTemplate,
     device: Device,
+    /// The kernels chosen ([`Self::set_kernels`]).
+    kernels: Kernels,
 }
 
 impl LlamaDecoder {
@@ -186,6 +190,7 @@ impl LlamaDecoder {
             config,
             shape,
             chat,
+            kernels: Kernels::default_for(device),
             device: device.clone(),
         })
     }
@@ -211,8 +216,11 @@ impl LlamaDecoder {
     }
 
     /// Chooses the kernels of every layer: [`Kernels::Reference`] (candle
-    /// ops) or [`Kernels::Fused`] (the default on the CPU).
+    /// ops) or [`Kernels::Fused`] (the default on the CPU). Row-wise passes
+    /// follow: host caches and the fused pass, or device caches and the
+    /// tensor pass ([`Self::prompt_kv`]).
     pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
         for layer in &mut self.layers {
             layer.kernels = kernels;
             layer.attention.set_kernels(kernels);

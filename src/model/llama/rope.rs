@@ -54,10 +54,42 @@ impl Rope {
         let s = x.dim(2)?;
         let cos = self.cos_t.narrow(0, start, s)?;
         let sin = self.sin_t.narrow(0, start, s)?;
+        self.rotate(x, &cos, &sin)
+    }
+
+    /// Rotates `[B, H, S, d]` (contiguous) with row `s` at position
+    /// `positions[s]` (a `[S]` u32 tensor on the table's device).
+    pub fn apply_at(&self, x: &Tensor, positions: &Tensor) -> Result<Tensor> {
+        let cos = self.cos_t.index_select(positions, 0)?;
+        let sin = self.sin_t.index_select(positions, 0)?;
+        self.rotate(x, &cos, &sin)
+    }
+
+    /// Moves rotated `[B, H, S, d]` rows (contiguous) to other positions on
+    /// their device: row `s`, rotated for `from[s]`, is rotated by
+    /// `to[s] − from[s]` (either sign), as [`Self::shift_rows`] does on the host.
+    pub fn shift(&self, x: &Tensor, (from, to): (&[usize], &[usize])) -> Result<Tensor> {
+        let device = x.device();
+        let steps: Vec<u32> = from.iter().zip(to).map(|(f, t)| f.abs_diff(*t) as u32).collect();
+        let signs: Vec<f32> = from
+            .iter()
+            .zip(to)
+            .map(|(f, t)| if t < f { -1.0 } else { 1.0 })
+            .collect();
+        let steps = Tensor::from_vec(steps, from.len(), device)?;
+        let signs = Tensor::from_vec(signs, (from.len(), 1), device)?;
+        let cos = self.cos_t.index_select(&steps, 0)?;
+        let sin = self.sin_t.index_select(&steps, 0)?.broadcast_mul(&signs)?;
+        self.rotate(x, &cos, &sin)
+    }
+
+    /// candle's rope kernel in this table's layout, with per-row `[S, d/2]`
+    /// cosines and sines.
+    fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         if self.interleaved {
-            candle_nn::rotary_emb::rope_i(x, &cos, &sin)
+            candle_nn::rotary_emb::rope_i(x, cos, sin)
         } else {
-            candle_nn::rotary_emb::rope(x, &cos, &sin)
+            candle_nn::rotary_emb::rope(x, cos, sin)
         }
     }
 

@@ -14,7 +14,8 @@ use candle_core::{Module, Result, Tensor};
 
 use super::LlamaDecoder;
 use super::attention::LayerKv;
-use crate::model::fused;
+use super::tensor_rows::{DeviceKv, PromptKv};
+use crate::model::fused::{self, Kernels};
 
 /// Keys (after RoPE, at each row's position) and values of every row of a
 /// prompt in every layer.
@@ -118,9 +119,24 @@ impl LlamaDecoder {
         self.config.kv_heads * self.config.head_dim()
     }
 
-    /// An empty cache for `rows` rows of this decoder.
+    /// An empty host cache for `rows` rows of this decoder.
     pub fn kv_cache(&self, rows: usize) -> KvCache {
         KvCache::zeros(self.layers.len(), rows, self.kv_width())
+    }
+
+    /// An empty cache for `rows` rows where this decoder's row-wise passes
+    /// run: on the host for the fused CPU kernels, else on its device.
+    pub fn prompt_kv(&self, rows: usize) -> Result<PromptKv> {
+        if self.host_rows() {
+            return Ok(PromptKv::Host(self.kv_cache(rows)));
+        }
+        DeviceKv::zeros(self.layers.len(), rows, self.kv_width(), &self.device).map(PromptKv::Device)
+    }
+
+    /// Whether row-wise passes run the fused CPU kernels on host caches
+    /// (the CPU default) rather than candle ops on device tensors.
+    pub fn host_rows(&self) -> bool {
+        self.device.is_cpu() && self.kernels == Kernels::Fused
     }
 
     /// Moves keys rotated for the positions `from` to the positions `to`
@@ -146,9 +162,10 @@ impl LlamaDecoder {
     }
 
     /// Runs `pass` over the rows of `kv` (which holds one slot per row: the
-    /// given rows' keys and values, the computed rows' are written in).
-    /// CPU only (fused kernels).
-    pub fn forward_rows(&self, pass: RowPass, kv: &mut KvCache) -> Result<RowsOutput> {
+    /// given rows' keys and values, the computed rows' are written in): the
+    /// fused CPU kernels for a host cache, candle ops on the cache's device
+    /// for a device cache.
+    pub fn forward_rows(&self, pass: RowPass, kv: &mut PromptKv) -> Result<RowsOutput> {
         self.run_rows(pass, kv, (None, None))
     }
 
@@ -157,7 +174,7 @@ impl LlamaDecoder {
     pub fn forward_rows_rescaled(
         &self,
         pass: RowPass,
-        kv: &mut KvCache,
+        kv: &mut PromptKv,
         rescale: RowRescale,
     ) -> Result<RowsOutput> {
         if rescale.keys.len() != pass.ids.len() {
@@ -172,7 +189,7 @@ impl LlamaDecoder {
     /// the attention it receives from the `pass.capture` rows, summed over
     /// those rows, every head and the layers run. Nothing is captured; the
     /// computed rows' keys and values are written into `kv` for those layers.
-    pub fn probe_rows(&self, pass: RowPass, kv: &mut KvCache, layers: usize) -> Result<Vec<f32>> {
+    pub fn probe_rows(&self, pass: RowPass, kv: &mut PromptKv, layers: usize) -> Result<Vec<f32>> {
         if pass.select.is_some() {
             candle_core::bail!("a probe runs without selective recomputation");
         }
@@ -186,17 +203,36 @@ impl LlamaDecoder {
         Ok(mass)
     }
 
-    /// [`Self::forward_rows`], or with `probe` = (layers, mass) the probe:
-    /// the captured rows' maps summed into `mass` instead of kept, stopping
-    /// after `layers` layers; `rescale` as [`Self::forward_rows_rescaled`].
+    /// The pass the cache calls for: host or tensor.
     fn run_rows(
+        &self,
+        pass: RowPass,
+        kv: &mut PromptKv,
+        options: (Option<(usize, &mut Vec<f32>)>, Option<RowRescale>),
+    ) -> Result<RowsOutput> {
+        match kv {
+            PromptKv::Host(kv) => {
+                if !self.device.is_cpu() {
+                    candle_core::bail!("a host cache runs on a decoder on the CPU");
+                }
+                self.run_rows_host(pass, kv, options)
+            }
+            PromptKv::Device(kv) => self.run_rows_tensor(pass, kv, options),
+        }
+    }
+
+    /// The fused CPU pass of [`Self::forward_rows`], or with `probe` =
+    /// (layers, mass) the probe: the captured rows' maps summed into `mass`
+    /// instead of kept, stopping after `layers` layers; `rescale` as
+    /// [`Self::forward_rows_rescaled`].
+    fn run_rows_host(
         &self,
         pass: RowPass,
         kv: &mut KvCache,
         (mut probe, rescale): (Option<(usize, &mut Vec<f32>)>, Option<RowRescale>),
     ) -> Result<RowsOutput> {
         let n = pass.ids.len();
-        check_pass(&pass, kv, self.layers.len())?;
+        check_pass(&pass, (kv.rows(), kv.layers.len()), self.layers.len())?;
         let mut active: Vec<usize> = match pass.select {
             Some(_) => (0..n).collect(),
             None => pass.computed.to_vec(),
@@ -295,7 +331,7 @@ impl LlamaDecoder {
         let (h_all, _, hd) = self.layers[0].attention.dims();
         let w = self.kv_width();
         let width = qkv.len() / active.len();
-        let mut candidates: Vec<(usize, f32)> = active
+        let candidates: Vec<(usize, f32)> = active
             .iter()
             .enumerate()
             .filter(|(_, r)| computed.binary_search(r).is_err())
@@ -310,19 +346,32 @@ impl LlamaDecoder {
                 (i, dev)
             })
             .collect();
-        let take = (select.fraction.clamp(0.0, 1.0) * candidates.len() as f64).ceil() as usize;
-        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let mut keep: Vec<usize> = candidates[..take].iter().map(|&(i, _)| i).collect();
-        keep.extend(
-            active
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| computed.binary_search(r).is_ok())
-                .map(|(i, _)| i),
-        );
-        keep.sort_unstable();
-        keep
+        keep_selected(active, computed, candidates, select.fraction)
     }
+}
+
+/// CacheBlend's pick from the deviation of each candidate (an index into
+/// `active` and its squared distance): the computed rows of `active` and
+/// the `fraction` of candidates that deviate most. Indices into `active`,
+/// ascending.
+pub(super) fn keep_selected(
+    active: &[usize],
+    computed: &[usize],
+    mut candidates: Vec<(usize, f32)>,
+    fraction: f64,
+) -> Vec<usize> {
+    let take = (fraction.clamp(0.0, 1.0) * candidates.len() as f64).ceil() as usize;
+    candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut keep: Vec<usize> = candidates[..take].iter().map(|&(i, _)| i).collect();
+    keep.extend(
+        active
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| computed.binary_search(r).is_ok())
+            .map(|(i, _)| i),
+    );
+    keep.sort_unstable();
+    keep
 }
 
 /// Width of the merged context: query heads × head width.
@@ -337,15 +386,20 @@ fn keep_rows(values: &[f32], keep: &[usize], width: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Fails on a pass that does not fit its cache or the model.
-fn check_pass(pass: &RowPass, kv: &KvCache, layers: usize) -> Result<()> {
+/// Fails on a pass that does not fit its cache (`slots` rows in
+/// `cache_layers` layers) or the model.
+pub(super) fn check_pass(
+    pass: &RowPass,
+    (slots, cache_layers): (usize, usize),
+    layers: usize,
+) -> Result<()> {
     let n = pass.ids.len();
-    if n == 0 || pass.positions.len() != n || kv.rows() != n || kv.layers.len() != layers {
+    if n == 0 || pass.positions.len() != n || slots != n || cache_layers != layers {
         candle_core::bail!(
             "a row-wise pass needs one id, one position and one cache slot per row ({} ids, {} positions, {} slots)",
             n,
             pass.positions.len(),
-            kv.rows()
+            slots
         );
     }
     let ascending = |rows: &[usize]| rows.windows(2).all(|w| w[0] < w[1]);
