@@ -259,6 +259,29 @@ fn bad_input_gets_one_clear_line() {
         "word ".repeat(9000)
     );
     assert!(refusal(&run(&long)).contains("context of 8192"));
+    // The device path: CUDA without the feature says how to build it;
+    // --resident on the CPU's fused kernels says what to pass.
+    if !cfg!(feature = "cuda") {
+        let err = refusal(&smollm2(&[
+            "--device",
+            "cuda",
+            "modules",
+            "run",
+            "--store",
+            path(&store),
+            "q",
+        ]));
+        assert!(err.contains("scripts/build-cuda.sh"), "{err}");
+    }
+    let err = refusal(&smollm2(&[
+        "modules",
+        "run",
+        "--store",
+        path(&store),
+        "--resident",
+        "q",
+    ]));
+    assert!(err.contains("--resident") && err.contains("--device cuda"), "{err}");
     // Bad options, an encoder, another schema, a foreign directory.
     let err = refusal(&smollm2(&[
         "modules",

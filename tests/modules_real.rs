@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::atomic::AtomicBool;
 
-use attncache::model::llama::{KvCache, LlamaDecoder, RowPass, argmax};
+use attncache::model::llama::{KvCache, LlamaDecoder, PromptKv, RowPass, argmax};
 use attncache::modules::layout::Block;
 use attncache::modules::schema::ModuleSpec;
 use attncache::modules::store::{encode_module, encode_preamble};
@@ -36,7 +36,7 @@ fn exact(ids: &[u32], positions: &[usize]) -> (Vec<f32>, KvCache) {
     let d = decoder();
     let n = ids.len();
     let all: Vec<usize> = (0..n).collect();
-    let mut kv = d.kv_cache(n);
+    let mut kv = PromptKv::Host(d.kv_cache(n));
     let out = d
         .forward_rows(
             RowPass {
@@ -50,7 +50,7 @@ fn exact(ids: &[u32], positions: &[usize]) -> (Vec<f32>, KvCache) {
         )
         .unwrap();
     let logits = d.logits_of_rows(&out, &[n - 1]).unwrap().get(0).unwrap();
-    (logits.to_vec1().unwrap(), kv)
+    (logits.to_vec1().unwrap(), kv.into_host().unwrap())
 }
 
 /// Last-row logits of a pass computing `computed` over the given rows of `kv`.
@@ -68,7 +68,9 @@ fn last_logits_over(
         select: None,
         capture: &[],
     };
-    let out = d.forward_rows(pass, kv).unwrap();
+    let mut given = PromptKv::Host(std::mem::replace(kv, KvCache::zeros(0, 0, 0)));
+    let out = d.forward_rows(pass, &mut given).unwrap();
+    *kv = given.into_host().unwrap();
     d.logits_of_rows(&out, &[ids.len() - 1])
         .unwrap()
         .get(0)

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::atomic::AtomicBool;
 
-use attncache::model::llama::{LlamaDecoder, RowPass, Selection};
+use attncache::model::llama::{LlamaDecoder, PromptKv, RowPass, Selection};
 use attncache::model::{Model, StaticPlan};
 use attncache::modules::layout::Block;
 use attncache::modules::{
@@ -42,7 +42,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 fn rows_logits(d: &LlamaDecoder, ids: &[u32], positions: &[usize]) -> Vec<f32> {
     let n = ids.len();
     let computed: Vec<usize> = (0..n).collect();
-    let mut kv = d.kv_cache(n);
+    let mut kv = PromptKv::Host(d.kv_cache(n));
     let out = d
         .forward_rows(
             RowPass {
@@ -82,7 +82,7 @@ fn given_rows_from_an_exact_pass_and_full_selection_are_exact() {
     let n = ids.len();
     let positions: Vec<usize> = (0..n).collect();
     let all: Vec<usize> = (0..n).collect();
-    let mut exact_kv = d.kv_cache(n);
+    let mut exact_kv = PromptKv::Host(d.kv_cache(n));
     let pass = RowPass {
         ids: &ids,
         positions: &positions,
@@ -107,7 +107,7 @@ fn given_rows_from_an_exact_pass_and_full_selection_are_exact() {
     let got = logits_vec(&d.logits_of_rows(&out, &[n - 1]).unwrap());
     assert!(max_diff(&got, &want) < 1e-5);
     // Given rows that are wrong everywhere but fully reselected: exact again.
-    let mut kv = d.kv_cache(n);
+    let mut kv = PromptKv::Host(d.kv_cache(n));
     let last = [n - 1];
     let out = d
         .forward_rows(
@@ -126,7 +126,7 @@ fn given_rows_from_an_exact_pass_and_full_selection_are_exact() {
     let got = logits_vec(&d.logits_of_rows(&out, &[n - 1]).unwrap());
     assert!(max_diff(&got, &want) < 1e-5);
     // Selecting nothing keeps the given (zero) rows: a different answer.
-    let mut kv = d.kv_cache(n);
+    let mut kv = PromptKv::Host(d.kv_cache(n));
     let out = d
         .forward_rows(
             RowPass {
@@ -160,7 +160,7 @@ fn rotation_masks_and_gaps() {
     assert!(max_diff(&rows_logits(d, &ids, &at0), &rows_logits(d, &ids, &gapped)) > 1e-4);
     // Keys encoded at offset 0 and shifted to 9 equal keys encoded at 9.
     let encode = |positions: &[usize]| {
-        let mut kv = d.kv_cache(n);
+        let mut kv = PromptKv::Host(d.kv_cache(n));
         let all: Vec<usize> = (0..n).collect();
         d.forward_rows(
             RowPass {
@@ -173,7 +173,7 @@ fn rotation_masks_and_gaps() {
             &mut kv,
         )
         .unwrap();
-        kv
+        kv.into_host().unwrap()
     };
     let mut shifted = encode(&at0);
     d.shift_keys(&mut shifted, 0..n, (&at0, &at9));
@@ -185,7 +185,7 @@ fn rotation_masks_and_gaps() {
     // Causal: a later token never changes an earlier row's keys.
     let mut other = ids.clone();
     *other.last_mut().unwrap() = ids[1];
-    let mut kv = d.kv_cache(n);
+    let mut kv = PromptKv::Host(d.kv_cache(n));
     let all: Vec<usize> = (0..n).collect();
     d.forward_rows(
         RowPass {
@@ -198,6 +198,7 @@ fn rotation_masks_and_gaps() {
         &mut kv,
     )
     .unwrap();
+    let kv = kv.into_host().unwrap();
     let base = encode(&at0);
     let w = d.kv_width();
     for (a, b) in kv.layers.iter().zip(&base.layers) {
@@ -213,7 +214,7 @@ fn greedy_decoding_continues_any_prefill_the_same_way() {
     let n = ids.len();
     let positions: Vec<usize> = (0..n).collect();
     let all: Vec<usize> = (0..n).collect();
-    let mut kv = d.kv_cache(n);
+    let mut kv = PromptKv::Host(d.kv_cache(n));
     let out = d
         .forward_rows(
             RowPass {
@@ -538,7 +539,8 @@ fn the_probe_reads_the_questions_exact_attention_and_picks_the_heaviest_modules(
         .collect();
     d.shift_keys(&mut kv, 0..n, (&from, &layout.positions));
     let fresh = layout.fresh_rows();
-    let probe = |mut kv: attncache::model::llama::KvCache, layers: usize| {
+    let probe = |kv: attncache::model::llama::KvCache, layers: usize| {
+        let mut kv = PromptKv::Host(kv);
         let pass = RowPass {
             ids: &layout.ids,
             positions: &layout.positions,

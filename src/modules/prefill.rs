@@ -233,7 +233,6 @@ pub fn modular_with(
 ) -> anyhow::Result<Prefill> {
     let recovery = setting.recovery;
     let start = Instant::now();
-    let n = layout.len();
     let mut stages = Stages::default();
     let mut kv = stored_rows(decoder, store, layout, &mut stages)?;
     let question: Vec<usize> = layout.question_rows().collect();
