@@ -281,7 +281,10 @@ fn bad_input_gets_one_clear_line() {
         "--resident",
         "q",
     ]));
-    assert!(err.contains("--resident") && err.contains("--device cuda"), "{err}");
+    assert!(
+        err.contains("--resident") && err.contains("--device cuda"),
+        "{err}"
+    );
     // Bad options, an encoder, another schema, a foreign directory.
     let err = refusal(&smollm2(&[
         "modules",

@@ -143,7 +143,11 @@ fn check_tensor_pass(model: &Model, schema: &Schema, prompt: &PromptSpec, tolera
         let host = fused.greedy(&mut a.state, 16, None).unwrap();
         let device = tensor.greedy(&mut b.state, 16, None).unwrap();
         assert_eq!(host, device, "{name}: greedy tokens differ");
-        assert_eq!(b.state.kv.rows(), layout.len(), "{name}: the prompt is restored");
+        assert_eq!(
+            b.state.kv.rows(),
+            layout.len(),
+            "{name}: the prompt is restored"
+        );
     }
     // Resident rows are gathered, not copied: the same values exactly.
     let mapped = prefill::modular(&tensor, &store, &layout, Recovery::None, &[]).unwrap();
@@ -154,8 +158,8 @@ fn check_tensor_pass(model: &Model, schema: &Schema, prompt: &PromptSpec, tolera
         let again = match recovery {
             Recovery::None => mapped.state.logits.clone(),
             _ => {
-                let fresh = ModuleStore::open(store.dir(), &ModelIdentity::of(model).unwrap())
-                    .unwrap();
+                let fresh =
+                    ModuleStore::open(store.dir(), &ModelIdentity::of(model).unwrap()).unwrap();
                 prefill::modular(&tensor, &fresh, &layout, recovery, &[])
                     .unwrap()
                     .state

@@ -50,7 +50,10 @@ pub fn check(cpu: &Model, device: &Model) -> anyhow::Result<Vec<PrefillCheck>> {
         name: "check-device".into(),
         preamble: None,
         modules: vec![
-            module("system", text("You are a film critic. You answer in one short sentence.\n")),
+            module(
+                "system",
+                text("You are a film critic. You answer in one short sentence.\n"),
+            ),
             module(
                 "doc",
                 "Document: A retired detective returns to the coastal town where he grew up, \
@@ -67,7 +70,14 @@ pub fn check(cpu: &Model, device: &Model) -> anyhow::Result<Vec<PrefillCheck>> {
         encoding: Encoding::Prefixed,
         chat: true,
     };
-    build_store(cpu, &schema, &out, options, &mut |_, _| {}, &AtomicBool::new(false))?;
+    build_store(
+        cpu,
+        &schema,
+        &out,
+        options,
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )?;
     let store = ModuleStore::open(&out, &ModelIdentity::of(cpu)?)?;
     let layout = |question: &str| -> anyhow::Result<Layout> {
         let prompt = PromptSpec {

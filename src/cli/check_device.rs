@@ -99,7 +99,10 @@ pub fn run(target: &Target, json: bool) -> anyhow::Result<()> {
             );
         }
         if !prefills.is_empty() {
-            println!("{:>10} {:>6} {:>14} {:>8}", "prefill", "tokens", "logits |Δ|", "greedy");
+            println!(
+                "{:>10} {:>6} {:>14} {:>8}",
+                "prefill", "tokens", "logits |Δ|", "greedy"
+            );
             for c in &prefills {
                 println!(
                     "{:>10} {:>6} {:>14.3e} {:>8}",

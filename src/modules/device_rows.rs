@@ -70,7 +70,10 @@ impl ModuleStore {
         device: &Device,
     ) -> Result<(Tensor, Tensor), StoreError> {
         let n = layout.len();
-        let stacked = match self.resident().filter(|r| r.rows.device().same_device(device)) {
+        let stacked = match self
+            .resident()
+            .filter(|r| r.rows.device().same_device(device))
+        {
             Some(resident) => {
                 let index: Vec<u32> = layout
                     .stored

@@ -304,8 +304,12 @@ impl LlamaAttention {
                 .unsqueeze(0)?
                 .contiguous()
         };
-        let q = self.rope.apply_at(&heads_first(&self.q_weight, h)?, positions)?;
-        let k = self.rope.apply_at(&heads_first(&self.k_weight, kv)?, positions)?;
+        let q = self
+            .rope
+            .apply_at(&heads_first(&self.q_weight, h)?, positions)?;
+        let k = self
+            .rope
+            .apply_at(&heads_first(&self.k_weight, kv)?, positions)?;
         let k = k.squeeze(0)?.transpose(0, 1)?.reshape((m, kv * d))?;
         let v = x.matmul(&self.v_weight.t()?)?;
         Ok((q.squeeze(0)?, k, v))

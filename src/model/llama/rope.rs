@@ -70,7 +70,11 @@ impl Rope {
     /// `to[s] − from[s]` (either sign), as [`Self::shift_rows`] does on the host.
     pub fn shift(&self, x: &Tensor, (from, to): (&[usize], &[usize])) -> Result<Tensor> {
         let device = x.device();
-        let steps: Vec<u32> = from.iter().zip(to).map(|(f, t)| f.abs_diff(*t) as u32).collect();
+        let steps: Vec<u32> = from
+            .iter()
+            .zip(to)
+            .map(|(f, t)| f.abs_diff(*t) as u32)
+            .collect();
         let signs: Vec<f32> = from
             .iter()
             .zip(to)

@@ -130,7 +130,8 @@ impl LlamaDecoder {
         if self.host_rows() {
             return Ok(PromptKv::Host(self.kv_cache(rows)));
         }
-        DeviceKv::zeros(self.layers.len(), rows, self.kv_width(), &self.device).map(PromptKv::Device)
+        DeviceKv::zeros(self.layers.len(), rows, self.kv_width(), &self.device)
+            .map(PromptKv::Device)
     }
 
     /// Whether row-wise passes run the fused CPU kernels on host caches

@@ -37,8 +37,16 @@ impl DeviceKv {
         let (rows, width) = (kv.rows(), kv.width);
         let upload = |x: &[f32]| Tensor::from_slice(x, (rows, width), device);
         Ok(Self {
-            k: kv.layers.iter().map(|l| upload(&l.k)).collect::<Result<_>>()?,
-            v: kv.layers.iter().map(|l| upload(&l.v)).collect::<Result<_>>()?,
+            k: kv
+                .layers
+                .iter()
+                .map(|l| upload(&l.k))
+                .collect::<Result<_>>()?,
+            v: kv
+                .layers
+                .iter()
+                .map(|l| upload(&l.v))
+                .collect::<Result<_>>()?,
             rows,
             width,
         })
@@ -244,9 +252,7 @@ impl LlamaDecoder {
                 break;
             }
             let normed = layer.attention_input(&x)?.squeeze(0)?;
-            let (mut q, mut k, mut v) = layer
-                .attention
-                .project_tensor(&normed, &rows.positions)?;
+            let (mut q, mut k, mut v) = layer.attention.project_tensor(&normed, &rows.positions)?;
             if let Some(select) = pass.select.filter(|s| s.at == l) {
                 // Every row runs up to this layer: fresh and given rows align.
                 let given = Tensor::cat(&[&kv.k[l], &kv.v[l]], 1)?;
@@ -280,8 +286,14 @@ impl LlamaDecoder {
             kv.k[l] = kv.k[l].scatter(&rows.scatter, &k.contiguous()?, 0)?;
             kv.v[l] = kv.v[l].scatter(&rows.scatter, &v.contiguous()?, 0)?;
             // Grouped heads share their key/value head: queries `[Hkv, g·m, d]`.
-            let keys = kv.k[l].reshape((n, kv_heads, d))?.transpose(0, 1)?.contiguous()?;
-            let values = kv.v[l].reshape((n, kv_heads, d))?.transpose(0, 1)?.contiguous()?;
+            let keys = kv.k[l]
+                .reshape((n, kv_heads, d))?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let values = kv.v[l]
+                .reshape((n, kv_heads, d))?
+                .transpose(0, 1)?
+                .contiguous()?;
             let scores = q
                 .reshape((kv_heads, group * m, d))?
                 .matmul(&keys.t()?)?
@@ -328,7 +340,11 @@ impl LlamaDecoder {
     /// Moves keys `[layers, rows, Hkv·d]` rotated for the positions `from`
     /// to the positions `to` on their device ([`Self::shift_keys`] for a
     /// host cache).
-    pub fn shift_stacked_keys(&self, keys: &Tensor, (from, to): (&[usize], &[usize])) -> Result<Tensor> {
+    pub fn shift_stacked_keys(
+        &self,
+        keys: &Tensor,
+        (from, to): (&[usize], &[usize]),
+    ) -> Result<Tensor> {
         if from.iter().zip(to).all(|(f, t)| f == t) {
             return Ok(keys.clone());
         }
