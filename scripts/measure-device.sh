@@ -61,7 +61,7 @@ for size in 2k 4k 8k; do
   if [ "$size" != 2k ] && cmp -s "$dir/schema.toml" "$workloads/multidoc-2k/schema.toml"; then
     ln -sfn store-2k "$store"
   elif [ ! -f "$store/manifest.json" ]; then
-    run 60 "build-$size" $smol --device cpu modules build --schema "$dir/schema.toml" \
+    run 60 "build-$size" $smol --device "$device" modules build --schema "$dir/schema.toml" \
       --out "$store" --json
   fi
 done

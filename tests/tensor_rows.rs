@@ -209,3 +209,50 @@ fn the_tensor_pass_equals_the_fused_pass_on_smollm2() {
     };
     check_tensor_pass(common::smollm2(), &schema, &prompt, 1e-4);
 }
+
+#[test]
+fn a_store_built_by_the_tensor_pass_holds_the_fused_pass_rows() {
+    use attncache::modules::layout::Block;
+    let (_dir, model) = common::tiny_llama::tiny_llama();
+    let mut tensor_model = model.clone();
+    tensor_model.set_kernels(Kernels::Reference);
+    assert!(!tensor_model.decoder().unwrap().host_rows());
+    let schema = schema(&[
+        ("intro", "the movie was great"),
+        ("doc", "a plot and a film"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let options = BuildOptions {
+        encoding: Encoding::Prefixed,
+        chat: false,
+    };
+    let cancel = AtomicBool::new(false);
+    let open = |m: &Model, name: &str| {
+        let out = dir.path().join(name);
+        build_store(m, &schema, &out, options, &mut |_, _| {}, &cancel).unwrap();
+        ModuleStore::open(&out, &ModelIdentity::of(m).unwrap()).unwrap()
+    };
+    let (fused, tensor) = (open(&model, "fused"), open(&tensor_model, "tensor"));
+    let d = model.decoder().unwrap();
+    let blocks = std::iter::once(Block::Preamble).chain((0..2).map(Block::Module));
+    for block in blocks {
+        let rows = match block {
+            Block::Preamble => fused.tokenized().preamble.len(),
+            Block::Module(m) => fused.tokenized().modules[m].rows,
+        };
+        let load = |store: &ModuleStore| {
+            let mut kv = d.kv_cache(rows);
+            store.load_rows(block, 0..rows, &mut kv, 0).unwrap();
+            kv
+        };
+        let (a, b) = (load(&fused), load(&tensor));
+        for (a, b) in a.layers.iter().zip(&b.layers) {
+            for (x, y) in a.k.iter().chain(&a.v).zip(b.k.iter().chain(&b.v)) {
+                // The same f32 values up to summation order, then f16: at
+                // most one f16 step apart.
+                let step = x.abs().max(y.abs()) / 1024.0 + 1e-6;
+                assert!((x - y).abs() <= step, "{block:?}: {x} vs {y}");
+            }
+        }
+    }
+}

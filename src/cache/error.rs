@@ -56,6 +56,16 @@ pub enum DbError {
         /// What is wrong.
         detail: String,
     },
+    /// The device refused the database's maps (out of memory, a driver error).
+    #[error(
+        "database {dir}'s maps could not be moved to the device: {detail}; free device memory, drop --resident or pass --device cpu"
+    )]
+    Device {
+        /// The database.
+        dir: PathBuf,
+        /// The device's error.
+        detail: String,
+    },
 }
 
 /// "padded to N tokens" or "at their own length".

@@ -52,6 +52,39 @@ impl MapFile {
         self.mmap.len() / 2
     }
 
+    /// Every f16 value of the file, unchecked.
+    pub fn all_values(&self) -> &[f16] {
+        bytemuck::cast_slice(&self.mmap[..self.len() * 2])
+    }
+
+    /// Heads per layer.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// Checks every map of `layers` layers of `entries` as
+    /// [`MapFile::append_values`] does.
+    pub fn check_all(&self, entries: &[Entry], layers: usize) -> Result<(), DbError> {
+        let mut scratch = Vec::new();
+        for entry in entries {
+            for layer in 0..layers {
+                for head in 0..self.heads {
+                    scratch.clear();
+                    self.append_values(entry, layer, head, &mut scratch)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A device failure while moving this file's maps.
+    pub fn device_error(&self, e: candle_core::Error) -> DbError {
+        DbError::Device {
+            dir: self.dir.clone(),
+            detail: e.to_string(),
+        }
+    }
+
     /// The stored f16 map of `entry`, `layer`, `head`, row-major `S × S`,
     /// borrowed from the file, unchecked.
     fn raw(&self, entry: &Entry, layer: usize, head: usize) -> Result<&[f16], DbError> {

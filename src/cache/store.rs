@@ -25,6 +25,7 @@ use super::manifest::{FORMAT_VERSION, Manifest, ModelIdentity};
 use super::maps::MapFile;
 use super::policy::LengthPolicy;
 use super::projector::Projector;
+use super::resident::ResidentMaps;
 use super::sketch::Sketches;
 use crate::storage::{check_files, read_json, verify_files};
 
@@ -78,6 +79,8 @@ pub struct Database {
     by_text: HashMap<String, u32>,
     /// Every head's type (`None` for databases built before head types).
     head_types: Option<HeadTypes>,
+    /// Every map in device memory, once made resident.
+    resident: Option<ResidentMaps>,
 }
 
 impl std::fmt::Debug for Database {
@@ -222,7 +225,27 @@ impl Database {
             embeddings,
             index,
             maps,
+            resident: None,
         })
+    }
+
+    /// Copies every map into `device` memory (checked first), so hits on
+    /// that device gather their maps there instead of copying them from the
+    /// memory-mapped file (maps of longer entries, cropped for a shorter
+    /// query, still come from the file).
+    pub fn make_resident(&mut self, device: &Device) -> Result<(), DbError> {
+        let layers = self.manifest.model.shape.layers;
+        self.resident = Some(ResidentMaps::load(
+            &self.maps,
+            (&self.entries, layers),
+            device,
+        )?);
+        Ok(())
+    }
+
+    /// The maps in device memory, if made resident.
+    pub fn resident(&self) -> Option<&ResidentMaps> {
+        self.resident.as_ref()
     }
 
     /// Every head's type and scores, classified when the database was built
@@ -395,6 +418,11 @@ impl Database {
         query_len: usize,
         device: &Device,
     ) -> anyhow::Result<Tensor> {
+        if let Some(resident) = self.resident.as_ref().filter(|r| r.on(device))
+            && self.entries[entry].tokens == query_len
+        {
+            return Ok(resident.gather(&self.entries[entry], layer, heads)?);
+        }
         let shape = (heads.len(), query_len, query_len);
         let mut values = Vec::with_capacity(heads.len() * query_len * query_len);
         for &head in heads {

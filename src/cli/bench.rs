@@ -45,7 +45,7 @@ pub fn run(target: &Target, args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     let mut model = load_model(target, "bench")?;
-    let db = open_database(args.db, &mut model)?;
+    let db = open_database(target, args.db, &mut model)?;
     let specs: Vec<Option<&str>> = match args.policies {
         [] => vec![None],
         specs => specs.iter().map(|s| Some(s.as_str())).collect(),

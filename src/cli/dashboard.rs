@@ -147,7 +147,9 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
     let target = &Target {
         model: model_arg.as_deref().map(Path::new),
         device: target.device.clone(),
+        resident: target.resident,
     };
+    target.check_resident()?;
     let split = args
         .split
         .clone()
@@ -171,14 +173,16 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
     };
     let identity = ModelIdentity::of(&model)?;
     let db = if db_dir.join("manifest.json").is_file() {
-        Some(Arc::new(Database::open(&db_dir, &identity).with_context(
-            || {
-                format!(
-                    "cannot open the database {} (delete it to rebuild, or pass another --db)",
-                    db_dir.display()
-                )
-            },
-        )?))
+        let mut db = Database::open(&db_dir, &identity).with_context(|| {
+            format!(
+                "cannot open the database {} (delete it to rebuild, or pass another --db)",
+                db_dir.display()
+            )
+        })?;
+        if target.resident {
+            db.make_resident(model.device())?;
+        }
+        Some(Arc::new(db))
     } else {
         None
     };

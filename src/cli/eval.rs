@@ -61,7 +61,7 @@ pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Resu
         "--padded-db adds a step to the accounting ladder: pass --accounting paper or both"
     );
     let mut model = load_model(target, "eval")?;
-    let db = open_database(work.db, &mut model)?;
+    let db = open_database(target, work.db, &mut model)?;
     anyhow::ensure!(
         model.padded_to().is_none() || accounting == Accounting::Ours,
         "{} holds padded inputs: for the accounting ladder pass a database built without --pad-to as --db and this one as --padded-db",
@@ -70,7 +70,7 @@ pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Resu
     let padded = args
         .padded
         .as_ref()
-        .map(|run| padded_engine(&model, run))
+        .map(|run| padded_engine(target, &model, run))
         .transpose()?;
     let with_oracle = compare.iter().any(|c| c == "oracle");
     let mut policies = vec![load_policy(policy, Some(&db), &model)?];
@@ -206,9 +206,9 @@ pub fn run_eval(target: &Target, work: Workload, args: EvalArgs) -> anyhow::Resu
 
 /// The engine of the ladder's padded-inputs step: `model` padded as the
 /// padded database's inputs were, serving from it under its policy.
-fn padded_engine(model: &Arc<Model>, run: &PaddedRun) -> anyhow::Result<Engine> {
+fn padded_engine(target: &Target, model: &Arc<Model>, run: &PaddedRun) -> anyhow::Result<Engine> {
     let mut padded = model.clone();
-    let db = open_database(run.db, &mut padded)?;
+    let db = open_database(target, run.db, &mut padded)?;
     anyhow::ensure!(
         padded.padded_to().is_some(),
         "--padded-db {} was built without --pad-to: build it with `attncache build --pad-to N`",
@@ -383,7 +383,7 @@ pub fn run_calibrate(target: &Target, work: Workload, args: CalibrateArgs) -> an
         args.objective
     );
     let mut model = load_model(target, "calibrate")?;
-    let db = open_database(work.db, &mut model)?;
+    let db = open_database(target, work.db, &mut model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;
     let mut start = Policy::strict(model.shape());
@@ -451,7 +451,7 @@ pub fn run_sweep(target: &Target, work: Workload, args: SweepArgs) -> anyhow::Re
         anyhow::bail!("--thresholds: {t} is no feature distance (cosine distances lie in [0, 2])");
     }
     let mut model = load_model(target, "sweep")?;
-    let db = open_database(work.db, &mut model)?;
+    let db = open_database(target, work.db, &mut model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;
     let mut rows = Vec::new();
@@ -551,7 +551,7 @@ pub fn run_sweep(target: &Target, work: Workload, args: SweepArgs) -> anyhow::Re
 /// `attncache retrieval`: look-up quality against the oracle-best entry.
 pub fn run_retrieval(target: &Target, work: Workload, json: bool) -> anyhow::Result<()> {
     let mut model = load_model(target, "retrieval")?;
-    let db = open_database(work.db, &mut model)?;
+    let db = open_database(target, work.db, &mut model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let bar = progress::bar(corpus.items.len(), &format!("retrieval on {}", corpus.name));
     let layers = crate::eval::retrieval_quality(&model, &db, &corpus, &mut |d, _| {

@@ -38,6 +38,14 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "cpu", value_name = "DEV")]
     pub device: String,
 
+    /// Keep the database's maps (or the module store's rows) in the device's
+    /// memory, copied there once at start, as the GPU figures of both
+    /// papers assume: a hit or a prompt then gathers them there instead of
+    /// copying them from the memory-mapped file. Needs a device other than
+    /// the CPU (`--device cuda`).
+    #[arg(long, global = true)]
+    pub resident: bool,
+
     /// The dashboard's options, when no command is given.
     #[command(flatten)]
     pub dashboard: dashboard::DashboardArgs,
@@ -454,6 +462,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let target = &setup::Target {
         model: cli.model.as_deref(),
         device: crate::model::open_device(&cli.device)?,
+        resident: cli.resident,
     };
     let command = cli.command.unwrap_or(Command::Dashboard(cli.dashboard));
     match command {

@@ -17,7 +17,7 @@ pub fn run(
     json: bool,
 ) -> anyhow::Result<()> {
     let mut model = load_model(target, "prefix")?;
-    let db = open_database(work.db, &mut model)?;
+    let db = open_database(target, work.db, &mut model)?;
     anyhow::ensure!(
         model.padded_to().is_none(),
         "{} holds padded inputs (`build --pad-to`); prefix caching runs on inputs at their own length: pass a database built without --pad-to",

@@ -26,7 +26,7 @@ pub struct ReportArgs<'a> {
 /// Runs the report.
 pub fn run(target: &Target, work: Workload, args: ReportArgs) -> anyhow::Result<()> {
     let mut model = load_model(target, "report")?;
-    let db = open_database(work.db, &mut model)?;
+    let db = open_database(target, work.db, &mut model)?;
     let policy = load_policy(args.policy, Some(&db), &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let probe = Classifier::for_task(&model, &db, &corpus)?;

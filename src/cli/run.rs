@@ -49,7 +49,7 @@ pub fn run(target: &Target, options: RunOptions, texts: &[String]) -> anyhow::Re
     let decoder = model.decoder().is_some();
     let engine = match options.db {
         Some(dir) => {
-            let db = open_database(dir, &mut model)?;
+            let db = open_database(target, dir, &mut model)?;
             let policy = load_policy(options.policy, Some(&db), &model)?;
             Engine::new(model.clone(), db, policy)?
         }

@@ -18,6 +18,20 @@ pub struct Target<'a> {
     pub model: Option<&'a Path>,
     /// `--device`.
     pub device: Device,
+    /// `--resident`: stores kept in device memory.
+    pub resident: bool,
+}
+
+impl Target<'_> {
+    /// Fails on `--resident` with the CPU, where stores are read from their
+    /// memory map already.
+    pub fn check_resident(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.resident || !self.device.is_cpu(),
+            "--resident keeps stores in device memory, and the CPU reads them from their memory map already: pass --device cuda or drop --resident"
+        );
+        Ok(())
+    }
 }
 
 /// Loads the model named by `--model` (or the default one, fetched if needed)
@@ -74,13 +88,23 @@ fn examples(shots: usize, model: &Model) -> anyhow::Result<Vec<(String, String)>
 
 /// Opens the database at `dir` for `model`, first padding the model's
 /// inputs as the database's were (`build --pad-to`), so every later run
-/// sees inputs of the database's one length.
-pub fn open_database(dir: &Path, model: &mut Arc<Model>) -> anyhow::Result<Arc<Database>> {
+/// sees inputs of the database's one length; with `--resident` its maps are
+/// copied into the model's device memory.
+pub fn open_database(
+    target: &Target,
+    dir: &Path,
+    model: &mut Arc<Model>,
+) -> anyhow::Result<Arc<Database>> {
+    target.check_resident()?;
     if let Some(length) = Database::padding_of(dir)? {
         pad_model(model, length)?;
     }
     let identity = ModelIdentity::of(model)?;
-    Ok(Arc::new(Database::open(dir, &identity)?))
+    let mut db = Database::open(dir, &identity)?;
+    if target.resident {
+        db.make_resident(model.device())?;
+    }
+    Ok(Arc::new(db))
 }
 
 /// Makes `model` a copy that pads (and cuts) every input to `length`

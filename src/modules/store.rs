@@ -29,7 +29,7 @@ use super::error::StoreError;
 use super::layout::{Block, EncodeOptions, Encoding, ModuleTokens, TokenizedSchema};
 use super::schema::Schema;
 use crate::model::Model;
-use crate::model::llama::{KvCache, LlamaDecoder, PromptKv, RowPass};
+use crate::model::llama::{DeviceKv, KvCache, LlamaDecoder, PromptKv, RowPass};
 use crate::storage::{FileRecord, ModelIdentity, StagedDir, check_files, read_json, verify_files};
 
 /// Version of the on-disk format; a store of another version is refused.
@@ -202,9 +202,6 @@ pub fn build_store(
     cancel: &AtomicBool,
 ) -> anyhow::Result<StoreSummary> {
     let decoder = decoder_of(model)?;
-    if !model.device().is_cpu() {
-        bail!("module stores are built on the CPU: pass --device cpu");
-    }
     let identity = ModelIdentity::of(model)?;
     let tokenized = TokenizedSchema::new(
         schema,
@@ -354,7 +351,7 @@ fn check_bound(tokenized: &TokenizedSchema, max: usize) -> anyhow::Result<()> {
 /// The preamble's keys and values in f32, at positions `0..len`.
 pub fn encode_preamble(decoder: &LlamaDecoder, ids: &[u32]) -> anyhow::Result<KvCache> {
     let all: Vec<usize> = (0..ids.len()).collect();
-    let mut kv = PromptKv::Host(decoder.kv_cache(ids.len()));
+    let mut kv = decoder.prompt_kv(ids.len())?;
     decoder.forward_rows(
         RowPass {
             ids,
@@ -394,7 +391,10 @@ pub fn encode_module(
             dst.v[..p * w].copy_from_slice(&src.v[..p * w]);
         }
     }
-    let mut kv = PromptKv::Host(kv);
+    let mut kv = match decoder.host_rows() {
+        true => PromptKv::Host(kv),
+        false => PromptKv::Device(DeviceKv::from_host(&kv, decoder.device())?),
+    };
     decoder.forward_rows(
         RowPass {
             ids: &ids,

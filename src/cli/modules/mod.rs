@@ -52,12 +52,6 @@ pub struct StoreArgs {
     /// Wrap each prompt in the model's chat template.
     #[arg(long)]
     pub chat: bool,
-    /// Keep every stored row in device memory (loaded once at start), as
-    /// Prompt Cache's GPU figures assume; a prompt then gathers its rows
-    /// there instead of copying them from the memory-mapped store. Needs a
-    /// device other than the CPU's fused kernels (`--device cuda`).
-    #[arg(long)]
-    pub resident: bool,
 }
 
 /// A prompts file and how much of it to use.
@@ -324,13 +318,9 @@ fn open(target: &Target, args: &StoreArgs, command: &str) -> anyhow::Result<Open
     let rescale = args.rescale.as_deref().map(Rescale::parse).transpose()?;
     let model = load_model(target, command)?;
     decoder_of(&model)?;
+    target.check_resident()?;
     let mut store = ModuleStore::open(&args.store, &ModelIdentity::of(&model)?)?;
-    if args.resident {
-        if decoder_of(&model)?.host_rows() {
-            anyhow::bail!(
-                "--resident keeps the store in device memory, and the CPU's fused kernels read the memory-mapped store directly: pass --device cuda or drop --resident"
-            );
-        }
+    if target.resident {
         store.make_resident(model.device())?;
     }
     if let Some(path) = &args.schema {
