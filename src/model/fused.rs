@@ -184,7 +184,7 @@ impl Core {
 }
 
 /// Adjusts query row `i`'s scores over the keys it sees before the softmax.
-type ScoreAdjust = dyn Fn(usize, &mut [f32]) + Sync;
+type ScoreAdjust<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
 
 /// Query rows per tile of the attention core: a tile's scores over its
 /// visible keys (32 × 2,048 f32 = 256 KB at 2K tokens) stay in a core's L2.
@@ -268,7 +268,7 @@ fn attention_masked(
     heads: &[HeadMap],
     v_cols: &[usize],
     (n, d): (usize, usize),
-    (visible, adjust): (&[usize], &ScoreAdjust),
+    (visible, adjust): (&[usize], &ScoreAdjust<'_>),
 ) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
     let m = visible.len();
     let tiles = m.div_ceil(QUERY_TILE).max(1);
