@@ -307,8 +307,15 @@ fn attention_masked(
                         hidden.fill(0.0);
                     }
                     if seen > 0 {
-                        let map = MapValues::F32(&scores);
-                        simd::map_times_values(map, seen, v_head, v.row_stride, &mut context);
+                        matmul(
+                            (rows.len(), d, seen),
+                            &mut context,
+                            d,
+                            &scores,
+                            (seen, 1),
+                            v_head,
+                            (v.row_stride, 1),
+                        );
                     }
                     let captured = capture.then(|| {
                         let mut map = vec![0f32; rows.len() * n];
