@@ -271,14 +271,20 @@ fn attention_masked(
     (visible, adjust): (&[usize], &ScoreAdjust<'_>),
 ) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
     let m = visible.len();
-    let tiles = m.div_ceil(QUERY_TILE).max(1);
+    // Rows that all see every key (an encoder) save nothing by tiling: one
+    // tile per head, and map·V by the register-tiled kernel, faster than a
+    // general product at these sizes; causal rows tile, and their map·V is
+    // a general product over each tile's keys.
+    let square = visible.iter().all(|&v| v == n);
+    let tile = if square { m.max(1) } else { QUERY_TILE };
+    let tiles = m.div_ceil(tile).max(1);
     let tasks: Vec<(usize, usize)> = (0..heads.len())
         .flat_map(|h| (0..tiles).map(move |t| (h, t)))
         .collect();
     let per_tile: Vec<(Vec<f32>, Option<Vec<f32>>)> = tasks
         .par_iter()
         .map(|&(h, t)| {
-            let rows = t * QUERY_TILE..((t + 1) * QUERY_TILE).min(m);
+            let rows = t * tile..((t + 1) * tile).min(m);
             let v_head = &v.data[v.offset + v_cols[h]..];
             let mut context = vec![0f32; rows.len() * d];
             match heads[h] {
@@ -306,7 +312,10 @@ fn attention_masked(
                         simd::softmax(kept);
                         hidden.fill(0.0);
                     }
-                    if seen > 0 {
+                    if seen > 0 && square {
+                        let map = MapValues::F32(&scores);
+                        simd::map_times_values(map, seen, v_head, v.row_stride, &mut context);
+                    } else if seen > 0 {
                         matmul(
                             (rows.len(), d, seen),
                             &mut context,
@@ -346,7 +355,7 @@ fn attention_masked(
         })
         .collect();
     for (&(h, t), (context, map)) in tasks.iter().zip(per_tile) {
-        let first = t * QUERY_TILE;
+        let first = t * tile;
         for (row, values) in merged[first * width..]
             .chunks_mut(width)
             .zip(context.chunks(d))
