@@ -26,7 +26,7 @@ workloads=(
   "passkey passkey 7 30 6 12"
   "facts-6 facts 6 24 6 12"
   "facts-13 facts 13 24 4 8"
-  "facts-26 facts 26 24 from:facts-13 3"
+  "facts-26 facts 26 26 from:facts-13 3"
 )
 for w in "${workloads[@]}"; do
   read -r name kind per pool ncal ntest <<< "$w"
