@@ -339,7 +339,35 @@ fn attention_masked(
                     let tile = map
                         .slice(rows.start * n, rows.len() * n)
                         .expect("a reused map holds queries × keys values (reused_rows checks it)");
-                    simd::map_times_values(tile, n, v_head, v.row_stride, &mut context);
+                    if square {
+                        simd::map_times_values(tile, n, v_head, v.row_stride, &mut context);
+                    } else {
+                        // The same product over the same keys as a computed
+                        // tile, so reusing a head's own map reproduces it
+                        // bit for bit.
+                        let seen = visible[rows.clone()].iter().copied().max().unwrap_or(0);
+                        let converted;
+                        let weights: &[f32] = match tile {
+                            MapValues::F32(values) => values,
+                            MapValues::F16(values) => {
+                                let mut buffer = vec![0f32; values.len()];
+                                simd::f16_to_f32(values, &mut buffer);
+                                converted = buffer;
+                                &converted
+                            }
+                        };
+                        if seen > 0 {
+                            matmul(
+                                (rows.len(), d, seen),
+                                &mut context,
+                                d,
+                                weights,
+                                (n, 1),
+                                v_head,
+                                (v.row_stride, 1),
+                            );
+                        }
+                    }
                     (context, None)
                 }
             }
