@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::max_diff;
+
 use std::sync::atomic::AtomicBool;
 
 use attncache::model::llama::{KvCache, LlamaDecoder, PromptKv, RowPass, argmax};
@@ -18,13 +20,6 @@ use half::f16;
 
 fn decoder() -> &'static LlamaDecoder {
     common::smollm2().decoder().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 const SYSTEM: &str = "You are a film critic. You answer in one short sentence.\n";

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::max_diff;
+
 use std::sync::atomic::AtomicBool;
 
 use attncache::model::llama::{LlamaDecoder, PromptKv, RowPass, Selection};
@@ -28,14 +30,6 @@ fn ids(model: &Model, text: &str) -> Vec<u32> {
 
 fn logits_vec(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Last-row logits of a row-wise pass with every row computed.

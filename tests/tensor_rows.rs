@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::max_diff;
+
 use std::sync::atomic::AtomicBool;
 
 use attncache::model::Model;
@@ -18,14 +20,6 @@ use attncache::modules::{
 };
 use attncache::storage::ModelIdentity;
 use candle_core::Device;
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 fn schema(modules: &[(&str, &str)]) -> Schema {
     let s = Schema {

@@ -197,6 +197,15 @@ pub fn real_model_dir() -> PathBuf {
     real_model().files.dir.clone()
 }
 
+/// Largest |a − b| of two equally long value lists.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// Largest absolute difference between two tensors.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)

@@ -273,13 +273,8 @@ impl LlamaDecoder {
                     qkv = keep_rows(&qkv, &keep, qkv.len() / active.len());
                     let idx: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
                     x = x.index_select(&Tensor::new(idx.as_slice(), &self.device)?, 1)?;
-                    let kept: Vec<usize> = keep.iter().map(|&i| active[i]).collect();
-                    selected = kept
-                        .iter()
-                        .copied()
-                        .filter(|r| pass.computed.binary_search(r).is_err())
-                        .collect();
-                    active = kept;
+                    active = keep.iter().map(|&i| active[i]).collect();
+                    selected = given_rows(&active, pass.computed);
                     (positions, capture, rescaled) = derive(&active);
                 }
                 let key_rescale = rescale.map(|s| fused::KeyRescale {
@@ -349,6 +344,15 @@ impl LlamaDecoder {
             .collect();
         keep_selected(active, computed, candidates, select.fraction)
     }
+}
+
+/// The rows of `rows` that are not `computed` (the given rows a selection
+/// recomputes).
+pub(super) fn given_rows(rows: &[usize], computed: &[usize]) -> Vec<usize> {
+    rows.iter()
+        .copied()
+        .filter(|r| computed.binary_search(r).is_err())
+        .collect()
 }
 
 /// CacheBlend's pick from the deviation of each candidate (an index into

@@ -8,7 +8,9 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::LlamaDecoder;
-use super::rows::{KvCache, RowPass, RowRescale, RowsOutput, check_pass, keep_selected};
+use super::rows::{
+    KvCache, RowPass, RowRescale, RowsOutput, check_pass, given_rows, keep_selected,
+};
 
 /// Keys (after RoPE) and values of every row of a prompt in every layer, as
 /// `[rows, Hkv·d]` f32 tensors on one device.
@@ -273,13 +275,8 @@ impl LlamaDecoder {
                 q = q.index_select(&idx, 1)?;
                 k = k.index_select(&idx, 0)?;
                 v = v.index_select(&idx, 0)?;
-                let kept: Vec<usize> = keep.iter().map(|&i| active[i]).collect();
-                selected = kept
-                    .iter()
-                    .copied()
-                    .filter(|r| pass.computed.binary_search(r).is_err())
-                    .collect();
-                active = kept;
+                active = keep.iter().map(|&i| active[i]).collect();
+                selected = given_rows(&active, pass.computed);
                 rows = ActiveRows::new(&pass, &active, (rescale, kv.width), device)?;
             }
             let m = active.len();
