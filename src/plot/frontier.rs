@@ -123,6 +123,18 @@ impl FrontierFigure {
                         .label(kind)
                         .legend(move |(x, y)| Circle::new((x + 10, y), 5, c.filled()));
                 }
+                if self.dots.iter().any(|d| d.rescaled) {
+                    // Outline the triangles, so the legend can say what they are.
+                    chart
+                        .draw_series(self.dots.iter().filter(|d| d.rescaled).map(|d| {
+                            TriangleMarker::new(($clamp(x(d)), d.speedup), 6, BLACK.stroke_width(1))
+                        }))
+                        .map_err(err)?
+                        .label("with APE rescaling")
+                        .legend(|(x, y)| {
+                            TriangleMarker::new((x + 10, y), 6, BLACK.stroke_width(1))
+                        });
+                }
                 chart
                     .draw_series(
                         sorted.iter().map(|d| {
