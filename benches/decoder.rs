@@ -90,18 +90,19 @@ fn main() -> anyhow::Result<()> {
                 Ok(vec![ms(start.elapsed()), 0.0, 0.0])
             }
         })?;
-        let (s, d, h, dh, f) = (
+        let (s, d, h, dh) = (
             n as f64,
             config.hidden as f64,
             config.heads as f64,
             config.head_dim() as f64,
-            config.ffn as f64,
         );
         let kv = config.kv_heads as f64 * dh;
         let layers = config.layers as f64;
+        // The layer cost model counts the full square's scores; a causal
+        // prefill needs only the keys each row sees.
         let attention_work =
             layers * (2.0 * s * d * (d + 2.0 * kv) + 4.0 * h * dh * s * (s + 1.0) / 2.0);
-        let rest_work = layers * (2.0 * s * d * d + 3.0 * 2.0 * s * d * f);
+        let rest_work = layers * model.layer_cost(n).rest;
         let (total, attention, rest) = (times.median(0, 0), times.median(0, 1), times.median(0, 2));
         let rate = |work: f64, ms: f64| work / (ms * 1e-3) / 1e9;
         let (attention_rate, rest_rate) = (rate(attention_work, attention), rate(rest_work, rest));

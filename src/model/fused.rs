@@ -286,15 +286,31 @@ fn attention_masked(
         .par_iter()
         .map(|&(h, t)| {
             let rows = t * tile..((t + 1) * tile).min(m);
+            let seen = visible[rows.clone()].iter().copied().max().unwrap_or(0);
             let v_head = &v.data[v.offset + v_cols[h]..];
             let mut context = vec![0f32; rows.len() * d];
-            match heads[h] {
+            // map·V of a causal tile: a general product over the `seen`
+            // keys of its weights (rows `stride` apart), computed or reused
+            // alike, so reusing a head's own map reproduces it bit for bit.
+            let mut tile_times_values = |weights: &[f32], stride: usize| {
+                if seen > 0 {
+                    matmul(
+                        (rows.len(), d, seen),
+                        &mut context,
+                        d,
+                        weights,
+                        (stride, 1),
+                        v_head,
+                        (v.row_stride, 1),
+                    );
+                }
+            };
+            let captured = match heads[h] {
                 HeadMap::Compute {
                     q: qo,
                     k: ko,
                     capture,
                 } => {
-                    let seen = visible[rows.clone()].iter().copied().max().unwrap_or(0);
                     let mut scores = vec![0f32; rows.len() * seen];
                     if seen > 0 {
                         matmul(
@@ -313,65 +329,40 @@ fn attention_masked(
                         simd::softmax(kept);
                         hidden.fill(0.0);
                     }
-                    if seen > 0 && square {
-                        let map = MapValues::F32(&scores);
-                        simd::map_times_values(map, seen, v_head, v.row_stride, &mut context);
-                    } else if seen > 0 {
-                        matmul(
-                            (rows.len(), d, seen),
-                            &mut context,
-                            d,
-                            &scores,
-                            (seen, 1),
-                            v_head,
-                            (v.row_stride, 1),
-                        );
+                    match square {
+                        true => {
+                            let map = MapValues::F32(&scores);
+                            simd::map_times_values(map, seen, v_head, v.row_stride, &mut context);
+                        }
+                        false => tile_times_values(&scores, seen),
                     }
-                    let captured = capture.then(|| {
+                    capture.then(|| {
                         let mut map = vec![0f32; rows.len() * n];
                         for (dst, src) in map.chunks_mut(n).zip(scores.chunks(seen.max(1))) {
                             dst[..seen].copy_from_slice(&src[..seen]);
                         }
                         map
-                    });
-                    (context, captured)
+                    })
                 }
                 HeadMap::Reuse(map) => {
                     let tile = map
                         .slice(rows.start * n, rows.len() * n)
                         .expect("a reused map holds queries × keys values (reused_rows checks it)");
-                    if square {
-                        simd::map_times_values(tile, n, v_head, v.row_stride, &mut context);
-                    } else {
-                        // The same product over the same keys as a computed
-                        // tile, so reusing a head's own map reproduces it
-                        // bit for bit.
-                        let seen = visible[rows.clone()].iter().copied().max().unwrap_or(0);
-                        let converted;
-                        let weights: &[f32] = match tile {
-                            MapValues::F32(values) => values,
-                            MapValues::F16(values) => {
-                                let mut buffer = vec![0f32; values.len()];
-                                simd::f16_to_f32(values, &mut buffer);
-                                converted = buffer;
-                                &converted
-                            }
-                        };
-                        if seen > 0 {
-                            matmul(
-                                (rows.len(), d, seen),
-                                &mut context,
-                                d,
-                                weights,
-                                (n, 1),
-                                v_head,
-                                (v.row_stride, 1),
-                            );
+                    match (square, tile) {
+                        (true, _) => {
+                            simd::map_times_values(tile, n, v_head, v.row_stride, &mut context)
+                        }
+                        (false, MapValues::F32(values)) => tile_times_values(values, n),
+                        (false, MapValues::F16(values)) => {
+                            let mut converted = vec![0f32; values.len()];
+                            simd::f16_to_f32(values, &mut converted);
+                            tile_times_values(&converted, n);
                         }
                     }
-                    (context, None)
+                    None
                 }
-            }
+            };
+            (context, captured)
         })
         .collect();
     let width = heads.len() * d;

@@ -29,7 +29,7 @@ use super::error::StoreError;
 use super::layout::{Block, EncodeOptions, Encoding, ModuleTokens, TokenizedSchema};
 use super::schema::Schema;
 use crate::model::Model;
-use crate::model::llama::{DeviceKv, KvCache, LlamaDecoder, PromptKv, RowPass};
+use crate::model::llama::{KvCache, LlamaDecoder, RowPass};
 use crate::storage::{FileRecord, ModelIdentity, StagedDir, check_files, read_json, verify_files};
 
 /// Version of the on-disk format; a store of another version is refused.
@@ -391,10 +391,7 @@ pub fn encode_module(
             dst.v[..p * w].copy_from_slice(&src.v[..p * w]);
         }
     }
-    let mut kv = match decoder.host_rows() {
-        true => PromptKv::Host(kv),
-        false => PromptKv::Device(DeviceKv::from_host(&kv, decoder.device())?),
-    };
+    let mut kv = decoder.prompt_kv_from(kv)?;
     decoder.forward_rows(
         RowPass {
             ids: &ids,

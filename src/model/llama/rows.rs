@@ -134,6 +134,15 @@ impl LlamaDecoder {
             .map(PromptKv::Device)
     }
 
+    /// `kv` where this decoder's row-wise passes run: as it is for the fused
+    /// CPU kernels, else copied to its device.
+    pub fn prompt_kv_from(&self, kv: KvCache) -> Result<PromptKv> {
+        match self.host_rows() {
+            true => Ok(PromptKv::Host(kv)),
+            false => DeviceKv::from_host(&kv, &self.device).map(PromptKv::Device),
+        }
+    }
+
     /// Whether row-wise passes run the fused CPU kernels on host caches
     /// (the CPU default) rather than candle ops on device tensors.
     pub fn host_rows(&self) -> bool {
@@ -327,22 +336,16 @@ impl LlamaDecoder {
         let (h_all, _, hd) = self.layers[0].attention.dims();
         let w = self.kv_width();
         let width = qkv.len() / active.len();
-        let candidates: Vec<(usize, f32)> = active
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| computed.binary_search(r).is_err())
-            .map(|(i, &r)| {
-                let fresh = &qkv[i * width + h_all * hd..i * width + h_all * hd + 2 * w];
-                let (k, v) = (&given.k[r * w..(r + 1) * w], &given.v[r * w..(r + 1) * w]);
-                let dev: f32 = fresh
-                    .iter()
-                    .zip(k.iter().chain(v))
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum();
-                (i, dev)
-            })
-            .collect();
-        keep_selected(active, computed, candidates, select.fraction)
+        let deviation = |i: usize, r: usize| -> f32 {
+            let fresh = &qkv[i * width + h_all * hd..i * width + h_all * hd + 2 * w];
+            let (k, v) = (&given.k[r * w..(r + 1) * w], &given.v[r * w..(r + 1) * w]);
+            fresh
+                .iter()
+                .zip(k.iter().chain(v))
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum()
+        };
+        keep_selected(active, computed, deviation, select.fraction)
     }
 }
 
@@ -355,16 +358,22 @@ pub(super) fn given_rows(rows: &[usize], computed: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// CacheBlend's pick from the deviation of each candidate (an index into
-/// `active` and its squared distance): the computed rows of `active` and
-/// the `fraction` of candidates that deviate most. Indices into `active`,
-/// ascending.
+/// CacheBlend's pick among the rows `active`: the computed ones, and the
+/// `fraction` of the given ones whose fresh keys and values deviate most
+/// from the given ones (`deviation(i, row)`: squared distance of
+/// `active[i] = row`). Indices into `active`, ascending.
 pub(super) fn keep_selected(
     active: &[usize],
     computed: &[usize],
-    mut candidates: Vec<(usize, f32)>,
+    deviation: impl Fn(usize, usize) -> f32,
     fraction: f64,
 ) -> Vec<usize> {
+    let mut candidates: Vec<(usize, f32)> = active
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| computed.binary_search(r).is_err())
+        .map(|(i, &r)| (i, deviation(i, r)))
+        .collect();
     let take = (fraction.clamp(0.0, 1.0) * candidates.len() as f64).ceil() as usize;
     candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut keep: Vec<usize> = candidates[..take].iter().map(|&(i, _)| i).collect();

@@ -128,14 +128,6 @@ impl PromptKv {
         }
     }
 
-    /// Layers held.
-    pub fn layers(&self) -> usize {
-        match self {
-            PromptKv::Host(kv) => kv.layers.len(),
-            PromptKv::Device(kv) => kv.layers(),
-        }
-    }
-
     /// Grows (zeros) or shrinks every layer to `rows` rows.
     pub fn resize(&mut self, rows: usize) -> Result<()> {
         match self {
@@ -262,13 +254,8 @@ impl LlamaDecoder {
                     .sqr()?
                     .sum(1)?
                     .to_vec1::<f32>()?;
-                let candidates = active
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| pass.computed.binary_search(r).is_err())
-                    .map(|(i, _)| (i, deviation[i]))
-                    .collect();
-                let keep = keep_selected(&active, pass.computed, candidates, select.fraction);
+                let keep =
+                    keep_selected(&active, pass.computed, |i, _| deviation[i], select.fraction);
                 let idx: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
                 let idx = Tensor::new(idx.as_slice(), device)?;
                 x = x.index_select(&idx, 1)?;
