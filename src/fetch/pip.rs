@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::error::FetchError;
-use super::packages::Package;
+use super::packages::Wheel;
 
-/// Runs `python -m pip download --no-deps` for `package` into `dir` and
+/// Runs `python -m pip download --no-deps` for `wheel` into `dir` and
 /// returns the path of the wheel it left there.
-pub fn download_wheel(python: &Path, package: &Package, dir: &Path) -> Result<PathBuf, FetchError> {
-    let requirement = package.requirement();
+pub fn download_wheel(python: &Path, wheel: &Wheel, dir: &Path) -> Result<PathBuf, FetchError> {
+    let requirement = wheel.requirement();
     let python_name = python.display().to_string();
     let output = Command::new(python)
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
@@ -46,17 +46,17 @@ pub fn download_wheel(python: &Path, package: &Package, dir: &Path) -> Result<Pa
             detail: format!("exit status {}: {detail}", output.status),
         });
     }
-    find_wheel(dir, package).ok_or_else(|| FetchError::NoWheel {
+    find_wheel(dir, wheel).ok_or_else(|| FetchError::NoWheel {
         requirement,
         dir: dir.to_path_buf(),
     })
 }
 
-/// The wheel of `package` in `dir`, if pip left one (wheel names use
+/// The file of `wheel` in `dir`, if pip left one (wheel names use
 /// underscores where the project name has dashes, and keep the project's
 /// own capitals: compared without case).
-fn find_wheel(dir: &Path, package: &Package) -> Option<PathBuf> {
-    let prefix = format!("{}-{}-", package.name.replace('-', "_"), package.version).to_lowercase();
+fn find_wheel(dir: &Path, wheel: &Wheel) -> Option<PathBuf> {
+    let prefix = format!("{}-{}-", wheel.name.replace('-', "_"), wheel.version).to_lowercase();
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())

@@ -39,13 +39,13 @@ impl ModelShape {
 pub enum Architecture {
     /// A BERT encoder.
     Bert,
-    /// A Llama-family decoder.
+    /// A Llama-family decoder (Llama or Qwen2, see [`super::llama::Family`]).
     Llama,
 }
 
 /// Reads a `config.json` as JSON and says which architecture it describes:
-/// `model_type` "bert" or "llama", or without a model type a `Bert*` or
-/// `Llama*` architecture; anything else is refused.
+/// `model_type` "bert", "llama" or "qwen2", or without a model type a
+/// `Bert*`, `Llama*` or `Qwen2*` architecture; anything else is refused.
 pub fn read_config(path: &Path) -> Result<(Architecture, serde_json::Value), ModelError> {
     let malformed = |detail: String| ModelError::MalformedConfig {
         path: path.to_path_buf(),
@@ -61,7 +61,7 @@ pub fn read_config(path: &Path) -> Result<(Architecture, serde_json::Value), Mod
     if let Some(model_type) = raw.get("model_type") {
         return match model_type.as_str().unwrap_or("?") {
             "bert" => Ok((Architecture::Bert, raw)),
-            "llama" => Ok((Architecture::Llama, raw)),
+            "llama" | "qwen2" => Ok((Architecture::Llama, raw)),
             other => Err(unsupported(other)),
         };
     }
@@ -73,7 +73,9 @@ pub fn read_config(path: &Path) -> Result<(Architecture, serde_json::Value), Mod
         .map(str::to_string);
     match architecture.as_deref() {
         Some(arch) if arch.starts_with("Bert") => Ok((Architecture::Bert, raw)),
-        Some(arch) if arch.starts_with("Llama") => Ok((Architecture::Llama, raw)),
+        Some(arch) if arch.starts_with("Llama") || arch.starts_with("Qwen2") => {
+            Ok((Architecture::Llama, raw))
+        }
         Some(arch) => Err(unsupported(arch)),
         None => Err(unsupported("unknown (no model_type or architectures)")),
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum ModelError {
     /// The directory does not exist.
     #[error(
-        "model {0} does not exist: pass smollm2, a .gguf file or a Hugging Face-layout BERT or Llama directory (config.json, model.safetensors, tokenizer.json)"
+        "model {0} does not exist: pass minilm, smollm2, qwen2.5-0.5b, a .gguf file or a Hugging Face-layout BERT, Llama or Qwen2 directory (config.json, model.safetensors, tokenizer.json)"
     )]
     NoDirectory(PathBuf),
     /// A required file is missing.
@@ -30,7 +30,7 @@ pub enum ModelError {
     },
     /// The model is of an architecture attncache does not run.
     #[error(
-        "{path} describes a `{found}` model: attncache runs BERT encoders (model_type \"bert\") and Llama decoders (\"llama\", or a llama GGUF file); pass one of those"
+        "{path} describes a `{found}` model: attncache runs BERT encoders (model_type \"bert\") and Llama-family decoders (\"llama\" or \"qwen2\", as a GGUF file or a Hugging Face directory); pass one of those"
     )]
     Unsupported {
         /// Path of the config file.

@@ -41,9 +41,9 @@ pub use simd::f16_to_f32;
 pub use timing::{ForwardTimings, LayerTiming, ms};
 pub use tokenizer::{TextTokenizer, TokenizedText, truncation_note};
 
-use crate::fetch::{Fetcher, MINILM_L6, SMOLLM2, sha256_file};
+use crate::fetch::{Fetcher, MINILM_L6, QWEN25_05B, SMOLLM2, sha256_file};
 use config::{bert_config, read_config};
-use llama::{ChatTemplate, LlamaConfig, LlamaDecoder};
+use llama::{ChatTemplate, Family, LlamaConfig, LlamaDecoder};
 
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,18 +52,22 @@ pub enum ModelSource {
     Default,
     /// SmolLM2-135M-Instruct (GGUF), fetched on first use.
     Smollm2,
+    /// Qwen2.5-Coder-0.5B-Instruct (GGUF), fetched on first use.
+    Qwen25,
     /// A local Hugging Face-layout BERT or Llama directory, or a llama GGUF file.
     Path(PathBuf),
 }
 
 impl ModelSource {
-    /// `None` or `minilm` → the default model; `smollm2` → SmolLM2; any other
-    /// value → that directory or GGUF file.
+    /// `None` or `minilm` → the default model; `smollm2` → SmolLM2;
+    /// `qwen2.5-0.5b` → Qwen2.5-Coder-0.5B-Instruct; any other value → that
+    /// directory or GGUF file.
     pub fn from_arg(arg: Option<&Path>) -> Self {
         match arg {
             None => ModelSource::Default,
             Some(p) if p == Path::new("minilm") => ModelSource::Default,
             Some(p) if p == Path::new("smollm2") => ModelSource::Smollm2,
+            Some(p) if p == Path::new("qwen2.5-0.5b") => ModelSource::Qwen25,
             Some(p) => ModelSource::Path(p.to_path_buf()),
         }
     }
@@ -74,6 +78,9 @@ impl ModelSource {
             ModelSource::Default => Ok(Fetcher::from_env()?.ensure(&MINILM_L6, why)?),
             ModelSource::Smollm2 => Ok(Fetcher::from_env()?
                 .ensure(&SMOLLM2, why)?
+                .join("model.gguf")),
+            ModelSource::Qwen25 => Ok(Fetcher::from_env()?
+                .ensure(&QWEN25_05B, why)?
                 .join("model.gguf")),
             ModelSource::Path(path) => Ok(path.clone()),
         }
@@ -202,7 +209,15 @@ impl Model {
                 (Network::Bert { config, encoder }, max_len)
             }
             Architecture::Llama => {
-                let config = LlamaConfig::from_hf_json(&files.config, raw)?;
+                let family = match raw.get("model_type").and_then(|t| t.as_str()) {
+                    Some("qwen2") => Family::Qwen2,
+                    Some(_) => Family::Llama,
+                    None => match raw["architectures"][0].as_str() {
+                        Some(a) if a.starts_with("Qwen2") => Family::Qwen2,
+                        _ => Family::Llama,
+                    },
+                };
+                let config = LlamaConfig::from_hf_json(&files.config, family, raw)?;
                 let tensors = llama::read_safetensors(vb, &config).map_err(weights_err)?;
                 let decoder = LlamaDecoder::new(config, tensors, ChatTemplate::default(), device)
                     .map_err(weights_err)?;

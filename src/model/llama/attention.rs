@@ -7,8 +7,8 @@
 //! V. So a reused query head skips its Q projection, RoPE and QKᵀ + softmax,
 //! and a K head is skipped when every query head that shares it is reused;
 //! V always runs. RoPE is applied in place, the 1/√d scale is folded into
-//! the Q weights at load time, and the core is [`fused::attention`] with a
-//! causal mask.
+//! the Q weights (and Qwen2's Q bias) at load time, the biases are added as
+//! a tile is stored, and the core is [`fused::attention`] with a causal mask.
 //!
 //! Reference path (candle ops; any batch, any device): computes every head
 //! and substitutes the reused maps before map·V. It is the correctness
@@ -40,6 +40,15 @@ struct Gathered {
     keys: Vec<usize>,
 }
 
+/// Qwen2's Q, K and V biases (the Q bias pre-scaled by 1/√d like the Q
+/// weights).
+#[derive(Debug, Clone)]
+struct QkvBias {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+}
+
 /// The Q, K, V projections of one decoder layer.
 #[derive(Debug, Clone)]
 pub struct LlamaAttention {
@@ -49,6 +58,8 @@ pub struct LlamaAttention {
     k_weight: Tensor,
     /// `[Hkv·d, D]`.
     v_weight: Tensor,
+    /// Biases (Qwen2), `None` for Llama.
+    bias: Option<QkvBias>,
     /// Q, K, V stacked and packed (fused kernels).
     qkv_packed: Arc<PackedLinear>,
     /// V packed, for a layer with reused heads (fused kernels).
@@ -62,18 +73,36 @@ pub struct LlamaAttention {
 }
 
 impl LlamaAttention {
-    /// Projections from PyTorch-layout weights (`[out, in]`).
+    /// Projections from PyTorch-layout weights (`[out, in]`) and optional
+    /// Q, K, V biases.
     pub fn new(
         (q, k, v): (Tensor, Tensor, Tensor),
+        bias: Option<(Tensor, Tensor, Tensor)>,
         config: &LlamaConfig,
         rope: Arc<Rope>,
     ) -> Result<Self> {
-        let q = (q * (1.0 / (config.head_dim() as f64).sqrt()))?;
-        let pack =
-            |w: &Tensor| PackedLinear::from_tensor(w, None, Activation::Identity).map(Arc::new);
-        let qkv_packed = pack(&Tensor::cat(&[&q, &k, &v], 0)?)?;
-        let v_packed = pack(&v)?;
+        let scale = 1.0 / (config.head_dim() as f64).sqrt();
+        let q = (q * scale)?;
+        let bias = bias
+            .map(|(q, k, v)| {
+                Ok::<_, candle_core::Error>(QkvBias {
+                    q: (q * scale)?,
+                    k,
+                    v,
+                })
+            })
+            .transpose()?;
+        let pack = |w: &Tensor, b: Option<Tensor>| {
+            PackedLinear::from_tensor(w, b.as_ref(), Activation::Identity).map(Arc::new)
+        };
+        let qkv_bias = bias
+            .as_ref()
+            .map(|b| Tensor::cat(&[&b.q, &b.k, &b.v], 0))
+            .transpose()?;
+        let qkv_packed = pack(&Tensor::cat(&[&q, &k, &v], 0)?, qkv_bias)?;
+        let v_packed = pack(&v, bias.as_ref().map(|b| b.v.clone()))?;
         Ok(Self {
+            bias,
             kernels: Kernels::default_for(q.device()),
             q_weight: q,
             k_weight: k,
@@ -297,21 +326,23 @@ impl LlamaAttention {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let (m, _) = x.dims2()?;
         let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
-        let heads_first = |w: &Tensor, n: usize| -> Result<Tensor> {
-            x.matmul(&w.t()?)?
+        let heads_first = |w: &Tensor, b: Option<&Tensor>, n: usize| -> Result<Tensor> {
+            linear(x, w, b)?
                 .reshape((m, n, d))?
                 .transpose(0, 1)?
                 .unsqueeze(0)?
                 .contiguous()
         };
+        let b = self.bias.as_ref();
         let q = self
             .rope
-            .apply_at(&heads_first(&self.q_weight, h)?, positions)?;
-        let k = self
-            .rope
-            .apply_at(&heads_first(&self.k_weight, kv)?, positions)?;
+            .apply_at(&heads_first(&self.q_weight, b.map(|b| &b.q), h)?, positions)?;
+        let k = self.rope.apply_at(
+            &heads_first(&self.k_weight, b.map(|b| &b.k), kv)?,
+            positions,
+        )?;
         let k = k.squeeze(0)?.transpose(0, 1)?.reshape((m, kv * d))?;
-        let v = x.matmul(&self.v_weight.t()?)?;
+        let v = linear(x, &self.v_weight, b.map(|b| &b.v))?;
         Ok((q.squeeze(0)?, k, v))
     }
 
@@ -404,16 +435,24 @@ impl LlamaAttention {
     ) -> Result<AttentionOutput> {
         let (b, s, _) = x.dims3()?;
         let hd = self.head_dim;
-        let split = |w: &Tensor, n: usize| -> Result<Tensor> {
-            x.broadcast_matmul(&w.t()?)?
-                .reshape((b, s, n, hd))?
-                .transpose(1, 2)?
-                .contiguous()
+        let split = |w: &Tensor, bias: Option<&Tensor>, n: usize| -> Result<Tensor> {
+            let y = x.broadcast_matmul(&w.t()?)?;
+            let y = match bias {
+                Some(bias) => y.broadcast_add(bias)?,
+                None => y,
+            };
+            y.reshape((b, s, n, hd))?.transpose(1, 2)?.contiguous()
         };
         let group = self.heads / self.kv_heads;
-        let q = self.rope.apply(&split(&self.q_weight, self.heads)?, 0)?;
-        let k = self.rope.apply(&split(&self.k_weight, self.kv_heads)?, 0)?;
-        let v = split(&self.v_weight, self.kv_heads)?;
+        let bias = self.bias.as_ref();
+        let q = self
+            .rope
+            .apply(&split(&self.q_weight, bias.map(|b| &b.q), self.heads)?, 0)?;
+        let k = self.rope.apply(
+            &split(&self.k_weight, bias.map(|b| &b.k), self.kv_heads)?,
+            0,
+        )?;
+        let v = split(&self.v_weight, bias.map(|b| &b.v), self.kv_heads)?;
         let k = candle_transformers::utils::repeat_kv(k, group)?.contiguous()?;
         let v = candle_transformers::utils::repeat_kv(v, group)?.contiguous()?;
         let scores = q
@@ -472,15 +511,26 @@ impl LlamaAttention {
                 .collect();
             Tensor::from_vec(idx, heads.len() * hd, self.q_weight.device())
         };
+        let (q_rows, k_rows) = (rows(queries)?, rows(&keys)?);
         let weight = Tensor::cat(
             &[
-                self.q_weight.index_select(&rows(queries)?, 0)?,
-                self.k_weight.index_select(&rows(&keys)?, 0)?,
+                self.q_weight.index_select(&q_rows, 0)?,
+                self.k_weight.index_select(&k_rows, 0)?,
             ],
             0,
         )?;
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|b| {
+                Tensor::cat(
+                    &[b.q.index_select(&q_rows, 0)?, b.k.index_select(&k_rows, 0)?],
+                    0,
+                )
+            })
+            .transpose()?;
         let g = Arc::new(Gathered {
-            weight: PackedLinear::from_tensor(&weight, None, Activation::Identity)?,
+            weight: PackedLinear::from_tensor(&weight, bias.as_ref(), Activation::Identity)?,
             queries: queries.to_vec(),
             keys,
         });
@@ -489,6 +539,15 @@ impl LlamaAttention {
         }
         cache.insert(key, g.clone());
         Ok(g)
+    }
+}
+
+/// `x · wᵀ (+ b)` with candle ops, `x` `[m, D]`.
+fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
     }
 }
 

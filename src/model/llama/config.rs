@@ -1,4 +1,5 @@
-//! The sizes of a Llama-family decoder, read from GGUF metadata or from a
+//! The sizes of a Llama-family decoder (Llama itself, or Qwen2: Llama with
+//! biases on the Q, K and V projections), read from GGUF metadata or from a
 //! Hugging Face `config.json`.
 
 use std::collections::HashMap;
@@ -8,9 +9,44 @@ use candle_core::quantized::gguf_file::Value;
 
 use crate::model::error::ModelError;
 
+/// The decoder architectures our Llama forward runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Llama (SmolLM2, Llama 2/3 without rope scaling).
+    Llama,
+    /// Qwen2 / Qwen2.5: Llama plus Q, K, V biases.
+    Qwen2,
+}
+
+impl Family {
+    /// Every family, as named in GGUF's `general.architecture` and HF's
+    /// `model_type`.
+    pub const ALL: [Family; 2] = [Family::Llama, Family::Qwen2];
+
+    /// The name GGUF and Hugging Face use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Qwen2 => "qwen2",
+        }
+    }
+
+    /// The family called `name`, if we run it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Whether its Q, K and V projections carry biases.
+    pub fn qkv_bias(self) -> bool {
+        self == Family::Qwen2
+    }
+}
+
 /// What a Llama forward pass needs to know about the model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
+    /// The architecture.
+    pub family: Family,
     /// Hidden size.
     pub hidden: usize,
     /// Feed-forward (gate/up) width.
@@ -45,7 +81,7 @@ impl LlamaConfig {
         self.heads / self.kv_heads
     }
 
-    /// Reads the `llama.*` metadata of a GGUF file.
+    /// Reads the `<architecture>.*` metadata of a GGUF file.
     pub fn from_gguf(path: &Path, metadata: &HashMap<String, Value>) -> Result<Self, ModelError> {
         let bad = |detail: String| ModelError::BadShape {
             path: path.to_path_buf(),
@@ -55,13 +91,14 @@ impl LlamaConfig {
             .get("general.architecture")
             .and_then(|v| v.to_string().ok())
             .map_or("unknown", |s| s.as_str());
-        if arch != "llama" {
+        let Some(family) = Family::from_name(arch) else {
             return Err(ModelError::Unsupported {
                 path: path.to_path_buf(),
                 found: arch.to_string(),
             });
-        }
+        };
         let int = |key: &str| -> Result<usize, ModelError> {
+            let key = &format!("{arch}.{key}");
             let v = metadata
                 .get(key)
                 .ok_or_else(|| bad(format!("the GGUF metadata has no {key}")))?;
@@ -72,38 +109,55 @@ impl LlamaConfig {
         };
         let float = |key: &str, default: f32| {
             metadata
-                .get(key)
+                .get(&format!("{arch}.{key}"))
                 .and_then(|v| v.to_f32().ok())
                 .unwrap_or(default)
         };
         let vocab = match metadata.get("tokenizer.ggml.tokens") {
             Some(Value::Array(tokens)) => tokens.len(),
-            _ => int("llama.vocab_size")?,
+            _ => int("vocab_size")?,
         };
         let config = Self {
-            hidden: int("llama.embedding_length")?,
-            ffn: int("llama.feed_forward_length")?,
+            family,
+            hidden: int("embedding_length")?,
+            ffn: int("feed_forward_length")?,
             vocab,
-            layers: int("llama.block_count")?,
-            heads: int("llama.attention.head_count")?,
-            kv_heads: int("llama.attention.head_count_kv")?,
-            rms_eps: float("llama.attention.layer_norm_rms_epsilon", 1e-5) as f64,
-            rope_theta: float("llama.rope.freq_base", 10_000.0),
-            max_positions: int("llama.context_length")?,
-            rope_interleaved: true,
+            layers: int("block_count")?,
+            heads: int("attention.head_count")?,
+            kv_heads: int("attention.head_count_kv")?,
+            rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5) as f64,
+            rope_theta: float("rope.freq_base", 10_000.0),
+            max_positions: int("context_length")?,
+            // llama.cpp permutes a Llama's Q and K rows for its interleaved
+            // rotation; Qwen2's it keeps in the Hugging Face layout (NeoX).
+            rope_interleaved: family == Family::Llama,
         };
         config.check().map_err(bad)?;
         Ok(config)
     }
 
-    /// Reads a Hugging Face `config.json` of `model_type` "llama".
-    pub fn from_hf_json(path: &Path, raw: serde_json::Value) -> Result<Self, ModelError> {
+    /// Reads a Hugging Face `config.json` of `model_type` "llama" or "qwen2"
+    /// (`family`).
+    pub fn from_hf_json(
+        path: &Path,
+        family: Family,
+        raw: serde_json::Value,
+    ) -> Result<Self, ModelError> {
         let malformed = |detail: String| ModelError::MalformedConfig {
             path: path.to_path_buf(),
             detail,
         };
+        let raw_sliding_window = raw["use_sliding_window"].as_bool().unwrap_or(false);
         let hf: candle_transformers::models::llama::LlamaConfig =
             serde_json::from_value(raw).map_err(|e| malformed(e.to_string()))?;
+        if family == Family::Qwen2 && raw_sliding_window {
+            return Err(ModelError::BadShape {
+                path: path.to_path_buf(),
+                detail:
+                    "use_sliding_window is set: sliding-window Qwen2 attention is not supported"
+                        .into(),
+            });
+        }
         if hf.rope_scaling.is_some() {
             return Err(ModelError::BadShape {
                 path: path.to_path_buf(),
@@ -111,6 +165,7 @@ impl LlamaConfig {
             });
         }
         let config = Self {
+            family,
             hidden: hf.hidden_size,
             ffn: hf.intermediate_size,
             vocab: hf.vocab_size,

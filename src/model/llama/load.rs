@@ -14,7 +14,8 @@ use super::gguf_tokenizer::tokenizer_from_gguf;
 use crate::model::error::ModelError;
 
 /// One layer's tensors, PyTorch layout (`[out, in]`), f32: the two RMSNorm
-/// weights, the attention projections and the feed-forward matrices.
+/// weights, the attention projections (with Qwen2's Q, K, V biases) and the
+/// feed-forward matrices.
 #[derive(Debug)]
 #[allow(missing_docs)] // named as in the Llama paper
 pub struct LayerTensors {
@@ -22,6 +23,8 @@ pub struct LayerTensors {
     pub q: Tensor,
     pub k: Tensor,
     pub v: Tensor,
+    /// Q, K, V biases (Qwen2), `None` for Llama.
+    pub qkv_bias: Option<(Tensor, Tensor, Tensor)>,
     pub o: Tensor,
     pub ffn_norm: Tensor,
     pub gate: Tensor,
@@ -54,8 +57,8 @@ pub struct GgufModel {
     pub tensors: DecoderTensors,
 }
 
-/// Reads a llama GGUF file: config from its metadata, tokenizer from its
-/// vocabulary, tensors dequantized to f32.
+/// Reads a llama or qwen2 GGUF file: config from its metadata, tokenizer
+/// from its vocabulary, tensors dequantized to f32.
 pub fn read_gguf(path: &Path, device: &Device) -> std::result::Result<GgufModel, ModelError> {
     let gguf_err = |detail: String| ModelError::Gguf {
         path: path.to_path_buf(),
@@ -65,6 +68,7 @@ pub fn read_gguf(path: &Path, device: &Device) -> std::result::Result<GgufModel,
     let content = gguf_file::Content::read(&mut file).map_err(|e| gguf_err(first_line(&e)))?;
     let config = LlamaConfig::from_gguf(path, &content.metadata)?;
     let tokenizer = tokenizer_from_gguf(path, &content.metadata)?;
+    let has_bias = config.family.qkv_bias();
     let chat = content
         .metadata
         .get("tokenizer.chat_template")
@@ -80,12 +84,22 @@ pub fn read_gguf(path: &Path, device: &Device) -> std::result::Result<GgufModel,
     };
     let mut layers = Vec::with_capacity(config.layers);
     for l in 0..config.layers {
-        let mut t = |name: &str| get(&format!("blk.{l}.{name}.weight"));
+        let mut t = |name: &str, kind: &str| get(&format!("blk.{l}.{name}.{kind}"));
+        let qkv_bias = match has_bias {
+            true => Some((
+                t("attn_q", "bias")?,
+                t("attn_k", "bias")?,
+                t("attn_v", "bias")?,
+            )),
+            false => None,
+        };
+        let mut t = |name: &str| t(name, "weight");
         layers.push(LayerTensors {
             attn_norm: t("attn_norm")?,
             q: t("attn_q")?,
             k: t("attn_k")?,
             v: t("attn_v")?,
+            qkv_bias,
             o: t("attn_output")?,
             ffn_norm: t("ffn_norm")?,
             gate: t("ffn_gate")?,
@@ -112,8 +126,8 @@ pub fn read_gguf(path: &Path, device: &Device) -> std::result::Result<GgufModel,
     })
 }
 
-/// Reads Hugging Face Llama safetensors (`model.` prefix, `lm_head` unless
-/// the embeddings are tied).
+/// Reads Hugging Face Llama or Qwen2 safetensors (`model.` prefix,
+/// `lm_head` unless the embeddings are tied).
 pub fn read_safetensors(vb: VarBuilder, config: &LlamaConfig) -> Result<DecoderTensors> {
     let (d, f, v) = (config.hidden, config.ffn, config.vocab);
     let (hd, kv) = (config.head_dim(), config.kv_heads * config.head_dim());
@@ -121,11 +135,20 @@ pub fn read_safetensors(vb: VarBuilder, config: &LlamaConfig) -> Result<DecoderT
     let layers = (0..config.layers)
         .map(|l| {
             let p = m.pp(format!("layers.{l}"));
+            let qkv_bias = match config.family.qkv_bias() {
+                true => Some((
+                    p.get(config.heads * hd, "self_attn.q_proj.bias")?,
+                    p.get(kv, "self_attn.k_proj.bias")?,
+                    p.get(kv, "self_attn.v_proj.bias")?,
+                )),
+                false => None,
+            };
             Ok(LayerTensors {
                 attn_norm: p.get(d, "input_layernorm.weight")?,
                 q: p.get((config.heads * hd, d), "self_attn.q_proj.weight")?,
                 k: p.get((kv, d), "self_attn.k_proj.weight")?,
                 v: p.get((kv, d), "self_attn.v_proj.weight")?,
+                qkv_bias,
                 o: p.get((d, config.heads * hd), "self_attn.o_proj.weight")?,
                 ffn_norm: p.get(d, "post_attention_layernorm.weight")?,
                 gate: p.get((f, d), "mlp.gate_proj.weight")?,

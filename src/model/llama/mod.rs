@@ -22,7 +22,7 @@ use candle_nn::Embedding;
 pub use attention::LayerKv;
 pub use attention::LlamaAttention;
 pub use chat::ChatTemplate;
-pub use config::LlamaConfig;
+pub use config::{Family, LlamaConfig};
 pub use decode::{Prefilled, argmax};
 pub use load::{GgufModel, read_gguf, read_safetensors};
 pub use prefix::PrefixCache;
@@ -162,7 +162,12 @@ impl LlamaDecoder {
                     packed: Arc::new(PackedFfn::new(&t.o, &gate_up, &t.down)?),
                     attn_norm_values: t.attn_norm.to_vec1()?,
                     attn_norm: t.attn_norm,
-                    attention: LlamaAttention::new((t.q, t.k, t.v), &config, rope.clone())?,
+                    attention: LlamaAttention::new(
+                        (t.q, t.k, t.v),
+                        t.qkv_bias,
+                        &config,
+                        rope.clone(),
+                    )?,
                     o_weight: t.o,
                     ffn_norm_values: t.ffn_norm.to_vec1()?,
                     ffn_norm: t.ffn_norm,
