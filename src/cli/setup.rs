@@ -80,7 +80,7 @@ fn examples(shots: usize, model: &Model) -> anyhow::Result<Vec<(String, String)>
     }
     anyhow::ensure!(
         model.decoder().is_some(),
-        "few-shot prompts need a decoder: pass --model smollm2 (an encoder embeds the text alone)"
+        "few-shot prompts need a decoder: pass --model smollm2 or qwen2.5-0.5b (an encoder embeds the text alone)"
     );
     let pool = CorpusSpec::parse(SHOTS_SPLIT)?.load(&CorpusOptions::default())?;
     pick_shots(&pool, shots)

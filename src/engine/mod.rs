@@ -105,7 +105,7 @@ impl Engine {
     pub fn with_prefix(&self, prefix: Arc<PrefixCache>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             self.model.decoder().is_some(),
-            "prefix caching needs a decoder: pass --model smollm2"
+            "prefix caching needs a decoder: pass --model smollm2 or qwen2.5-0.5b"
         );
         Ok(Self {
             prefix: Some(prefix),

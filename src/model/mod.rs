@@ -41,7 +41,7 @@ pub use simd::f16_to_f32;
 pub use timing::{ForwardTimings, LayerTiming, ms};
 pub use tokenizer::{TextTokenizer, TokenizedText, truncation_note};
 
-use crate::fetch::{Fetcher, MINILM_L6, QWEN25_05B, SMOLLM2, sha256_file};
+use crate::fetch::{Fetcher, MINILM_L6, Package, QWEN25_05B, SMOLLM2, sha256_file};
 use config::{bert_config, read_config};
 use llama::{ChatTemplate, Family, LlamaConfig, LlamaDecoder};
 
@@ -69,6 +69,17 @@ impl ModelSource {
             Some(p) if p == Path::new("smollm2") => ModelSource::Smollm2,
             Some(p) if p == Path::new("qwen2.5-0.5b") => ModelSource::Qwen25,
             Some(p) => ModelSource::Path(p.to_path_buf()),
+        }
+    }
+
+    /// The registry package a packaged model comes from (`None` for a local
+    /// path).
+    pub fn package(&self) -> Option<&'static Package> {
+        match self {
+            ModelSource::Default => Some(&MINILM_L6),
+            ModelSource::Smollm2 => Some(&SMOLLM2),
+            ModelSource::Qwen25 => Some(&QWEN25_05B),
+            ModelSource::Path(_) => None,
         }
     }
 
@@ -436,7 +447,7 @@ impl Model {
         match &self.network {
             Network::Llama(decoder) => Ok(decoder.chat().user_prompt(text)),
             Network::Bert { .. } => {
-                anyhow::bail!("--chat needs a chat model: pass --model smollm2")
+                anyhow::bail!("--chat needs a chat model: pass --model smollm2 or qwen2.5-0.5b")
             }
         }
     }
@@ -446,7 +457,9 @@ impl Model {
         match &self.network {
             Network::Llama(decoder) => Ok(decoder.logits(readout)?),
             Network::Bert { .. } => {
-                anyhow::bail!("next-token logits need a decoder: pass --model smollm2")
+                anyhow::bail!(
+                    "next-token logits need a decoder: pass --model smollm2 or qwen2.5-0.5b"
+                )
             }
         }
     }

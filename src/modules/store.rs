@@ -138,7 +138,7 @@ pub struct StoreSummary {
 pub fn decoder_of(model: &Model) -> anyhow::Result<&LlamaDecoder> {
     model.decoder().ok_or_else(|| {
         anyhow::anyhow!(
-            "module reuse needs a decoder (pass --model smollm2): an encoder's bidirectional attention lets every token see the whole input, so no module's keys and values can be computed apart"
+            "module reuse needs a decoder (pass --model smollm2 or qwen2.5-0.5b): an encoder's bidirectional attention lets every token see the whole input, so no module's keys and values can be computed apart"
         )
     })
 }
