@@ -11,7 +11,8 @@ set -euo pipefail
 out=${1:-results-smollm2}
 mkdir -p "$out"
 [ -n "${ATTNCACHE_BIN:-}" ] || cargo build --release
-bin="${ATTNCACHE_BIN:-target/release/attncache} --model smollm2"
+# MODEL picks the decoder (smollm2, qwen2.5-0.5b or a GGUF file).
+bin="${ATTNCACHE_BIN:-target/release/attncache} --model ${MODEL:-smollm2}"
 db_limit=${DB_LIMIT:-1000}
 calib_limit=${CALIB_LIMIT:-200}
 test_limit=${TEST_LIMIT:-200}

@@ -13,7 +13,8 @@ out=${1:-results-modules}
 mkdir -p "$out"
 # ATTNCACHE_BIN runs a copy of the binary (so the tree can be rebuilt meanwhile).
 [ -n "${ATTNCACHE_BIN:-}" ] || cargo build --release
-bin="${ATTNCACHE_BIN:-target/release/attncache} --model smollm2"
+# MODEL picks the decoder (smollm2, qwen2.5-0.5b or a GGUF file).
+bin="${ATTNCACHE_BIN:-target/release/attncache} --model ${MODEL:-smollm2}"
 
 # Calibration for top-1 agreement >= 95 % (the target) and, because
 # top-1 flips on near-tied answers (multidoc: the document's first digit),

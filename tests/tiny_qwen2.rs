@@ -59,8 +59,20 @@ fn exact_logits_match_candle_transformers_qwen2() {
             let got = last_logits(&m, &t, StaticPlan::exact(LAYERS, QWEN_HEADS))
                 .flatten_all()
                 .unwrap();
+            // f32 rounding grows with the logits' size (random weights,
+            // large biases): relative to the largest logit.
             let diff = max_abs_diff(&got, &want);
-            assert!(diff < 1e-4, "{kernels:?} {text:?}: logits differ by {diff}");
+            let scale = want
+                .abs()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff < 3e-5 * scale.max(1.0),
+                "{kernels:?} {text:?}: logits differ by {diff} (largest {scale})"
+            );
         }
     }
 }
@@ -109,15 +121,17 @@ fn partial_reuse_keeps_the_biases_of_the_heads_still_computed() {
         let exact = run(Kernels::Fused, &LayerPlan::exact(QWEN_HEADS));
         let fused = run(Kernels::Fused, &plan);
         let reference = run(Kernels::Reference, &plan);
+        // Rounding only (the biases make these contexts a few times larger
+        // than the tiny Llama's); a lost bias moves them by ~0.1.
         let diff = max_abs_diff(&fused, &reference);
         assert!(
-            diff < 1e-5,
+            diff < 1e-4,
             "{reused:?}: fused and reference differ by {diff}"
         );
         for h in (0..QWEN_HEADS).filter(|h| !reused.contains(h)) {
             let cols = |t: &Tensor| t.narrow(2, h * head_dim, head_dim).unwrap();
             let change = max_abs_diff(&cols(&exact), &cols(&fused));
-            assert!(change < 1e-5, "{reused:?}: head {h} changed by {change}");
+            assert!(change < 1e-4, "{reused:?}: head {h} changed by {change}");
         }
     }
 }
@@ -155,7 +169,11 @@ fn row_wise_passes_and_the_prefix_cache_reproduce_the_full_forward() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(diff < 1e-4, "{kernels:?}: row-wise logits differ by {diff}");
+        let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+        assert!(
+            diff < 3e-5 * scale,
+            "{kernels:?}: row-wise logits differ by {diff} (largest {scale})"
+        );
         continuations.push(decoder.greedy(&mut state, 6, None).unwrap());
     }
     assert_eq!(continuations[0], continuations[1]);
@@ -197,4 +215,29 @@ fn sliding_window_qwen2_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("use_sliding_window"), "{err}");
+}
+
+/// A model of an architecture we do not run is refused in one line that
+/// names the file and the families we do run: a GGUF file (Gemma 3's
+/// architecture key) and a Hugging Face directory (`model_type` "mistral").
+#[test]
+fn an_unknown_architecture_names_the_supported_ones() {
+    use candle_core::quantized::gguf_file::{Value, write};
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("gemma.gguf");
+    let metadata = [("general.architecture", Value::String("gemma3".into()))];
+    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    write(&mut std::fs::File::create(&gguf).unwrap(), &metadata, &[]).unwrap();
+    let hf = dir.path().join("mistral");
+    common::tiny_llama::write_tiny(Tiny::Qwen2, &hf);
+    let mut config = tiny_config(Tiny::Qwen2);
+    config["model_type"] = "mistral".into();
+    std::fs::write(hf.join("config.json"), config.to_string()).unwrap();
+    for (path, found) in [(gguf, "`gemma3`"), (hf, "`mistral`")] {
+        let msg = format!("{:#}", Model::load_path(&path, &Device::Cpu).unwrap_err());
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        for want in [found, "\"llama\"", "\"qwen2\"", "bert"] {
+            assert!(msg.contains(want), "{want} not in {msg}");
+        }
+    }
 }
