@@ -9,6 +9,7 @@
 # that setting evaluated on the test prompts, which calibration never saw.
 # Larger prompts run the setting calibrated on the workload named after
 # "from:", as a deployment calibrated on shorter prompts would.
+# MODEL=qwen2.5-0.5b runs another decoder, ONLY="passkey multidoc-16" a subset.
 # Results go to OUT (default ./results-frontier); finished steps (non-empty
 # result files) are skipped when it is run again. ~75 minutes on 2 cores.
 # Run on a quiet machine: the speedups are timing ratios.
@@ -31,6 +32,8 @@ workloads=(
 )
 for w in "${workloads[@]}"; do
   read -r name kind per pool ncal ntest <<< "$w"
+  # ONLY="passkey multidoc-16" runs those workloads alone (a slower model).
+  [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]] && continue
   from=""
   if [[ "$ncal" == from:* ]]; then
     from="$out/${ncal#from:}"

@@ -10,6 +10,7 @@ import sys
 import time
 
 import llama_cpp
+import numpy as np
 from llama_cpp import Llama
 
 model, threads, longest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -37,5 +38,8 @@ for line in sys.stdin:
     ms = (time.perf_counter() - start) * 1e3
     answer = {"ms": ms}
     if request.get("output"):
-        answer["logits"] = [float(x) for x in llm.scores[llm.n_tokens - 1]]
+        # Without logits_all only the last position's logits are computed,
+        # and llama-cpp-python no longer copies them into `scores`.
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+        answer["logits"] = [float(x) for x in logits]
     print(json.dumps(answer), flush=True)
