@@ -131,6 +131,37 @@ fn frames_at_80x24_and_120x40() {
     insta::assert_snapshot!("modular_help_120x40", screen(&mut a, 120, 40));
 }
 
+/// `D` shows the comparison in large digits (the speedup over exact, each
+/// run's time to first token, KL and answers), at both sizes; `D` or Esc
+/// goes back; before any run it says it is waiting.
+#[test]
+fn d_shows_the_demo_view_and_toggles_back() {
+    let (mut a, rx) = app(true, vec![prompt("which document is about a heist?")]);
+    key(&mut a, "D");
+    assert_eq!(a.popup(), Some(Popup::Demo));
+    assert!(screen(&mut a, 80, 24).contains("waiting for the first comparison"));
+    run_once(&mut a, &rx);
+    for (w, h) in [(80, 24), (120, 40)] {
+        let frame = screen(&mut a, w, h);
+        assert!(
+            frame.contains("3.0× faster than the prefix cache"),
+            "{frame}"
+        );
+        assert!(frame.contains("KL 0.0421 · top-1 different"), "{frame}");
+        assert!(frame.contains("Document 0."), "{frame}");
+        insta::assert_snapshot!(format!("modular_demo_{w}x{h}"), frame);
+    }
+    // Keys keep working underneath: + re-runs with more recovery.
+    key(&mut a, "+");
+    assert!(matches!(rx.try_recv(), Ok(Request::Run { .. })));
+    assert_eq!(a.popup(), Some(Popup::Demo));
+    key(&mut a, "D");
+    assert_eq!(a.popup(), None);
+    key(&mut a, "D");
+    key(&mut a, "Esc");
+    assert_eq!(a.popup(), None);
+}
+
 #[test]
 fn keys_tune_recovery_cycle_modes_and_rerun() {
     let (mut a, rx) = app(true, vec![prompt("a"), prompt("b")]);

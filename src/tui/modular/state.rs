@@ -52,6 +52,8 @@ pub enum Popup {
     Help,
     /// The rebuild form.
     Rebuild,
+    /// The current comparison in large digits, for a projector.
+    Demo,
 }
 
 /// Every key of the view, for the help popup.
@@ -84,6 +86,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("c", "wrap prompts in the chat template (toggle); re-runs"),
     (
+        "D",
+        "demo view: the comparison in large digits for a room (toggle)",
+    ),
+    (
         "R",
         "rebuild the store from a schema (Enter starts, Esc cancels)",
     ),
@@ -98,6 +104,7 @@ pub const HINTS: &[(&str, &str)] = &[
     ("m", "mode"),
     ("f", "frontier"),
     ("R", "rebuild"),
+    ("D", "demo"),
     ("Spc", "pause"),
 ];
 
@@ -443,6 +450,12 @@ impl ModularApp {
                 self.rerun();
             }
             KeyCode::Char('R') => self.popups.push(Popup::Rebuild),
+            KeyCode::Char('D') => match self.popup() {
+                Some(Popup::Demo) => {
+                    self.popups.pop();
+                }
+                _ => self.popups.push(Popup::Demo),
+            },
             KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1, 0),
             KeyCode::Down | KeyCode::Char('j') => self.move_selection(1, 0),
             KeyCode::Left | KeyCode::Char('h') => self.move_selection(0, -1),

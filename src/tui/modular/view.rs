@@ -2,14 +2,17 @@
 //! to first token of exact / prefix cache / modular, the layer × head grid of
 //! question-map similarity to exact (or, with `f`, the session's
 //! speed–fidelity frontier), both answers side by side, the status line and
-//! the key hints; the help and rebuild popups on top.
+//! the key hints; the help and rebuild popups on top, or the demo view.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::Modifier;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, LegendPosition, Paragraph, Wrap};
+use ratatui::widgets::{
+    Axis, Block, Chart, Clear, Dataset, GraphType, LegendPosition, Paragraph, Wrap,
+};
+use tui_big_text::{BigText, PixelSize};
 
 use super::state::{HELP, HINTS, ModularApp, Panel, Popup, SessionPoint};
 use crate::text::shorten;
@@ -58,6 +61,7 @@ pub fn draw(frame: &mut Frame, app: &mut ModularApp) {
     match app.popup() {
         Some(Popup::Help) => draw_help(frame, frame.area(), app),
         Some(Popup::Rebuild) => draw_rebuild(frame, frame.area(), app),
+        Some(Popup::Demo) => draw_demo(frame, frame.area(), app),
         None => {}
     }
 }
@@ -461,4 +465,144 @@ fn draw_rebuild(frame: &mut Frame, area: Rect, app: &ModularApp) {
         )),
     ];
     framed(frame, &app.theme, rect, "Rebuild", lines);
+}
+
+/// The demo view (`D`): the current comparison in large digits — the
+/// speedup over exact prefill, each run's time to first token, then KL,
+/// top-1 agreement and both answers in plain text — readable from the back
+/// of a room. The other keys keep working underneath (`n`, `+`/`-`, Space).
+fn draw_demo(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    frame.render_widget(Clear, area);
+    let [header, body, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let title = match &app.current {
+        Some(c) => format!(
+            " demo │ {} │ recovery {} │ {}",
+            app.store_label, c.recovery, c.label
+        ),
+        None => format!(" demo │ {}", app.store_label),
+    };
+    let title = shorten(&title, area.width as usize);
+    frame.render_widget(Paragraph::new(Span::styled(title, app.theme.dim())), header);
+    hint_bar(
+        frame,
+        hints,
+        &app.theme,
+        &[
+            ("D  Esc", "back"),
+            ("n", "next"),
+            ("+/-", "tune"),
+            ("q", "quit"),
+        ],
+    );
+    let Some(c) = &app.current else {
+        let text = Paragraph::new("waiting for the first comparison…")
+            .style(app.theme.dim())
+            .alignment(Alignment::Center);
+        frame.render_widget(text, body);
+        return;
+    };
+    let [exact, prefix, modular] = c.ttft_ms;
+    let big = |text: String, size: PixelSize, style| {
+        BigText::builder()
+            .pixel_size(size)
+            .style(style)
+            .lines(vec![Line::from(text)])
+            .centered()
+            .build()
+    };
+    let tall = body.height >= 22;
+    let speedup_rows = if tall { 8 } else { 4 };
+    let [_, speedup, caption, labels, times, _, facts, answers] = Layout::vertical([
+        Constraint::Length(u16::from(tall)),
+        Constraint::Length(speedup_rows),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(4),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(body);
+    let size = if tall {
+        PixelSize::Full
+    } else {
+        PixelSize::Quadrant
+    };
+    frame.render_widget(
+        big(format!("{:.1}×", exact / modular), size, app.theme.key()),
+        speedup,
+    );
+    let caption_text = format!(
+        "faster to the first token than exact prefill · {:.1}× faster than the prefix cache",
+        prefix / modular
+    );
+    frame.render_widget(
+        Paragraph::new(caption_text).alignment(Alignment::Center),
+        caption,
+    );
+    let columns =
+        |rect: Rect| -> [Rect; 3] { Layout::horizontal([Constraint::Ratio(1, 3); 3]).areas(rect) };
+    let runs = [
+        ("exact prefill", exact, app.theme.exact()),
+        ("prefix cache", prefix, app.theme.dim()),
+        ("modular", modular, app.theme.cached()),
+    ];
+    for ((label, ms, style), (label_rect, time_rect)) in runs
+        .into_iter()
+        .zip(columns(labels).into_iter().zip(columns(times)))
+    {
+        frame.render_widget(
+            Paragraph::new(Span::styled(label, style)).alignment(Alignment::Center),
+            label_rect,
+        );
+        frame.render_widget(big(seconds(ms), PixelSize::Quadrant, style), time_rect);
+    }
+    let agreement = if c.top1_agree {
+        "the same"
+    } else {
+        "different"
+    };
+    let kl = if facts.width >= 90 {
+        "next-token KL"
+    } else {
+        "KL"
+    };
+    let facts_text = format!(
+        "{kl} {:.4} · top-1 {agreement} · {} tokens: {} from the store, {} recomputed",
+        c.kl, c.tokens, c.cached, c.recomputed
+    );
+    let facts_style = if c.top1_agree {
+        Style::default()
+    } else {
+        app.theme.error()
+    };
+    frame.render_widget(
+        Paragraph::new(Span::styled(facts_text, facts_style)).alignment(Alignment::Center),
+        facts,
+    );
+    let answer = |who: &str, text: &str| {
+        Line::from(vec![
+            Span::styled(format!("{who:>8}: "), app.theme.dim()),
+            Span::raw(text.trim().to_string()),
+        ])
+    };
+    let lines = vec![
+        answer("exact", &c.answers[0]),
+        answer("modular", &c.answers[1]),
+    ];
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), answers);
+}
+
+/// A time for the big digits: milliseconds under a second, else seconds.
+fn seconds(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.1}s", ms / 1000.0)
+    }
 }
