@@ -354,3 +354,48 @@ fn f_shows_the_sessions_frontier_with_the_current_setting_moving() {
     key(&mut a, "f");
     assert!(screen(&mut a, 80, 24).contains("Layer × head"));
 }
+
+/// The latency panel's summary counts only runs of the shown setting; `H`
+/// lists every run with its own setting, speedups, KL and top-1.
+#[test]
+fn h_lists_every_run_with_its_own_setting() {
+    let (mut a, rx) = app(false, vec![prompt("which document is about a heist?")]);
+    run_once(&mut a, &rx);
+    // A second run at another setting, slower and agreeing.
+    key(&mut a, "+");
+    let Ok(Request::Run { seq, .. }) = rx.try_recv() else {
+        panic!("+ re-runs")
+    };
+    let mut other = comparison();
+    other.recovery = Recovery::Select(20.0);
+    other.ttft_ms = [900.0, 450.0, 300.0];
+    other.top1_agree = true;
+    other.kl = 0.0050;
+    a.on_event(Event::Ran {
+        seq,
+        result: Ok(Box::new(other)),
+    });
+    let frame = screen(&mut a, 120, 40);
+    assert!(
+        frame.contains("1 runs of this setting: 3.0× exact"),
+        "{frame}"
+    );
+    key(&mut a, "H");
+    assert_eq!(a.popup(), Some(Popup::History));
+    let frame = screen(&mut a, 120, 40);
+    assert!(frame.contains("Runs · 2 this session"), "{frame}");
+    let rows: Vec<&str> = frame.lines().filter(|l| l.contains("select:")).collect();
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("select:20") && r.contains("3.0×") && r.contains("0.0050")),
+        "{frame}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("select:15") && r.contains("6.0×") && r.contains("differ")),
+        "{frame}"
+    );
+    insta::assert_snapshot!("modular_history_120x40", frame);
+    key(&mut a, "H");
+    assert_eq!(a.popup(), None);
+}

@@ -54,6 +54,8 @@ pub enum Popup {
     Rebuild,
     /// The current comparison in large digits, for a projector.
     Demo,
+    /// Every run of the session with its own setting.
+    History,
 }
 
 /// Every key of the view, for the help popup.
@@ -88,6 +90,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "D",
         "demo view: the comparison in large digits for a room (toggle)",
+    ),
+    (
+        "H",
+        "every run of the session: its setting, speedups, KL, top-1",
     ),
     (
         "R",
@@ -391,6 +397,16 @@ impl ModularApp {
         }
     }
 
+    /// Closes `popup` when it is on top, else opens it.
+    fn toggle(&mut self, popup: Popup) {
+        match self.popup() == Some(popup) {
+            true => {
+                self.popups.pop();
+            }
+            false => self.popups.push(popup),
+        }
+    }
+
     /// Handles a key.
     pub fn on_key(&mut self, key: KeyEvent) {
         let ctrl_c =
@@ -450,12 +466,8 @@ impl ModularApp {
                 self.rerun();
             }
             KeyCode::Char('R') => self.popups.push(Popup::Rebuild),
-            KeyCode::Char('D') => match self.popup() {
-                Some(Popup::Demo) => {
-                    self.popups.pop();
-                }
-                _ => self.popups.push(Popup::Demo),
-            },
+            KeyCode::Char('D') => self.toggle(Popup::Demo),
+            KeyCode::Char('H') => self.toggle(Popup::History),
             KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1, 0),
             KeyCode::Down | KeyCode::Char('j') => self.move_selection(1, 0),
             KeyCode::Left | KeyCode::Char('h') => self.move_selection(0, -1),

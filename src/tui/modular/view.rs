@@ -14,7 +14,7 @@ use ratatui::widgets::{
 };
 use tui_big_text::{BigText, PixelSize};
 
-use super::state::{HELP, HINTS, ModularApp, Panel, Popup, SessionPoint};
+use super::state::{HELP, HINTS, ModularApp, Panel, Popup, RunSummary, SessionPoint};
 use crate::text::shorten;
 use crate::tui::theme::shade;
 use crate::tui::view::popups::{centred, framed};
@@ -62,6 +62,7 @@ pub fn draw(frame: &mut Frame, app: &mut ModularApp) {
         Some(Popup::Help) => draw_help(frame, frame.area(), app),
         Some(Popup::Rebuild) => draw_rebuild(frame, frame.area(), app),
         Some(Popup::Demo) => draw_demo(frame, frame.area(), app),
+        Some(Popup::History) => draw_history(frame, frame.area(), app),
         None => {}
     }
 }
@@ -201,18 +202,20 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &ModularApp) {
             ),
             app.theme.dim(),
         )));
-        let runs = app.history.len();
+        // Only runs of the shown setting: a median over settings means nothing.
+        let same: Vec<&RunSummary> = app
+            .history
+            .iter()
+            .filter(|h| h.positions == c.positions && h.recovery == c.recovery)
+            .collect();
         let median = |i: usize| {
-            let mut r: Vec<f64> = app
-                .history
-                .iter()
-                .map(|h| h.ttft_ms[i] / h.ttft_ms[2])
-                .collect();
+            let mut r: Vec<f64> = same.iter().map(|h| h.ttft_ms[i] / h.ttft_ms[2]).collect();
             r.sort_by(f64::total_cmp);
-            r[r.len() / 2]
+            r.get(r.len() / 2).copied().unwrap_or(f64::NAN)
         };
         lines.push(Line::from(format!(
-            "{runs} runs: {:.1}× exact {:.1}× prefix",
+            "{} runs of this setting: {:.1}× exact {:.1}× prefix · H all",
+            same.len(),
             median(0),
             median(1)
         )));
@@ -605,4 +608,42 @@ fn seconds(ms: f64) -> String {
     } else {
         format!("{:.1}s", ms / 1000.0)
     }
+}
+
+/// The history popup (`H`): every run of the session, newest first, one row
+/// each with its own setting, speedups and fidelity.
+fn draw_history(frame: &mut Frame, area: Rect, app: &ModularApp) {
+    let rows = (area.height.saturating_sub(4) as usize).max(1);
+    let rect = centred(area, 110, (app.history.len().min(rows) + 3) as u16);
+    let width = rect.width.saturating_sub(2) as usize;
+    let mut lines = vec![Line::from(Span::styled(
+        format!(
+            "{:<22} {:>9} {:>9} {:>8} {:>6}  prompt",
+            "setting", "× exact", "× prefix", "KL", "top-1"
+        ),
+        app.theme.dim(),
+    ))];
+    if app.history.is_empty() {
+        lines.push(Line::from(Span::styled("no runs yet", app.theme.dim())));
+    }
+    for h in app.history.iter().take(rows.saturating_sub(1)) {
+        let setting = format!("{} · {}", h.recovery, h.positions.name());
+        let row = format!(
+            "{:<22} {:>8.1}× {:>8.1}× {:>8.4} {:>6}  {}",
+            shorten(&setting, 22),
+            h.ttft_ms[0] / h.ttft_ms[2],
+            h.ttft_ms[1] / h.ttft_ms[2],
+            h.kl,
+            if h.top1_agree { "same" } else { "differ" },
+            h.label
+        );
+        let style = if h.top1_agree {
+            Style::default()
+        } else {
+            app.theme.error()
+        };
+        lines.push(Line::from(Span::styled(shorten(&row, width), style)));
+    }
+    let title = format!("Runs · {} this session, newest first", app.history.len());
+    framed(frame, &app.theme, rect, &title, lines);
 }
