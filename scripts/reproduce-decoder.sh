@@ -5,7 +5,9 @@
 # evaluation on rt:test; exact vs prefix cache vs map reuse vs both; the same
 # on the long rt-plot texts (unlabelled: agreement with the exact model's
 # answer stands in for accuracy). Results go to OUT (default
-# ./results-smollm2); ~40 minutes on 2 cores, ~7.5 GB of databases.
+# ./results-smollm2); ~40 minutes on 2 cores, ~7.5 GB of databases. Finished
+# steps (non-empty result files) are skipped when it is run again; MODEL picks
+# another decoder.
 # Run on a quiet machine: the speedups are timing ratios.
 set -euo pipefail
 out=${1:-results-smollm2}
@@ -19,6 +21,15 @@ test_limit=${TEST_LIMIT:-200}
 plot_db_limit=${PLOT_DB_LIMIT:-200}
 plot_limit=${PLOT_LIMIT:-40}
 
+# Runs "$@" into the result file $1 unless it already holds one (a rerun
+# resumes where the last one stopped).
+step() {
+  local file=$1
+  shift
+  [ -s "$file" ] && return 0
+  "$@" > "$file.tmp" && mv "$file.tmp" "$file"
+}
+
 # Short reviews.
 db="$out/db-reviews"
 [ -f "$db/manifest.json" ] || $bin build --corpus rt:db --limit "$db_limit" --out "$db"
@@ -26,20 +37,21 @@ for variant in ours ours-keep; do
   extra=""
   [ "$variant" = ours-keep ] && extra="--keep-unprofitable"
   # shellcheck disable=SC2086
-  $bin calibrate --db "$db" --split rt:calib --limit "$calib_limit" --budget 0.5 --objective accuracy \
-    $extra --out "$out/policy-$variant.json" --json > "$out/calibrate-$variant.json"
+  step "$out/calibrate-$variant.json" $bin calibrate --db "$db" --split rt:calib \
+    --limit "$calib_limit" --budget 0.5 --objective accuracy $extra \
+    --out "$out/policy-$variant.json" --json
 done
 for policy in ours ours-keep; do
-  $bin eval --db "$db" --split rt:test --limit "$test_limit" --policy "$out/policy-$policy.json" \
-    --repeats 2 --json > "$out/eval-$policy.json"
-  $bin prefix --db "$db" --split rt:test --limit "$test_limit" --policy "$out/policy-$policy.json" \
-    --repeats 2 --json > "$out/prefix-$policy.json"
+  step "$out/eval-$policy.json" $bin eval --db "$db" --split rt:test --limit "$test_limit" \
+    --policy "$out/policy-$policy.json" --repeats 2 --json
+  step "$out/prefix-$policy.json" $bin prefix --db "$db" --split rt:test --limit "$test_limit" \
+    --policy "$out/policy-$policy.json" --repeats 2 --json
 done
 # Every map of the nearest same-length entry: what full reuse costs and saves.
-$bin eval --db "$db" --split rt:test --limit "$test_limit" --policy global:2 --repeats 2 --json \
-  > "$out/eval-reuse-all.json"
-$bin prefix --db "$db" --split rt:test --limit "$test_limit" --policy global:2 --repeats 2 --json \
-  > "$out/prefix-reuse-all.json"
+step "$out/eval-reuse-all.json" $bin eval --db "$db" --split rt:test --limit "$test_limit" \
+  --policy global:2 --repeats 2 --json
+step "$out/prefix-reuse-all.json" $bin prefix --db "$db" --split rt:test --limit "$test_limit" \
+  --policy global:2 --repeats 2 --json
 
 # Long texts: plot summaries, same prompt, the reviews' calibrated thresholds.
 pdb="$out/db-plots"
@@ -47,10 +59,10 @@ pdb="$out/db-plots"
 for policy in "$out/policy-ours-keep.json" global:2; do
   name=$(basename "$policy" .json)
   [ "$policy" = global:2 ] && name=reuse-all
-  $bin eval --db "$pdb" --split rt-plot:test --limit "$plot_limit" --policy "$policy" --repeats 2 \
-    --json > "$out/eval-plots-${name#policy-}.json"
-  $bin prefix --db "$pdb" --split rt-plot:test --limit "$plot_limit" --policy "$policy" --repeats 2 \
-    --json > "$out/prefix-plots-${name#policy-}.json"
+  step "$out/eval-plots-${name#policy-}.json" $bin eval --db "$pdb" --split rt-plot:test \
+    --limit "$plot_limit" --policy "$policy" --repeats 2 --json
+  step "$out/prefix-plots-${name#policy-}.json" $bin prefix --db "$pdb" --split rt-plot:test \
+    --limit "$plot_limit" --policy "$policy" --repeats 2 --json
 done
 
 python3 - "$out" <<'PY'

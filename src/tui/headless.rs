@@ -118,7 +118,7 @@ pub fn run_script<V: Interactive>(
     timeout: Duration,
 ) -> anyhow::Result<Vec<String>> {
     let mut terminal = Terminal::new(TestBackend::new(size.0, size.1))?;
-    terminal.draw(|frame| view.draw(frame))?;
+    terminal.draw(|frame| view.draw(frame, frame.area()))?;
     for step in steps {
         if view.quit() {
             break;
@@ -145,7 +145,7 @@ pub fn run_script<V: Interactive>(
             }
         }
         pump(view, events, Duration::ZERO);
-        terminal.draw(|frame| view.draw(frame))?;
+        terminal.draw(|frame| view.draw(frame, frame.area()))?;
     }
     Ok(screen_text(terminal.backend()))
 }

@@ -31,6 +31,7 @@ use crossterm::event::{
     MouseEvent,
 };
 use crossterm::execute;
+use ratatui::layout::Rect;
 
 use app::App;
 use worker::Event;
@@ -75,8 +76,11 @@ pub trait Interactive {
     fn busy(&self) -> Option<String>;
     /// True once the user quit.
     fn quit(&self) -> bool;
-    /// Draws the frame.
-    fn draw(&mut self, frame: &mut ratatui::Frame);
+    /// True while keys go into a text field (a shell then leaves its own
+    /// keys, such as the tab digits, to the view).
+    fn typing(&self) -> bool;
+    /// Draws the view into `area` of the frame.
+    fn draw(&mut self, frame: &mut ratatui::Frame, area: Rect);
 }
 
 impl Interactive for App {
@@ -120,8 +124,12 @@ impl Interactive for App {
         self.quit
     }
 
-    fn draw(&mut self, frame: &mut ratatui::Frame) {
-        view::draw(frame, self);
+    fn typing(&self) -> bool {
+        self.editing || matches!(self.popup(), Some(app::Popup::Database | app::Popup::Search))
+    }
+
+    fn draw(&mut self, frame: &mut ratatui::Frame, area: Rect) {
+        view::draw_in(frame, area, self);
     }
 }
 
@@ -134,7 +142,7 @@ pub fn run_terminal<V: Interactive>(mut view: V, events: Receiver<V::Event>) -> 
     let mut last_draw = Instant::now();
     while !view.quit() {
         if dirty || last_draw.elapsed() >= Duration::from_millis(250) {
-            terminal.draw(|frame| view.draw(frame))?;
+            terminal.draw(|frame| view.draw(frame, frame.area()))?;
             last_draw = Instant::now();
             dirty = false;
         }

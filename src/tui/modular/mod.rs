@@ -89,8 +89,12 @@ impl Interactive for ModularApp {
         self.quit
     }
 
-    fn draw(&mut self, frame: &mut ratatui::Frame) {
-        view::draw(frame, self);
+    fn typing(&self) -> bool {
+        self.editing || self.popup() == Some(state::Popup::Rebuild)
+    }
+
+    fn draw(&mut self, frame: &mut ratatui::Frame, area: ratatui::layout::Rect) {
+        view::draw_in(frame, area, self);
     }
 }
 

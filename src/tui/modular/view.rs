@@ -22,6 +22,11 @@ use crate::tui::view::{framed_panel, hint_bar, job_gauge};
 
 /// Draws the whole view.
 pub fn draw(frame: &mut Frame, app: &mut ModularApp) {
+    draw_in(frame, frame.area(), app);
+}
+
+/// Draws the view into `area` (the whole screen, or a tab's share).
+pub fn draw_in(frame: &mut Frame, area: Rect, app: &mut ModularApp) {
     app.areas.clear();
     let [header, body, status, hints] = Layout::vertical([
         Constraint::Length(1),
@@ -29,7 +34,7 @@ pub fn draw(frame: &mut Frame, app: &mut ModularApp) {
         Constraint::Length(1),
         Constraint::Length(1),
     ])
-    .areas(frame.area());
+    .areas(area);
     draw_header(frame, header, app);
     let left_width = (body.width * 2 / 5).clamp(36, 60);
     let [left, right] =
@@ -59,10 +64,10 @@ pub fn draw(frame: &mut Frame, app: &mut ModularApp) {
     draw_status(frame, status, app);
     draw_hints(frame, hints, app);
     match app.popup() {
-        Some(Popup::Help) => draw_help(frame, frame.area(), app),
-        Some(Popup::Rebuild) => draw_rebuild(frame, frame.area(), app),
-        Some(Popup::Demo) => draw_demo(frame, frame.area(), app),
-        Some(Popup::History) => draw_history(frame, frame.area(), app),
+        Some(Popup::Help) => draw_help(frame, area, app),
+        Some(Popup::Rebuild) => draw_rebuild(frame, area, app),
+        Some(Popup::Demo) => draw_demo(frame, area, app),
+        Some(Popup::History) => draw_history(frame, area, app),
         None => {}
     }
 }

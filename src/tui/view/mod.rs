@@ -26,7 +26,11 @@ pub const MIN_SIZE: (u16, u16) = (80, 24);
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, app: &mut App) {
-    let area = frame.area();
+    draw_in(frame, frame.area(), app);
+}
+
+/// Draws the dashboard into `area` (the whole screen, or a tab's share).
+pub fn draw_in(frame: &mut Frame, area: Rect, app: &mut App) {
     app.areas = HitAreas::default();
     if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
         let text = format!(
