@@ -14,9 +14,14 @@ use crate::cache::{Database, ModelIdentity};
 use crate::data::{CorpusOptions, CorpusSpec};
 use crate::engine::Engine;
 use crate::fetch::Fetcher;
+use crate::model::Model;
 use crate::model::device_name;
+use crate::modules::{ModuleStore, Positions, Recovery, load_prompts};
 use crate::tui::app::{App, AppConfig, ModelInfo};
 use crate::tui::config::{self, Config, KeyMap};
+use crate::tui::headless::run_script;
+use crate::tui::setup::{self, Ready};
+use crate::tui::shell::{ModulesSettings, Shell, ShellEvent, Tab, TabView, Waiting, forward};
 use crate::tui::theme::Theme;
 use crate::tui::worker::{self, JobRequest, JobSettings};
 use crate::tui::{headless, run_terminal};
@@ -63,6 +68,16 @@ pub struct DashboardArgs {
     #[arg(long, value_name = "DIR")]
     pub export_dir: Option<PathBuf>,
     /// How it is shown: a terminal, or headless from a key script.
+    /// The Modules tab's module store (default: the one it prepares under
+    /// $ATTNCACHE_HOME/stores on first use).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// The prompts the Modules tab streams (JSONL; with --store).
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// The tab shown first: maps or modules (`1`/`2` switch).
+    #[arg(long, default_value = "maps", value_name = "TAB")]
+    pub tab: String,
     #[command(flatten)]
     pub display: DisplayArgs,
 }
@@ -81,7 +96,7 @@ pub struct DisplayArgs {
     #[arg(long)]
     pub headless: bool,
     /// Headless script, comma-separated: keys (m, +, Enter, Esc, Tab, Up…),
-    /// type:TEXT, run:TEXT, click:X,Y, wait, sleep:MS. The stream starts
+    /// type:TEXT, run:TEXT, click:X:Y, wait, sleep:MS. The stream starts
     /// paused (Space starts it).
     #[arg(long, value_delimiter = ',', value_name = "STEPS")]
     pub keys: Vec<String>,
@@ -245,23 +260,124 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
             args.build_corpus
         ));
     }
-    let outcome = if display.headless {
+    if display.headless {
         app.stream.paused = true;
-        let report = headless::run(
-            app,
-            &event_rx,
+    }
+    let maps_detail = match &db {
+        Some(db) => format!("{} · {} maps entries", app.model.name, db.entries().len()),
+        None => format!("{} · database building", app.model.name),
+    };
+    let modules_settings = ModulesSettings {
+        theme,
+        positions: Positions::Contiguous,
+        recovery: Recovery::None,
+        chat: false,
+        interval: Duration::from_millis(interval_ms),
+        paused: display.headless,
+    };
+    let (modules, ready) = modules_tab(&args, &model, modules_settings)?;
+    let (tx, rx) = channel();
+    forward(event_rx, tx.clone(), ShellEvent::Maps);
+    let tabs = vec![
+        Tab {
+            title: "Maps",
+            detail: maps_detail,
+            view: TabView::Maps(Box::new(app)),
+        },
+        modules,
+    ];
+    let first = match args.tab.as_str() {
+        "maps" => 0,
+        "modules" => 1,
+        other => anyhow::bail!("unknown --tab {other:?}: use maps or modules"),
+    };
+    let mut shell = Shell::new(tabs, first, theme, tx);
+    if let Some(ready) = ready {
+        shell.open_modules(1, ready);
+    }
+    let outcome = if display.headless {
+        let screen = run_script(
+            &mut shell,
+            &rx,
             &steps,
             size,
             Duration::from_secs(display.timeout),
         )?;
-        display.print(&report, &report.screen)
+        let report = shell.report(screen);
+        if display.json {
+            println!("{report}");
+        } else if let Some(screen) = report["screen"].as_array() {
+            let rows: Vec<&str> = screen.iter().filter_map(|r| r.as_str()).collect();
+            println!("{}", rows.join("\n"));
+        }
+        Ok(())
     } else {
-        run_terminal(app, event_rx)
+        run_terminal(shell, rx)
     };
     // The app (and with it the request channel) is gone: the engine thread
     // cancels any job, which removes its temporary files, and ends.
     let _ = worker.join();
     outcome
+}
+
+/// The Modules tab: the store `--store` names (SmolLM2, or the Maps tab's
+/// model when that is a decoder), else the default store when it has been
+/// built, else a tab that prepares it on first use. A store that does not
+/// open leaves the tab saying why and how to fix it; the Maps tab works on.
+fn modules_tab(
+    args: &DashboardArgs,
+    maps_model: &Arc<Model>,
+    settings: ModulesSettings,
+) -> anyhow::Result<(Tab, Option<Ready>)> {
+    let decoder = || -> anyhow::Result<Arc<Model>> {
+        match maps_model.decoder() {
+            Some(_) => Ok(maps_model.clone()),
+            None => setup::load_smollm2(),
+        }
+    };
+    let waiting = |w: Waiting, detail: String| Tab {
+        title: "Modules",
+        detail,
+        view: TabView::Waiting(Box::new(w)),
+    };
+    let opened = match &args.store {
+        Some(dir) => {
+            let model = decoder()?;
+            let label = dir.display().to_string();
+            let store = ModelIdentity::of(&model).and_then(|id| Ok(ModuleStore::open(dir, &id)?));
+            let store = match store {
+                Ok(store) => store,
+                Err(e) => {
+                    let message = format!(
+                        "{e:#} — build one with `attncache --model smollm2 modules build --schema FILE --out {label}`"
+                    );
+                    return Ok((
+                        waiting(Waiting::unavailable(message, settings), label),
+                        None,
+                    ));
+                }
+            };
+            let prompts = match &args.prompts {
+                Some(path) => load_prompts(path, store.schema())?,
+                None => Vec::new(),
+            };
+            Some(Ready {
+                schema_path: store.dir().join("schema.json"),
+                model,
+                store,
+                prompts,
+            })
+        }
+        None => {
+            let dir = setup::default_dir(&Fetcher::from_env()?);
+            match dir.join("store/manifest.json").is_file() {
+                true => setup::open_default(&dir, decoder()?)?,
+                false => None,
+            }
+        }
+    };
+    let tab = waiting(Waiting::default_store(settings), "no store yet".into());
+    Ok((tab, opened))
 }
 
 /// Parses `WxH`.

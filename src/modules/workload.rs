@@ -109,6 +109,50 @@ pub fn generate(options: WorkloadOptions) -> anyhow::Result<Workload> {
     }
 }
 
+/// The dashboard's default workload: multi-document and passkey prompts
+/// (four modules each, from a pool of twelve plot summaries and eight filler
+/// ones plus the ten pass keys), alternating, over one schema of both
+/// libraries — small enough to build on 2 cores in about a minute.
+pub fn demo(seed: u64) -> anyhow::Result<Workload> {
+    let part = |kind, pool| {
+        generate(WorkloadOptions {
+            kind,
+            per_prompt: 4,
+            pool,
+            prompts: 6,
+            seed,
+        })
+    };
+    let (docs, keys) = (
+        part(WorkloadKind::Multidoc, 12)?,
+        part(WorkloadKind::Passkey, 8)?,
+    );
+    let mut modules = docs.schema.modules;
+    if let Some(clash) = keys
+        .schema
+        .modules
+        .iter()
+        .find(|k| modules.iter().any(|m| m.name == k.name))
+    {
+        bail!("both workloads name a module {:?}", clash.name);
+    }
+    modules.extend(keys.schema.modules);
+    let prompts = docs
+        .prompts
+        .into_iter()
+        .zip(keys.prompts)
+        .flat_map(|(d, k)| [d, k])
+        .collect();
+    Ok(Workload {
+        schema: Schema {
+            name: format!("demo-{seed}"),
+            preamble: None,
+            modules,
+        },
+        prompts,
+    })
+}
+
 /// The first sentence of a text (at most 25 words).
 fn first_sentence(text: &str) -> String {
     let end = text.find(". ").map_or(text.len(), |i| i + 1);

@@ -25,7 +25,8 @@ pub enum Step {
     Key(KeyEvent),
     /// Characters typed one by one (`type:TEXT`).
     Type(String),
-    /// A left click at a cell (`click:X,Y`).
+    /// A left click at a cell (`click:X:Y`, or `click:X,Y` where the
+    /// script is not split at commas).
     Click(u16, u16),
     /// Wait until no query and no job is running (`wait`).
     Wait,
@@ -34,8 +35,8 @@ pub enum Step {
 }
 
 /// Parses script tokens: keys as [`parse_key`] names them, `type:TEXT`,
-/// `run:TEXT` (`i`, the text, `Enter`, `wait`), `click:X,Y`, `wait`,
-/// `sleep:MS`.
+/// `run:TEXT` (`i`, the text, `Enter`, `wait`), `click:X:Y` (or `click:X,Y`),
+/// `wait`, `sleep:MS`.
 pub fn parse_script(tokens: &[String]) -> anyhow::Result<Vec<Step>> {
     let mut steps = Vec::new();
     for token in tokens {
@@ -47,10 +48,11 @@ pub fn parse_script(tokens: &[String]) -> anyhow::Result<Vec<Step>> {
             steps.push(Step::Key(parse_key("Enter")?));
             steps.push(Step::Wait);
         } else if let Some(at) = token.strip_prefix("click:") {
+            // `--keys` splits at commas, so the command line spells it X:Y.
             let (x, y) = at
-                .split_once(',')
+                .split_once([':', ','])
                 .and_then(|(x, y)| Some((x.parse().ok()?, y.parse().ok()?)))
-                .ok_or_else(|| anyhow::anyhow!("bad step `{token}`: use click:X,Y"))?;
+                .ok_or_else(|| anyhow::anyhow!("bad step `{token}`: use click:X:Y"))?;
             steps.push(Step::Click(x, y));
         } else if let Some(ms) = token.strip_prefix("sleep:") {
             let ms: u64 = ms
@@ -209,7 +211,8 @@ pub fn screen_text(backend: &TestBackend) -> Vec<String> {
         .collect()
 }
 
-fn report(app: App, screen: Vec<String>) -> Report {
+/// The dashboard's report: its state after a script, and the last frame.
+pub fn report(app: App, screen: Vec<String>) -> Report {
     Report {
         mode: mode_name(app.mode),
         policy: app.policy.name.clone(),

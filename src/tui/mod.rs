@@ -9,7 +9,9 @@
 //! - [`tally`]: per-head numbers over the stream so far (the corpus view);
 //! - [`headless`]: the same dashboard driven by a key script, for scripts
 //!   and tests;
-//! - [`modular`]: the modular view (a decoder with a module store).
+//! - [`modular`]: the modular view (a decoder with a module store);
+//! - [`shell`]: one app of tabs (Maps, Modules) around both views;
+//! - [`setup`]: the Modules tab's default store, prepared on first use.
 
 pub mod app;
 pub mod config;
@@ -17,6 +19,8 @@ mod export;
 pub mod headless;
 pub mod keys;
 pub mod modular;
+pub mod setup;
+pub mod shell;
 pub mod tally;
 pub mod theme;
 pub mod view;
@@ -125,7 +129,11 @@ impl Interactive for App {
     }
 
     fn typing(&self) -> bool {
-        self.editing || matches!(self.popup(), Some(app::Popup::Database | app::Popup::Search))
+        self.editing
+            || matches!(
+                self.popup(),
+                Some(app::Popup::Database | app::Popup::Search)
+            )
     }
 
     fn draw(&mut self, frame: &mut ratatui::Frame, area: Rect) {

@@ -108,7 +108,12 @@ pub fn run_headless(
     timeout: Duration,
 ) -> anyhow::Result<ModularReport> {
     let screen = run_script(&mut app, events, steps, size, timeout)?;
-    Ok(ModularReport {
+    Ok(report(app, screen))
+}
+
+/// The view's report: its state after a script, and the last frame.
+pub fn report(app: ModularApp, screen: Vec<String>) -> ModularReport {
+    ModularReport {
         positions: app.positions.name(),
         recovery: app.recovery.to_string(),
         chat: app.chat,
@@ -126,5 +131,5 @@ pub fn run_headless(
         current: app.current.clone(),
         screen,
         quit: app.quit,
-    })
+    }
 }

@@ -21,7 +21,8 @@ use super::keys::HINTS;
 use super::theme::Theme;
 pub use crate::text::shorten;
 
-/// The smallest terminal the dashboard draws into.
+/// The smallest terminal the dashboard draws into (inside the app's tabs it
+/// gets one row less: the tab bar).
 pub const MIN_SIZE: (u16, u16) = (80, 24);
 
 /// Draws the whole screen.
@@ -32,10 +33,11 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
 /// Draws the dashboard into `area` (the whole screen, or a tab's share).
 pub fn draw_in(frame: &mut Frame, area: Rect, app: &mut App) {
     app.areas = HitAreas::default();
-    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+    let screen = frame.area();
+    if screen.width < MIN_SIZE.0 || screen.height < MIN_SIZE.1 {
         let text = format!(
             "attncache needs at least {}×{} (this terminal is {}×{}); q quits",
-            MIN_SIZE.0, MIN_SIZE.1, area.width, area.height
+            MIN_SIZE.0, MIN_SIZE.1, screen.width, screen.height
         );
         frame.render_widget(Paragraph::new(text).wrap(Default::default()), area);
         return;
