@@ -291,10 +291,11 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
         "modules" => 1,
         other => anyhow::bail!("unknown --tab {other:?}: use maps or modules"),
     };
-    let mut shell = Shell::new(tabs, first, theme, tx);
+    let mut shell = Shell::new(tabs, theme, tx);
     if let Some(ready) = ready {
         shell.open_modules(1, ready);
     }
+    shell.show(first);
     let outcome = if display.headless {
         let screen = run_script(
             &mut shell,

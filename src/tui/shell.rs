@@ -1,9 +1,12 @@
 //! One app, several tabs: *Maps* (the map-cache dashboard) and *Modules*
 //! (the modular view), switched with `1`/`2` or a click on the tab bar.
-//! Every tab keeps its own engine thread, state and stream, and all of them
-//! go on while another is shown: the shell forwards each worker's events to
-//! its tab and advances every tab's clock. The shell owns only the tab bar
-//! and the switching; each tab draws, and handles keys and clicks, below it.
+//! Every tab keeps its own engine thread, state and stream: the shell
+//! forwards each worker's events to its tab whether shown or not, so jobs
+//! (a rebuild, a calibration) and running prompts go on in a hidden tab,
+//! while only the shown tab's clock runs — a hidden tab's stream waits, so
+//! it never competes with the timings on screen. The shell owns only the
+//! tab bar and the switching; each tab draws, and handles keys and clicks,
+//! below it.
 //!
 //! A Modules tab without a store shows what it needs; on first use (its
 //! first showing) it prepares the default store in the background
@@ -151,18 +154,22 @@ pub fn forward<E: Send + 'static>(
 }
 
 impl Shell {
-    /// The app with `tabs`, showing tab `active`.
-    pub fn new(tabs: Vec<Tab>, active: usize, theme: Theme, events: Sender<ShellEvent>) -> Self {
-        let mut shell = Self {
-            active: active.min(tabs.len().saturating_sub(1)),
+    /// The app with `tabs`; nothing is shown (and no tab starts work)
+    /// until [`Self::show`].
+    pub fn new(tabs: Vec<Tab>, theme: Theme, events: Sender<ShellEvent>) -> Self {
+        Self {
+            active: 0,
             tabs,
             theme,
             quit: false,
             bar: Vec::new(),
             events,
-        };
-        shell.shown();
-        shell
+        }
+    }
+
+    /// Shows tab `index` (a waiting Modules tab starts preparing its store).
+    pub fn show(&mut self, index: usize) {
+        self.switch(index);
     }
 
     /// The tabs.
@@ -379,15 +386,11 @@ impl Interactive for Shell {
     }
 
     fn advance(&mut self, now: Instant) -> bool {
-        let mut changed = false;
-        for tab in &mut self.tabs {
-            changed |= match &mut tab.view {
-                TabView::Maps(app) => app.advance(now),
-                TabView::Modules(app) => app.advance(now),
-                TabView::Waiting(_) => false,
-            };
+        match &mut self.tabs[self.active].view {
+            TabView::Maps(app) => app.advance(now),
+            TabView::Modules(app) => app.advance(now),
+            TabView::Waiting(_) => false,
         }
-        changed
     }
 
     fn busy(&self) -> Option<String> {
