@@ -13,6 +13,7 @@ use attncache::tui::modular::state::{ModularApp, ModularConfig, Popup};
 use attncache::tui::modular::view;
 use attncache::tui::modular::worker::{Comparison, Event, Request};
 use attncache::tui::theme::Theme;
+use crossterm::event::{KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
@@ -398,4 +399,72 @@ fn h_lists_every_run_with_its_own_setting() {
     insta::assert_snapshot!("modular_history_120x40", frame);
     key(&mut a, "H");
     assert_eq!(a.popup(), None);
+}
+
+/// The app's tab bar over the modular view and over a Modules tab that
+/// cannot serve: `1`/`2` and clicks on the bar switch, a tab's typing keeps
+/// its digits, and each frame fits 80×24 and 120×40.
+#[test]
+fn the_tab_bar_switches_between_tabs() {
+    use attncache::tui::Interactive;
+    use attncache::tui::shell::{ModulesSettings, Shell, Tab, TabView, Waiting};
+    let (mut modular, rx) = app(false, vec![prompt("which document is about a heist?")]);
+    run_once(&mut modular, &rx);
+    let settings = ModulesSettings {
+        theme: Theme::MONO,
+        positions: Positions::Contiguous,
+        recovery: Recovery::None,
+        chat: false,
+        interval: Duration::from_millis(0),
+        paused: true,
+    };
+    let message = "cannot open the module store /no/store: build one with `attncache --model \
+                   smollm2 modules build --schema FILE --out /no/store`";
+    let tabs = vec![
+        Tab {
+            title: "Modules",
+            detail: "tiny · docs".into(),
+            view: TabView::Modules(Box::new(modular)),
+        },
+        Tab {
+            title: "Other",
+            detail: "no store".into(),
+            view: TabView::Waiting(Box::new(Waiting::unavailable(message.into(), settings))),
+        },
+    ];
+    let (tx, _events) = channel();
+    let mut shell = Shell::new(tabs, Theme::MONO, tx);
+    shell.show(0);
+    let frame = |shell: &mut Shell, w: u16, h: u16| {
+        let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+        terminal.draw(|f| shell.draw(f, f.area())).unwrap();
+        screen_text(terminal.backend()).join("\n")
+    };
+    for (w, h) in [(80, 24), (120, 40)] {
+        insta::assert_snapshot!(format!("shell_modules_{w}x{h}"), frame(&mut shell, w, h));
+    }
+    shell.key(parse_key("2").unwrap());
+    assert_eq!(shell.active(), 1);
+    let waiting = frame(&mut shell, 80, 24);
+    assert!(
+        waiting.contains("cannot open the module store"),
+        "{waiting}"
+    );
+    insta::assert_snapshot!("shell_waiting_80x24", waiting);
+    // A click on the first tab's title goes back.
+    shell.mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: 2,
+        row: 0,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert_eq!(shell.active(), 0);
+    // While typing a prompt, `2` is text.
+    shell.key(parse_key("i").unwrap());
+    assert!(shell.typing());
+    shell.key(parse_key("2").unwrap());
+    assert_eq!(shell.active(), 0);
+    shell.key(parse_key("Esc").unwrap());
+    shell.key(parse_key("q").unwrap());
+    assert!(shell.quit());
 }
