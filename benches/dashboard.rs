@@ -202,6 +202,7 @@ fn tabs(
             interval: Duration::ZERO,
             schema_path: store_dir.join("schema.json"),
             paused: true,
+            export_dir: dir.join("export"),
         },
         spawned.requests,
     );

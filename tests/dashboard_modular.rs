@@ -47,6 +47,7 @@ fn app(color: bool, prompts: Vec<PromptSpec>) -> (ModularApp, Receiver<Request>)
             interval: Duration::from_millis(0),
             schema_path: "schema.toml".into(),
             paused: true,
+            export_dir: std::env::temp_dir().join("attncache-test-export"),
         },
         tx,
     );
@@ -417,6 +418,7 @@ fn the_tab_bar_switches_between_tabs() {
         chat: false,
         interval: Duration::from_millis(0),
         paused: true,
+        export_dir: "unused".into(),
     };
     let message = "cannot open the module store /no/store: build one with `attncache --model \
                    smollm2 modules build --schema FILE --out /no/store`";
@@ -467,4 +469,58 @@ fn the_tab_bar_switches_between_tabs() {
     shell.key(parse_key("Esc").unwrap());
     shell.key(parse_key("q").unwrap());
     assert!(shell.quit());
+}
+
+/// `e` writes the view as JSON (settings, the current comparison, every
+/// run, the session's frontier) and the frontier as a plot; before any run
+/// it says there is nothing to export.
+#[test]
+fn e_exports_the_view_and_the_sessions_frontier() {
+    let (mut a, rx) = app(false, vec![prompt("which document is about a heist?")]);
+    let dir = tempfile::tempdir().unwrap();
+    a.export_dir = dir.path().join("out");
+    key(&mut a, "e");
+    assert!(
+        a.status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("nothing to export yet")
+    );
+    run_once(&mut a, &rx);
+    key(&mut a, "e");
+    let start = Instant::now();
+    while a.exporting() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the export hangs"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        a.tick(Instant::now());
+    }
+    let status = a.status.clone().unwrap();
+    assert!(
+        !status.error && status.text.starts_with("wrote "),
+        "{}",
+        status.text
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let json = files
+        .iter()
+        .find(|f| f.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(v["runs"][0]["speedup_vs_exact"], 6.0);
+    assert_eq!(v["frontier"][0]["setting"], "contiguous · select:15");
+    assert_eq!(v["current"]["kl"], 0.0421);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().ends_with("-frontier.svg")),
+        "{files:?}"
+    );
 }

@@ -274,6 +274,10 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
         chat: false,
         interval: Duration::from_millis(interval_ms),
         paused: display.headless,
+        export_dir: args
+            .export_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("attncache-export")),
     };
     let (modules, ready) = modules_tab(&args, &model, modules_settings)?;
     let (tx, rx) = channel();

@@ -58,6 +58,8 @@ pub struct ModulesSettings {
     pub interval: Duration,
     /// Start paused (headless runs).
     pub paused: bool,
+    /// Where `e` writes.
+    pub export_dir: std::path::PathBuf,
 }
 
 /// A Modules tab still without a store.
@@ -239,6 +241,7 @@ impl Shell {
             interval: s.interval,
             schema_path: ready.schema_path,
             paused: s.paused,
+            export_dir: s.export_dir,
         };
         let spawned = modular_worker::spawn(ready.model, ready.store);
         forward(spawned.events, self.events.clone(), ShellEvent::Modules);

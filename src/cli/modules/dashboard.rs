@@ -61,6 +61,7 @@ pub fn run(target: &Target, store_args: &StoreArgs, args: &ViewArgs) -> anyhow::
         interval: Duration::from_millis(args.interval_ms),
         schema_path,
         paused: display.headless,
+        export_dir: std::path::PathBuf::from("attncache-export"),
     };
     let spawned = worker::spawn(opened.model.clone(), opened.store);
     let app = ModularApp::new(config, spawned.requests);

@@ -7,8 +7,10 @@
 //!
 //! - [`state`]: state, keys, clicks, events, clock;
 //! - [`view`]: the frame;
-//! - [`worker`]: the engine thread.
+//! - [`worker`]: the engine thread;
+//! - `export`: `e`, the view as JSON and the session's frontier as plots.
 
+mod export;
 pub mod state;
 pub mod view;
 pub mod worker;
@@ -72,16 +74,16 @@ impl Interactive for ModularApp {
     }
 
     fn advance(&mut self, now: Instant) -> bool {
-        let before = self.in_flight;
+        let before = (self.in_flight, self.exporting());
         self.tick(now);
-        self.in_flight != before
+        (self.in_flight, self.exporting()) != before
     }
 
     fn busy(&self) -> Option<String> {
         match (self.in_flight, self.job) {
             (Some(_), _) => Some("the prompt's three runs".into()),
             (None, Some(_)) => Some("the rebuild".into()),
-            (None, None) => None,
+            (None, None) => self.exporting().then(|| "the export".into()),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
@@ -94,6 +94,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "H",
         "every run of the session: its setting, speedups, KL, top-1",
+    ),
+    (
+        "e",
+        "export: the view as JSON, the session's frontier as PNG + SVG",
     ),
     (
         "R",
@@ -215,6 +219,10 @@ pub struct ModularApp {
     pub quit: bool,
     /// Where each panel was drawn (mouse clicks).
     pub areas: Vec<(Panel, Rect)>,
+    /// Where `e` writes.
+    pub export_dir: PathBuf,
+    /// The export being written.
+    export: Option<Receiver<anyhow::Result<Vec<PathBuf>>>>,
     requests: Sender<Request>,
 }
 
@@ -241,6 +249,8 @@ pub struct ModularConfig {
     pub schema_path: PathBuf,
     /// Start with the stream paused (headless scripts).
     pub paused: bool,
+    /// Where `e` writes.
+    pub export_dir: PathBuf,
 }
 
 impl Drop for ModularApp {
@@ -286,8 +296,56 @@ impl ModularApp {
             status: None,
             quit: false,
             areas: Vec::new(),
+            export_dir: config.export_dir,
+            export: None,
             requests,
         }
+    }
+
+    /// `e`: starts writing the view to the export directory.
+    fn start_export(&mut self) {
+        if self.export.is_some() {
+            return self.say("an export is already being written", false);
+        }
+        match super::export::export(self) {
+            Ok(rx) => {
+                self.export = Some(rx);
+                self.say(
+                    format!("exporting to {}…", self.export_dir.display()),
+                    false,
+                );
+            }
+            Err(e) => self.say(format!("{e:#}"), true),
+        }
+    }
+
+    /// Reports a finished export.
+    fn poll_export(&mut self) {
+        let Some(rx) = &self.export else { return };
+        let Ok(result) = rx.try_recv() else { return };
+        self.export = None;
+        match result {
+            Ok(files) => {
+                let names: Vec<String> = files
+                    .iter()
+                    .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
+                self.say(
+                    format!(
+                        "wrote {} to {}",
+                        names.join(", "),
+                        self.export_dir.display()
+                    ),
+                    false,
+                );
+            }
+            Err(e) => self.say(format!("export failed: {e:#}"), true),
+        }
+    }
+
+    /// True while an export is being written.
+    pub fn exporting(&self) -> bool {
+        self.export.is_some()
     }
 
     fn say(&mut self, text: impl Into<String>, error: bool) {
@@ -340,6 +398,7 @@ impl ModularApp {
     /// Handles the clock: the stream sends the next prompt once the previous
     /// run has finished and the interval has passed.
     pub fn tick(&mut self, now: Instant) {
+        self.poll_export();
         let idle = self.in_flight.is_none() && self.job.is_none() && !self.editing;
         let due = self
             .last_done
@@ -468,6 +527,7 @@ impl ModularApp {
             KeyCode::Char('R') => self.popups.push(Popup::Rebuild),
             KeyCode::Char('D') => self.toggle(Popup::Demo),
             KeyCode::Char('H') => self.toggle(Popup::History),
+            KeyCode::Char('e') => self.start_export(),
             KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1, 0),
             KeyCode::Down | KeyCode::Char('j') => self.move_selection(1, 0),
             KeyCode::Left | KeyCode::Char('h') => self.move_selection(0, -1),
