@@ -13,15 +13,17 @@
 //! is built into `target/llama-venv` on first use (`-DGGML_NATIVE=ON`, about
 //! 6 minutes on 2 cores). Not run by CI.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use attncache::eval::{BlockPlan, timed_blocks};
 use attncache::model::{Model, ModelSource, StaticPlan, TokenizedText};
-use serde_json::{Value, json};
+use common::{JsonPeer, floats};
+use serde_json::json;
 
 /// The peer, pinned.
 const PEER_PACKAGE: &str = "llama-cpp-python==0.3.36";
@@ -58,11 +60,7 @@ fn venv(root: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// llama.cpp in a Python process, answering one prefill per request.
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+struct Peer(JsonPeer);
 
 impl Peer {
     fn start(
@@ -71,26 +69,14 @@ impl Peer {
         gguf: &Path,
         (threads, longest): (usize, usize),
     ) -> anyhow::Result<(Self, String)> {
-        let mut child = Command::new(python)
+        let mut command = Command::new(python);
+        command
             .arg(root.join("scripts/llama_cpp/peer.py"))
             .arg(gguf)
             .arg(threads.to_string())
-            .arg(longest.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdin = child.stdin.take().context("peer stdin")?;
-        let mut stdout = BufReader::new(child.stdout.take().context("peer stdout")?);
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let ready: Value = serde_json::from_str(&line).context("llama.cpp did not start")?;
-        let version = ready["version"].as_str().unwrap_or("?").to_string();
-        let peer = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        Ok((peer, version))
+            .arg(longest.to_string());
+        let (peer, version) = JsonPeer::start(command)?;
+        Ok((Self(peer), version))
     }
 
     fn prefill(
@@ -99,23 +85,11 @@ impl Peer {
         flash: bool,
         output: bool,
     ) -> anyhow::Result<(f64, Option<Vec<f32>>)> {
-        let request = json!({ "ids": ids, "flash": flash, "output": output });
-        writeln!(self.stdin, "{request}")?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        let answer: Value = serde_json::from_str(&line).context("llama.cpp stopped answering")?;
-        let logits = answer["logits"].as_array().map(|v| {
-            v.iter()
-                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
-                .collect()
-        });
+        let answer = self
+            .0
+            .ask(&json!({ "ids": ids, "flash": flash, "output": output }))?;
+        let logits = floats(&answer["logits"]);
         Ok((answer["ms"].as_f64().context("no time")?, logits))
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
     }
 }
 

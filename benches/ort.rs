@@ -9,15 +9,17 @@
 //! Needs python3 with venv and pip: ONNX Runtime, onnx, numpy and safetensors
 //! are installed into `target/ort-venv` on first use. Not run by CI.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use attncache::eval::{BlockPlan, timed_blocks};
 use attncache::fetch::{Fetcher, MINILM_L3_ONNX, MINILM_L6};
 use attncache::model::{Kernels, Model, StaticPlan, TokenizedText};
+use common::{JsonPeer, floats};
 use serde_json::{Value, json};
 
 /// Python packages of the peer, pinned.
@@ -81,11 +83,7 @@ fn converted(root: &Path, python: &Path, onnx: &Path, minilm: &Path) -> anyhow::
 }
 
 /// The ONNX Runtime process.
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+struct Peer(JsonPeer);
 
 impl Peer {
     fn start(
@@ -94,46 +92,19 @@ impl Peer {
         onnx: &Path,
         threads: usize,
     ) -> anyhow::Result<(Self, String)> {
-        let mut child = Command::new(python)
+        let mut command = Command::new(python);
+        command
             .arg(root.join("scripts/ort/peer.py"))
             .arg(onnx)
-            .arg(threads.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdin = child.stdin.take().context("peer stdin")?;
-        let mut stdout = BufReader::new(child.stdout.take().context("peer stdout")?);
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let ready: Value = serde_json::from_str(&line).context("the peer did not start")?;
-        let version = ready["version"].as_str().unwrap_or("?").to_string();
-        Ok((
-            Self {
-                child,
-                stdin,
-                stdout,
-            },
-            version,
-        ))
+            .arg(threads.to_string());
+        let (peer, version) = JsonPeer::start(command)?;
+        Ok((Self(peer), version))
     }
 
     fn run(&mut self, ids: &[u32], output: bool) -> anyhow::Result<(f64, Option<Vec<f32>>)> {
-        writeln!(self.stdin, "{}", json!({ "ids": ids, "output": output }))?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        let answer: Value = serde_json::from_str(&line)?;
-        let hidden = answer["hidden"].as_array().map(|v| {
-            v.iter()
-                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
-                .collect()
-        });
+        let answer = self.0.ask(&json!({ "ids": ids, "output": output }))?;
+        let hidden = floats(&answer["hidden"]);
         Ok((answer["ms"].as_f64().context("no time")?, hidden))
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
     }
 }
 

@@ -8,6 +8,8 @@
 //! variable (read once per thread), and this binary sets it while no other
 //! test runs.
 
+mod common;
+
 use std::path::Path;
 
 use attncache::model::llama::{Family, Prefilled};
@@ -73,15 +75,7 @@ fn qwen2_logits_and_greedy_tokens_match_candles_quantized_qwen2() {
     unsafe { std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1") };
     for prompt in &prompts {
         let text = model.tokenizer.encode(prompt).unwrap();
-        let (batch, out) = model
-            .forward(
-                std::slice::from_ref(&text),
-                &mut StaticPlan::exact(shape.layers, shape.heads),
-            )
-            .unwrap();
-        let ours = model
-            .logits(&model.readout(&out.hidden, &batch).unwrap())
-            .unwrap()
+        let ours = common::last_logits(&model, &text, StaticPlan::exact(shape.layers, shape.heads))
             .squeeze(0)
             .unwrap()
             .to_vec1::<f32>()

@@ -9,8 +9,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::llama::{Cache, Llama, LlamaConfig};
 use common::tiny_llama::{HEADS, KV_HEADS, LAYERS, tiny_llama, tiny_llama_config};
 use common::{
-    Recorder, capture_all, check_self_reuse_is_exact, exact_hidden, last_logits as logits,
-    max_abs_diff,
+    capture_all, check_self_reuse_is_exact, donor_maps_and_inputs, exact_hidden,
+    last_logits as logits, max_abs_diff,
 };
 
 fn tokens(model: &Model, text: &str) -> TokenizedText {
@@ -90,15 +90,7 @@ fn partial_reuse_under_gqa_acts_only_through_its_heads() {
         tokens(&model, "the movie was great"),
         tokens(&model, "a plot is fun"),
     );
-    assert_eq!(text.ids.len(), donor.ids.len());
-    let donor_maps = capture_all(&model, &donor);
-    let mut recorder = Recorder {
-        plan: StaticPlan::exact(LAYERS, HEADS),
-        inputs: Vec::new(),
-    };
-    let _ = model
-        .forward(std::slice::from_ref(&text), &mut recorder)
-        .unwrap();
+    let (donor_maps, inputs) = donor_maps_and_inputs(&model, &text, &donor);
     let head_dim = model.shape().head_dim;
     let group = HEADS / KV_HEADS;
     for reused in [vec![0], vec![0, 1], vec![1, 2], vec![0, 1, 2, 3]] {
@@ -114,7 +106,7 @@ fn partial_reuse_under_gqa_acts_only_through_its_heads() {
                 })
                 .collect(),
         );
-        let x = &recorder.inputs[layer];
+        let x = &inputs[layer];
         let run = |kernels, plan: &LayerPlan| {
             with_kernels(&model, kernels)
                 .decoder()

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::qwen2::{Config, ModelForCausalLM};
 use common::tiny_llama::{LAYERS, QWEN_HEADS, QWEN_KV_HEADS, Tiny, tiny, tiny_config};
-use common::{Recorder, capture_all, exact_hidden, last_logits, max_abs_diff};
+use common::{donor_maps_and_inputs, exact_hidden, last_logits, max_abs_diff};
 
 const TEXTS: [&str; 3] = [
     "the movie was great",
@@ -87,15 +87,7 @@ fn partial_reuse_keeps_the_biases_of_the_heads_still_computed() {
         tokens(&model, "the movie was great"),
         tokens(&model, "a plot is fun"),
     );
-    assert_eq!(text.ids.len(), donor.ids.len());
-    let donor_maps = capture_all(&model, &donor);
-    let mut recorder = Recorder {
-        plan: StaticPlan::exact(LAYERS, QWEN_HEADS),
-        inputs: Vec::new(),
-    };
-    let _ = model
-        .forward(std::slice::from_ref(&text), &mut recorder)
-        .unwrap();
+    let (donor_maps, inputs) = donor_maps_and_inputs(&model, &text, &donor);
     let head_dim = model.shape().head_dim;
     let group = QWEN_HEADS / QWEN_KV_HEADS;
     let whole_group: Vec<usize> = (0..group).collect();
@@ -109,7 +101,7 @@ fn partial_reuse_keeps_the_biases_of_the_heads_still_computed() {
                 })
                 .collect(),
         );
-        let x = &recorder.inputs[layer];
+        let x = &inputs[layer];
         let run = |kernels, plan: &LayerPlan| {
             with_kernels(&model, kernels)
                 .decoder()

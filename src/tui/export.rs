@@ -18,7 +18,7 @@ use crate::plot::{
 };
 
 /// Starts writing the current view; the receiver yields the files written.
-pub fn export(app: &App) -> anyhow::Result<Receiver<anyhow::Result<Vec<PathBuf>>>> {
+pub fn export(app: &App) -> anyhow::Result<Written> {
     let current = app
         .current
         .as_ref()
@@ -42,6 +42,26 @@ pub fn export(app: &App) -> anyhow::Result<Receiver<anyhow::Result<Vec<PathBuf>>
     let heads = heads_figure(app);
     let latency = latency_figure(app);
     let sweep = sweep_figure(app);
+    write_in_background(dir, stem, view, move |dir, stem| {
+        let mut files = plots(dir, stem, maps, heads, latency)?;
+        if let Some(sweep) = sweep {
+            files.extend(save(&sweep, dir, &format!("{stem}-sweep"), true)?);
+        }
+        Ok(files)
+    })
+}
+
+/// Files an export wrote, once it is done.
+pub type Written = Receiver<anyhow::Result<Vec<PathBuf>>>;
+
+/// Writes `view` as `DIR/STEM.json`, then what `plots(DIR, STEM)` writes,
+/// on a thread of its own (every view's `e`); the receiver yields the files.
+pub fn write_in_background(
+    dir: PathBuf,
+    stem: String,
+    view: serde_json::Value,
+    plots: impl FnOnce(&Path, &str) -> anyhow::Result<Vec<PathBuf>> + Send + 'static,
+) -> anyhow::Result<Written> {
     let (tx, rx) = channel();
     std::thread::Builder::new()
         .name("attncache-export".into())
@@ -52,10 +72,7 @@ pub fn export(app: &App) -> anyhow::Result<Receiver<anyhow::Result<Vec<PathBuf>>
                 let json_path = dir.join(format!("{stem}.json"));
                 write_atomically(&json_path, serde_json::to_string_pretty(&view)?.as_bytes())?;
                 let mut files = vec![json_path];
-                files.extend(plots(&dir, &stem, maps, heads, latency)?);
-                if let Some(sweep) = sweep {
-                    files.extend(save(&sweep, &dir, &format!("{stem}-sweep"), true)?);
-                }
+                files.extend(plots(&dir, &stem)?);
                 Ok(files)
             })();
             let _ = tx.send(written);

@@ -248,6 +248,27 @@ pub fn last_logits(model: &Model, text: &TokenizedText, plan: StaticPlan) -> Ten
         .unwrap()
 }
 
+/// The maps of `donor` and each layer's input for `text` (of the same
+/// length) under the exact plan: what partial-reuse tests substitute and
+/// where.
+pub fn donor_maps_and_inputs(
+    model: &Model,
+    text: &TokenizedText,
+    donor: &TokenizedText,
+) -> (Vec<Vec<Tensor>>, Vec<Tensor>) {
+    assert_eq!(text.ids.len(), donor.ids.len());
+    let maps = capture_all(model, donor);
+    let s = model.shape();
+    let mut recorder = Recorder {
+        plan: StaticPlan::exact(s.layers, s.heads),
+        inputs: Vec::new(),
+    };
+    let _ = model
+        .forward(std::slice::from_ref(text), &mut recorder)
+        .unwrap();
+    (maps, recorder.inputs)
+}
+
 /// Records each layer's input while following a fixed plan.
 pub struct Recorder {
     pub plan: StaticPlan,

@@ -3,18 +3,15 @@
 //! comparison, every run of the session, the session's frontier) and the
 //! session's speed–fidelity frontier as a plot (PNG + SVG).
 
-use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, channel};
-
 use anyhow::Context;
 use serde_json::json;
 
 use super::state::{ModularApp, SessionPoint};
 use crate::plot::{FrontierDot, FrontierFigure, save};
-use crate::storage::write_atomically;
+use crate::tui::export::{Written, write_in_background};
 
 /// Starts writing the view; the receiver yields the files written.
-pub fn export(app: &ModularApp) -> anyhow::Result<Receiver<anyhow::Result<Vec<PathBuf>>>> {
+pub fn export(app: &ModularApp) -> anyhow::Result<Written> {
     let current = app
         .current
         .clone()
@@ -51,22 +48,9 @@ pub fn export(app: &ModularApp) -> anyhow::Result<Receiver<anyhow::Result<Vec<Pa
         "frontier": points,
     });
     let figure = frontier_figure(&app.store_label, &points);
-    let (tx, rx) = channel();
-    std::thread::Builder::new()
-        .name("attncache-export".into())
-        .spawn(move || {
-            let written = (|| {
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-                let json_path = dir.join(format!("{stem}.json"));
-                write_atomically(&json_path, serde_json::to_string_pretty(&view)?.as_bytes())?;
-                let mut files = vec![json_path];
-                files.extend(save(&figure, &dir, &format!("{stem}-frontier"), true)?);
-                Ok(files)
-            })();
-            let _ = tx.send(written);
-        })?;
-    Ok(rx)
+    write_in_background(dir, stem, view, move |dir, stem| {
+        save(&figure, dir, &format!("{stem}-frontier"), true)
+    })
 }
 
 /// The session's settings as frontier dots: a setting is on the Pareto set

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
@@ -222,7 +222,7 @@ pub struct ModularApp {
     /// Where `e` writes.
     pub export_dir: PathBuf,
     /// The export being written.
-    export: Option<Receiver<anyhow::Result<Vec<PathBuf>>>>,
+    export: Option<crate::tui::export::Written>,
     requests: Sender<Request>,
 }
 
