@@ -51,13 +51,6 @@ fn oracle(gguf: &Path, ids: &[u32]) -> (Vec<f32>, Vec<u32>) {
     .unwrap()
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
 #[test]
 fn qwen2_logits_and_greedy_tokens_match_candles_quantized_qwen2() {
     let model = Model::load(&ModelSource::Qwen25, &Device::Cpu, "the test suite").unwrap();
@@ -82,7 +75,7 @@ fn qwen2_logits_and_greedy_tokens_match_candles_quantized_qwen2() {
             .unwrap();
         let (want, want_tokens) = oracle(&model.files.weights, &text.ids);
         // Same weights, same f32 arithmetic, different summation order.
-        let diff = max_abs_diff(&ours, &want);
+        let diff = common::max_diff(&ours, &want);
         println!("{prompt:?}: max |ours − quantized_qwen2 (dequantized)| = {diff:.2e}");
         assert!(diff < 1e-3, "logits differ by {diff}");
         // The row-wise pass (prefill, then one row per step) continues the
@@ -94,7 +87,7 @@ fn qwen2_logits_and_greedy_tokens_match_candles_quantized_qwen2() {
             logits: Vec::new(),
         };
         decoder.append(&mut state, &text.ids).unwrap();
-        assert!(max_abs_diff(&state.logits, &ours) < 1e-3);
+        assert!(common::max_diff(&state.logits, &ours) < 1e-3);
         let tokens = decoder.greedy(&mut state, GREEDY, None).unwrap();
         println!("{:?}", model.tokenizer.decode(&tokens));
         assert_eq!(tokens, want_tokens, "greedy continuations differ");

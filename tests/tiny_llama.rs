@@ -3,25 +3,15 @@
 
 mod common;
 
-use attncache::model::{HeadPlan, Kernels, LayerPlan, Model, StaticPlan, TokenizedText};
+use attncache::model::{HeadPlan, Kernels, LayerPlan, Model, StaticPlan};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::llama::{Cache, Llama, LlamaConfig};
 use common::tiny_llama::{HEADS, KV_HEADS, LAYERS, tiny_llama, tiny_llama_config};
 use common::{
     capture_all, check_self_reuse_is_exact, donor_maps_and_inputs, exact_hidden,
-    last_logits as logits, max_abs_diff,
+    last_logits as logits, max_abs_diff, tokens, with_kernels,
 };
-
-fn tokens(model: &Model, text: &str) -> TokenizedText {
-    model.tokenizer.encode(text).unwrap()
-}
-
-fn with_kernels(model: &Model, kernels: Kernels) -> Model {
-    let mut m = model.clone();
-    m.set_kernels(kernels);
-    m
-}
 
 #[test]
 fn exact_logits_match_candle_transformers_llama() {

@@ -7,28 +7,20 @@
 mod common;
 
 use attncache::model::llama::{Family, Prefilled};
-use attncache::model::{HeadPlan, Kernels, LayerPlan, Model, StaticPlan, TokenizedText};
+use attncache::model::{HeadPlan, Kernels, LayerPlan, Model, StaticPlan};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::qwen2::{Config, ModelForCausalLM};
 use common::tiny_llama::{LAYERS, QWEN_HEADS, QWEN_KV_HEADS, Tiny, tiny, tiny_config};
-use common::{donor_maps_and_inputs, exact_hidden, last_logits, max_abs_diff};
+use common::{
+    donor_maps_and_inputs, exact_hidden, last_logits, max_abs_diff, tokens, with_kernels,
+};
 
 const TEXTS: [&str; 3] = [
     "the movie was great",
     "a plot",
     "the film is not fun and the plot was bad",
 ];
-
-fn tokens(model: &Model, text: &str) -> TokenizedText {
-    model.tokenizer.encode(text).unwrap()
-}
-
-fn with_kernels(model: &Model, kernels: Kernels) -> Model {
-    let mut m = model.clone();
-    m.set_kernels(kernels);
-    m
-}
 
 #[test]
 fn exact_logits_match_candle_transformers_qwen2() {

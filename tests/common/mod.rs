@@ -248,6 +248,18 @@ pub fn last_logits(model: &Model, text: &TokenizedText, plan: StaticPlan) -> Ten
         .unwrap()
 }
 
+/// `text` tokenized by `model`.
+pub fn tokens(model: &Model, text: &str) -> TokenizedText {
+    model.tokenizer.encode(text).unwrap()
+}
+
+/// A copy of `model` on `kernels`.
+pub fn with_kernels(model: &Model, kernels: attncache::model::Kernels) -> Model {
+    let mut m = model.clone();
+    m.set_kernels(kernels);
+    m
+}
+
 /// The maps of `donor` and each layer's input for `text` (of the same
 /// length) under the exact plan: what partial-reuse tests substitute and
 /// where.
