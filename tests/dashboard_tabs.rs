@@ -187,3 +187,52 @@ fn a_store_that_does_not_open_is_said_in_its_tab_and_maps_works_on() {
     assert!(stderr.contains("use maps or modules"), "{stderr}");
     assert!(Path::new(&f.path("db/manifest.json")).is_file());
 }
+
+/// The config file's `[modules]` section sets the Modules tab (flags win
+/// over it); a bad value there names the file, line and key; `W` in the
+/// Maps tab rewrites its own settings and keeps the section.
+#[test]
+fn the_config_files_modules_section_sets_the_modules_tab() {
+    let f = Fixture::new();
+    let config = f.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval_ms = 900\n[modules]\nstore = {:?}\nprompts = {:?}\nrecovery = \"select:15\"\n",
+            f.path("store"),
+            f.path("prompts.jsonl")
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_string_lossy().into_owned();
+    let v = json_of(&f.dashboard(
+        &["--config", &config_arg, "--tab", "modules"],
+        "n,wait,1,W,wait",
+    ));
+    let modules = &tab(&v, "Modules")["state"];
+    assert_eq!(modules["recovery"], "select:15");
+    assert!(modules["current"]["ttft_ms"][2].as_f64().unwrap() > 0.0);
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        written.contains("[modules]") && written.contains("select:15"),
+        "{written}"
+    );
+    assert!(
+        written.contains("split = "),
+        "W wrote the Maps tab's settings: {written}"
+    );
+
+    std::fs::write(
+        &config,
+        "theme = \"dark\"\n[modules]\nrecovery = \"sideways\"\n",
+    )
+    .unwrap();
+    let bad = f.dashboard(&["--config", &config_arg], "wait");
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains("config.toml:3") && last.contains("modules.recovery"),
+        "{stderr}"
+    );
+}

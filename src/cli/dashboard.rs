@@ -267,11 +267,18 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
         Some(db) => format!("{} · {} maps entries", app.model.name, db.entries().len()),
         None => format!("{} · database building", app.model.name),
     };
+    let section = &config.modules;
     let modules_settings = ModulesSettings {
         theme,
-        positions: Positions::Contiguous,
-        recovery: Recovery::None,
-        chat: false,
+        positions: section
+            .positions
+            .as_deref()
+            .map_or(Ok(Positions::Contiguous), Positions::parse)?,
+        recovery: section
+            .recovery
+            .as_deref()
+            .map_or(Ok(Recovery::None), Recovery::parse)?,
+        chat: section.chat.unwrap_or(false),
         interval: Duration::from_millis(interval_ms),
         paused: display.headless,
         export_dir: args
@@ -279,7 +286,11 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from("attncache-export")),
     };
-    let (modules, ready) = modules_tab(&args, &model, modules_settings)?;
+    let store_args = (
+        args.store.clone().or(section.store.clone()),
+        args.prompts.clone().or(section.prompts.clone()),
+    );
+    let (modules, ready) = modules_tab(store_args, &model, modules_settings)?;
     let (tx, rx) = channel();
     forward(event_rx, tx.clone(), ShellEvent::Maps);
     let tabs = vec![
@@ -330,7 +341,7 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
 /// built, else a tab that prepares it on first use. A store that does not
 /// open leaves the tab saying why and how to fix it; the Maps tab works on.
 fn modules_tab(
-    args: &DashboardArgs,
+    (store, prompts): (Option<PathBuf>, Option<PathBuf>),
     maps_model: &Arc<Model>,
     settings: ModulesSettings,
 ) -> anyhow::Result<(Tab, Option<Ready>)> {
@@ -345,7 +356,7 @@ fn modules_tab(
         detail,
         view: TabView::Waiting(Box::new(w)),
     };
-    let opened = match &args.store {
+    let opened = match &store {
         Some(dir) => {
             let model = decoder()?;
             let label = dir.display().to_string();
@@ -362,7 +373,7 @@ fn modules_tab(
                     ));
                 }
             };
-            let prompts = match &args.prompts {
+            let prompts = match &prompts {
                 Some(path) => load_prompts(path, store.schema())?,
                 None => Vec::new(),
             };

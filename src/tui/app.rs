@@ -657,6 +657,11 @@ impl App {
         }
         let policy = path.with_file_name("policy.json");
         self.policy.save(&policy)?;
+        // The other tabs' sections stay as the file has them.
+        let modules = match path.is_file() {
+            true => Config::load(&path, false)?.modules,
+            false => Default::default(),
+        };
         Config {
             model: self.model_arg.clone(),
             db: Some(self.db_dir.clone()),
@@ -665,6 +670,7 @@ impl App {
             interval_ms: Some(self.stream.interval.as_millis() as u64),
             theme: Some(self.theme.name().to_string()),
             keys: self.keymap.to_config(),
+            modules,
         }
         .save(&path)?;
         Ok(path)

@@ -13,6 +13,12 @@
 //! theme = "light"            # dark, light, 16, mono
 //! [keys]                     # action = key, as --keys names keys
 //! calibrate = "C"
+//! [modules]                  # the Modules tab
+//! store = "/data/store"      # as --store
+//! prompts = "/data/p.jsonl"  # as --prompts
+//! positions = "contiguous"   # contiguous or schema
+//! recovery = "select:15"     # none, first:K, select:R, probe:R, probe-modules:M
+//! chat = false
 //! ```
 
 use std::collections::BTreeMap;
@@ -23,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, Action, parse_key};
 use super::theme::Theme;
+use crate::modules::{Positions, Recovery};
 use crate::storage::write_atomically;
 
 /// What a config file may set (all optional).
@@ -50,6 +57,37 @@ pub struct Config {
     /// Action name → key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub keys: BTreeMap<String, String>,
+    /// The Modules tab's section.
+    #[serde(default, skip_serializing_if = "ModulesConfig::is_empty")]
+    pub modules: ModulesConfig,
+}
+
+/// The `[modules]` section: what the Modules tab serves and how.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulesConfig {
+    /// `--store`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<PathBuf>,
+    /// `--prompts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<PathBuf>,
+    /// Position assignment: contiguous or schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<String>,
+    /// The recovery it starts with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<String>,
+    /// Wrap prompts in the chat template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<bool>,
+}
+
+impl ModulesConfig {
+    /// True when it names nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Where the config file lives by default.
@@ -96,6 +134,16 @@ impl Config {
         }
         KeyMap::from_config(&config.keys)
             .map_err(|(key, e)| anyhow::anyhow!("{}: key `keys.{key}`: {e}", at(&key)))?;
+        let m = &config.modules;
+        if let Some(p) = &m.positions {
+            Positions::parse(p).map_err(|e| {
+                anyhow::anyhow!("{}: key `modules.positions`: {e}", at("positions"))
+            })?;
+        }
+        if let Some(r) = &m.recovery {
+            Recovery::parse(r)
+                .map_err(|e| anyhow::anyhow!("{}: key `modules.recovery`: {e}", at("recovery")))?;
+        }
         Ok(config)
     }
 
@@ -234,6 +282,11 @@ mod tests {
             interval_ms: Some(500),
             theme: Some("light".into()),
             keys,
+            modules: ModulesConfig {
+                store: Some("/data/store".into()),
+                recovery: Some("select:15".into()),
+                ..Default::default()
+            },
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("config.toml");
