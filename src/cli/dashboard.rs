@@ -67,7 +67,6 @@ pub struct DashboardArgs {
     /// Where `e` writes (default: ./attncache-export).
     #[arg(long, value_name = "DIR")]
     pub export_dir: Option<PathBuf>,
-    /// How it is shown: a terminal, or headless from a key script.
     /// The Modules tab's module store (default: the one it prepares under
     /// $ATTNCACHE_HOME/stores on first use).
     #[arg(long, value_name = "DIR")]
@@ -78,6 +77,7 @@ pub struct DashboardArgs {
     /// The tab shown first: maps or modules (`1`/`2` switch).
     #[arg(long, default_value = "maps", value_name = "TAB")]
     pub tab: String,
+    /// How it is shown: a terminal, or headless from a key script.
     #[command(flatten)]
     pub display: DisplayArgs,
 }
@@ -319,14 +319,7 @@ pub fn run(target: &Target, args: DashboardArgs) -> anyhow::Result<()> {
             size,
             Duration::from_secs(display.timeout),
         )?;
-        let report = shell.report(screen);
-        if display.json {
-            println!("{report}");
-        } else if let Some(screen) = report["screen"].as_array() {
-            let rows: Vec<&str> = screen.iter().filter_map(|r| r.as_str()).collect();
-            println!("{}", rows.join("\n"));
-        }
-        Ok(())
+        display.print(&shell.report(screen.clone()), &screen)
     } else {
         run_terminal(shell, rx)
     };
@@ -385,8 +378,9 @@ fn modules_tab(
             })
         }
         None => {
+            // SmolLM2 is loaded here only when the default store exists.
             let dir = setup::default_dir(&Fetcher::from_env()?);
-            match dir.join("store/manifest.json").is_file() {
+            match setup::default_built(&dir) {
                 true => setup::open_default(&dir, decoder()?)?,
                 false => None,
             }

